@@ -1,0 +1,130 @@
+"""`manage.py manifest sync|status`: run and inspect the sync engine from a terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from app.extensions import get_bungie
+from app.extensions import get_store
+from app.manifest import sync
+from app.manifest.sync import Progress
+from app.manifest.sync import SyncResult
+
+manifest_cli = AppGroup("manifest", help="Sync the manifest cache and show its state.")
+
+EXIT_CODES = {sync.UPDATED: 0, sync.UNCHANGED: 0, sync.FAILED: 1, sync.UNAVAILABLE: 2, sync.BUSY: 3}
+
+
+class ProgressLine:
+    """Draw sync progress on stderr: one line redrawn on a terminal, a line per step elsewhere."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self._last_step: tuple[Any, ...] = ()
+        self._width = 0
+
+    def __call__(self, progress: Progress) -> None:
+        step = (progress.phase, progress.language, progress.table)
+        if not self.live:
+            if step != self._last_step:
+                click.echo(self._describe(progress), file=self.stream)
+            self._last_step = step
+            return
+        line = self._describe(progress)
+        padding = " " * max(0, self._width - len(line))
+        self._width = len(line)
+        self.stream.write(f"\r{line}{padding}")
+        self.stream.flush()
+
+    def done(self) -> None:
+        """End the redrawn line."""
+        if self.live and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    @staticmethod
+    def _describe(progress: Progress) -> str:
+        parts = [f"[{progress.phase}]"]
+        if progress.table:
+            parts.append(f"{progress.language} {progress.table}")
+        if progress.tables_total:
+            parts.append(f"table {progress.tables_done + 1}/{progress.tables_total}")
+        if progress.entries_done:
+            parts.append(f"{progress.entries_done:,} entries")
+        if progress.bytes_total:
+            share = progress.bytes_done / progress.bytes_total
+            bar = "#" * int(share * 20)
+            parts.append(
+                f"{progress.bytes_done / 1e6:.1f}/{progress.bytes_total / 1e6:.1f} MB "
+                f"[{bar:<20}] {share:.0%}"
+            )
+        return " ".join(parts)
+
+
+def format_result(result: SyncResult) -> str:
+    """Return the outcome and, for an update, the diff as a table."""
+    lines = [result.summary().capitalize()]
+    if result.outcome != sync.UPDATED:
+        return "\n".join(lines)
+    if result.previous_version:
+        lines[0] += f", was {result.previous_version}"
+    lines.append("")
+    width = max([len("table"), *(len(d.table) for d in result.diffs)])
+    lines.append(f"{'table':<{width}}  {'added':>7}  {'changed':>7}  {'removed':>7}  {'total':>7}")
+    for d in result.diffs:
+        lines.append(
+            f"{d.table:<{width}}  {d.added:>7,}  {d.changed:>7,}  {d.removed:>7,}  {d.total:>7,}"
+        )
+    for d in result.diffs:
+        for label, names in (("new", d.added_names), ("changed", d.changed_names)):
+            if names:
+                shown = ", ".join(f"{name or '(no name)'} ({h})" for h, name in names[:10])
+                more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+                lines.append(f"{d.table} {label}: {shown}{more}")
+    return "\n".join(lines)
+
+
+@manifest_cli.command("sync")
+def sync_command() -> None:
+    """Check Bungie now and update the cache if the manifest changed."""
+    line = ProgressLine()
+    result = sync.run(get_store(), get_bungie(), trigger="cli", progress=line)
+    line.done()
+    click.echo(format_result(result))
+    sys.exit(EXIT_CODES[result.outcome])
+
+
+@manifest_cli.command("status")
+def status_command() -> None:
+    """Show the live release, the last check and the item counts."""
+    store = get_store()
+    live = store.live_release()
+    if live is None:
+        click.echo("Live release: none yet (run `python manage.py manifest sync`)")
+    else:
+        click.echo(f"Live release: {live.release.version} (id {live.id})")
+        click.echo(f"Synced at:    {_when(live.synced_at)} in {live.duration:.1f}s")
+    check = store.last_check()
+    if check is None:
+        click.echo("Last check:   never")
+    else:
+        outcome = check["outcome"]
+        if check.get("error"):
+            outcome += f" ({check['error']}: {check['message']})"
+        click.echo(f"Last check:   {_when(check['at'])}: {outcome}")
+    if live is not None:
+        click.echo("")
+        for lang, tables in live.counts.items():
+            for table, count in tables.items():
+                click.echo(f"  {lang}  {table:<36} {count:>8,}")
+
+
+def _when(timestamp: float) -> str:
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,1414 @@
+"""Deterministic Destiny 2 manifest content for the demo origin: releases, tables and their files.
+
+Everything derives from a seed: the same seed, item count and publish history give the same
+paths and the same bytes, in any process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import random
+import shutil
+import sqlite3
+import threading
+import uuid
+import zipfile
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from typing import BinaryIO
+
+import msgspec
+
+ITEM_TABLE = "DestinyInventoryItemDefinition"
+TABLES = (
+    ITEM_TABLE,
+    "DestinyClassDefinition",
+    "DestinyDamageTypeDefinition",
+    "DestinyInventoryBucketDefinition",
+    "DestinyItemTierTypeDefinition",
+    "DestinyStatDefinition",
+    "DestinySandboxPerkDefinition",
+)
+CONTENT_PREFIX = "/common/destiny2_content/"
+
+# Share of the item table a default publish adds, removes and changes.
+ADDED_SHARE = 0.01
+REMOVED_SHARE = 0.005
+CHANGED_SHARE = 0.02
+# The `shrunk` fault serves one definition in this many.
+SHRINK_EVERY = 10
+
+_FLUSH_BYTES = 4 * 1024 * 1024
+_COPY_BYTES = 1024 * 1024
+
+# -- word lists: names that read like Destiny's --------------------------------------------------
+
+_COMPOUND_HEADS = (
+    "Fate", "Ash", "Dawn", "Dusk", "Grave", "Storm", "Night", "Star", "Sun", "Moon", "Frost",
+    "Ember", "Thorn", "Iron", "Gloom", "Hope", "Oath", "Wraith", "Dread", "Doom", "Bone",
+    "Blood", "Soul", "Sky", "Wolf", "Hawk", "Crow", "Raven", "Serpent", "Glass", "Steel",
+    "Silver", "Hollow", "Wyrm", "Tide", "Cinder", "Rime", "Gale", "Lumen", "Nether",
+)  # fmt: skip
+_COMPOUND_TAILS = (
+    "bringer", "breaker", "song", "fall", "wake", "fang", "caller", "strike", "ward", "bane",
+    "keeper", "seeker", "spire", "blade", "fire", "thorn", "hammer", "cleaver", "reaper",
+    "weaver", "born", "light", "shadow", "chaser", "whisper", "spite", "mourn", "crest",
+)  # fmt: skip
+_ADJECTIVES = (
+    "Ashen", "Silent", "Eternal", "Broken", "Gilded", "Savage", "Wicked", "Hallowed", "Bitter",
+    "Distant", "Astral", "Crimson", "Hollow", "Vigilant", "Forsaken", "Radiant", "Sunken",
+    "Fallen", "Restless", "Shattered", "Ancient", "Midnight", "Solemn", "Dire", "Luminous",
+    "Feral", "Errant", "Quiet", "Cold", "Burning", "Last", "First", "Lost", "Wandering",
+    "Nameless", "Fabled", "Unyielding", "Relentless", "Patient", "Veiled", "Exalted", "Tarnished",
+)  # fmt: skip
+_NOUNS = (
+    "Wake", "Oath", "Requiem", "Vigil", "Tempest", "Horizon", "Covenant", "Reverie", "Exile",
+    "Harbinger", "Sentinel", "Lament", "Verdict", "Crown", "Herald", "Chorus", "Mercy", "Vow",
+    "Ember", "Dirge", "Bastion", "Warden", "Omen", "Echo", "Nova", "Zenith", "Legacy", "Ruin",
+    "Refrain", "Pilgrim", "Tide", "Veil", "Gambit", "Thunder", "Hymn", "Cipher", "Meridian",
+    "Paragon", "Wayfarer", "Frontier", "Reckoning", "Solace", "Sovereign", "Remnant", "Aegis",
+)  # fmt: skip
+_PLACES = (
+    "the Reef", "the Dreaming City", "Europa", "Neptune", "the Moon", "the Cosmodrome",
+    "Nessus", "the European Dead Zone", "Savathûn's Throne World", "the Pale Heart", "Mars",
+    "Titan", "Io", "Mercury", "the Last City", "the Tangled Shore", "the Derelict Leviathan",
+)  # fmt: skip
+_SPEAKERS = (
+    "Ikora Rey", "Commander Zavala", "Cayde-6", "Saint-14", "Osiris", "Eris Morn", "Mara Sov",
+    "Lord Shaxx", "Banshee-44", "the Drifter", "Ada-1", "Crow", "Savathûn", "Xûr",
+    "Petra Venj", "Lakshmi-2", "Variks", "Mithrax",
+)  # fmt: skip
+_FLAVORS = (
+    "Every {n} ends in {a} {n2}.",
+    "Carry the {n} into the {a} dark.",
+    "It was forged for a {n} that never came.",
+    "What the {n} takes, the {n2} returns.",
+    "No {n} is ever truly {a}.",
+    "Let them hear the {n} before they see it.",
+    "Built to outlast the {n}, and the {n2} after it.",
+    "\"Stand where the {n} stood. Hold.\" —{s}",
+    "\"I have seen the {n}. It is {a}.\" —{s}",
+    "\"Some debts are paid in {n}.\" —{s}",
+)  # fmt: skip
+_DESCRIPTIONS = (
+    "Recovered from {p}, where the {n} still lingers.",
+    "A relic of the {a} {n}.",
+    "Issued to Guardians who answered the call of the {n}.",
+    "Its makers in {p} called it a {n}. Its targets called it worse.",
+    "Tuned for {a} hands and {a2} nerves.",
+    "Some say it hums when the {n} draws near.",
+)  # fmt: skip
+_SOURCES = (
+    "Source: Complete activities and earn rank-up packages from {s}.",
+    "Source: Found in {p}.",
+    "Source: Raid \"{a} {n}\".",
+    "Source: Dungeon \"{n} of {p}\".",
+    "Source: Seasonal activities.",
+    "Source: Exotic engrams.",
+    "",
+)  # fmt: skip
+_TOOLTIPS = (
+    "This item can be crafted.",
+    "Deepsight Resonance: Extract its pattern at the Enclave.",
+    "Enhanced: This weapon has additional perk options.",
+    "This item is featured in current activities.",
+)  # fmt: skip
+
+# -- the small tables -----------------------------------------------------------------------------
+
+CLASSES = (("Titan", 0), ("Hunter", 1), ("Warlock", 2))
+# (name, Destiny.DamageType, description)
+DAMAGE_TYPES = (
+    ("Kinetic", 1, "Weapons of this damage type are effective against unshielded enemies."),
+    ("Arc", 2, "Electric damage that blinds, jolts and chains between targets."),
+    ("Solar", 3, "Burning damage that scorches and ignites targets."),
+    ("Void", 4, "Damage from the darkness between stars that weakens and suppresses."),
+    ("Stasis", 6, "Darkness-born damage that slows, freezes and shatters targets."),
+    ("Strand", 7, "Darkness-born damage that suspends, unravels and severs targets."),
+)
+# (name, category, location, scope, itemCount, description)
+BUCKETS = (
+    ("Kinetic Weapons", 3, 1, 0, 10, "Weapons that deal kinetic damage."),
+    ("Energy Weapons", 3, 1, 0, 10, "Weapons that deal elemental damage."),
+    ("Power Weapons", 3, 1, 0, 10, "Weapons that deal heavy damage."),
+    ("Helmet", 3, 1, 0, 10, "Head armor."),
+    ("Gauntlets", 3, 1, 0, 10, "Arm armor."),
+    ("Chest Armor", 3, 1, 0, 10, "Chest armor."),
+    ("Leg Armor", 3, 1, 0, 10, "Leg armor."),
+    ("Class Armor", 3, 1, 0, 10, "Class-specific armor."),
+    ("Ghost", 3, 1, 0, 10, "Ghost shells."),
+    ("Emblems", 3, 1, 0, 10, "Emblems."),
+    ("Ships", 3, 1, 0, 10, "Jumpships."),
+    ("Vehicle", 3, 1, 0, 10, "Sparrows."),
+    ("Subclass", 3, 1, 0, 4, "Subclasses."),
+    ("Finishers", 3, 1, 0, 10, "Finishing moves."),
+    ("Emotes", 3, 1, 0, 10, "Emotes."),
+    ("Shaders", 1, 1, 1, 999, "Shaders."),
+    ("Consumables", 1, 1, 1, 50, "Consumable items."),
+    ("Modifications", 1, 1, 1, 50, "Weapon and armor mods."),
+    ("Materials", 2, 1, 1, 50, "Upgrade materials."),
+    ("Quests", 1, 1, 0, 63, "Quests and bounties."),
+    ("Engrams", 1, 1, 0, 10, "Engrams to be decrypted."),
+    ("Lost Items", 1, 4, 0, 21, "Items waiting at the Postmaster."),
+    ("Clan Banners", 3, 1, 1, 1, "Clan banners."),
+    ("Seasonal Artifact", 3, 1, 1, 1, "The seasonal artifact."),
+)  # fmt: skip
+# Destiny.TierType -> name; Legendary is "Superior" (5) in the enum.
+TIER_NAMES = {1: "Currency", 2: "Basic", 3: "Common", 4: "Rare", 5: "Legendary", 6: "Exotic"}
+WEAPON_STATS = (
+    "Attack", "Power", "Rounds Per Minute", "Impact", "Range", "Stability", "Handling",
+    "Reload Speed", "Aim Assistance", "Airborne Effectiveness", "Zoom", "Recoil Direction",
+    "Magazine", "Inventory Size", "Ammo Generation",
+)  # fmt: skip
+ARMOR_STATS = ("Defense", "Power", "Health", "Melee", "Grenade", "Super", "Class", "Weapons")
+_OTHER_STATS = (
+    "Swing Speed", "Charge Time", "Draw Time", "Blast Radius", "Velocity", "Accuracy",
+    "Guard Resistance", "Charge Rate", "Guard Endurance", "Shield Duration", "Speed", "Boost",
+    "Durability", "Heat Generated", "Any Energy Type Cost", "Persistence", "Mobility",
+    "Resilience", "Recovery", "Discipline", "Intellect", "Strength",
+)  # fmt: skip
+_PERK_WORDS = (
+    "Outlaw", "Rampage", "Kill Clip", "Zen Moment", "Rapid Hit", "Feeding Frenzy", "Snapshot",
+    "Demolitionist", "Headstone", "Repulsor Brace", "Voltshot", "Incandescent", "Destabilizing",
+    "Hatchling", "Frenzy", "Golden Tricorn", "Adrenaline Junkie", "Kinetic Tremors", "Surrounded",
+    "Explosive Payload", "Firefly", "Dragonfly", "Moving Target", "Killing Wind", "Tap the Trigger",
+    "Threat Detector", "Eye of the Storm", "Heating Up", "Dynamic Sway", "Pugilist", "Swashbuckler",
+    "Elemental Capacitor", "Reconstruction", "Envious Assassin", "Bait and Switch", "Vorpal Weapon",
+    "Box Breathing", "Precision Instrument", "Subsistence", "Unrelenting", "Overflow",
+    "Auto-Loading Holster", "Opening Shot", "Multikill Clip", "Desperado", "Cascade Point",
+    "Chill Clip", "Slice",
+)  # fmt: skip
+
+# (Destiny.DestinyItemSubType, display name, ammo type: 1 primary, 2 special, 3 heavy)
+WEAPON_TYPES = (
+    (6, "Auto Rifle", 1), (9, "Hand Cannon", 1), (13, "Pulse Rifle", 1), (14, "Scout Rifle", 1),
+    (17, "Sidearm", 1), (24, "Submachine Gun", 1), (31, "Combat Bow", 1), (7, "Shotgun", 2),
+    (12, "Sniper Rifle", 2), (11, "Fusion Rifle", 2), (23, "Grenade Launcher", 2),
+    (25, "Trace Rifle", 2), (33, "Glaive", 2), (10, "Rocket Launcher", 3), (8, "Machine Gun", 3),
+    (18, "Sword", 3), (22, "Linear Fusion Rifle", 3),
+)  # fmt: skip
+# (Destiny.DestinyItemSubType, bucket, display name, piece word per class Titan/Hunter/Warlock)
+ARMOR_PIECES = (
+    (26, "Helmet", "Helmet", ("Helm", "Mask", "Hood")),
+    (27, "Gauntlets", "Gauntlets", ("Gauntlets", "Grips", "Gloves")),
+    (28, "Chest Armor", "Chest Armor", ("Plate", "Vest", "Robes")),
+    (29, "Leg Armor", "Leg Armor", ("Greaves", "Strides", "Boots")),
+    (30, "Class Armor", "", ("Mark", "Cloak", "Bond")),
+)
+_CLASS_ITEM_NAMES = ("Titan Mark", "Hunter Cloak", "Warlock Bond")
+_FOUNDRIES = ("hakke", "omolon", "suros", "veist", "daito", "tex_mechanica", "cassoid", "nadir")
+
+# (kind, weight): the real table is mostly plugs and cosmetics, with weapons and armor the
+# large definitions.
+_KINDS = (
+    ("weapon", 6), ("armor", 8), ("mod", 15), ("shader", 8), ("ornament", 10), ("emblem", 6),
+    ("ghost", 2), ("ship", 1.5), ("vehicle", 1.5), ("emote", 2), ("consumable", 6),
+    ("material", 4), ("quest", 4), ("bounty", 3), ("engram", 1), ("subclass", 0.3),
+    ("finisher", 0.7), ("dummy", 21),
+)  # fmt: skip
+_KIND_NAMES = tuple(name for name, _ in _KINDS)
+_KIND_CUMULATIVE = tuple(sum(weight for _, weight in _KINDS[: i + 1]) for i in range(len(_KINDS)))
+# (Destiny.TierType, weight)
+_GEAR_TIERS = ((5, 60), (6, 12), (4, 15), (3, 8), (2, 5))
+_COSMETIC_TIERS = ((5, 45), (6, 5), (4, 30), (3, 20))
+_MOD_TIERS = ((4, 40), (5, 30), (3, 30))
+_PLAIN_TIERS = ((2, 60), (3, 30), (4, 10))
+# kind -> (Destiny.DestinyItemType, sub type, display name, bucket, tiers, stack size)
+_SIMPLE_KINDS: dict[str, tuple[int, int, str, str, tuple[tuple[int, int], ...], int]] = {
+    "shader": (19, 20, "Shader", "Shaders", _COSMETIC_TIERS, 9999),
+    "ornament": (19, 21, "Weapon Ornament", "Modifications", _COSMETIC_TIERS, 1),
+    "emblem": (14, 0, "Emblem", "Emblems", _COSMETIC_TIERS, 1),
+    "ghost": (24, 0, "Ghost Shell", "Ghost", _GEAR_TIERS, 1),
+    "ship": (21, 0, "Ship", "Ships", _COSMETIC_TIERS, 1),
+    "vehicle": (22, 0, "Vehicle", "Vehicle", _COSMETIC_TIERS, 1),
+    "emote": (23, 0, "Emote", "Emotes", _COSMETIC_TIERS, 1),
+    "consumable": (9, 0, "Consumable", "Consumables", _PLAIN_TIERS, 99),
+    "material": (10, 0, "Material", "Materials", _PLAIN_TIERS, 9999),
+    "quest": (12, 0, "Quest Step", "Quests", _PLAIN_TIERS, 1),
+    "bounty": (26, 0, "Weekly Bounty", "Quests", _PLAIN_TIERS, 1),
+    "engram": (8, 0, "Engram", "Engrams", _COSMETIC_TIERS, 1),
+    "finisher": (29, 0, "Finisher", "Finishers", _COSMETIC_TIERS, 1),
+    "dummy": (20, 0, "", "Consumables", _PLAIN_TIERS, 1),
+}
+_GEAR = frozenset(("weapon", "armor"))
+_PLUGS = frozenset(("mod", "shader", "ornament"))
+# Kinds with geometry: a screenshot, dyes and sockets.
+_RENDERED = frozenset(("weapon", "armor", "ghost", "ship", "vehicle"))
+_EQUIPPABLE = frozenset(("ghost", "ship", "vehicle", "emblem", "emote", "finisher", "subclass"))
+_MOD_TYPES = (
+    "General Armor Mod", "Helmet Armor Mod", "Arms Armor Mod", "Chest Armor Mod",
+    "Leg Armor Mod", "Class Item Armor Mod", "Weapon Mod", "Ghost Shell Mod", "Artifact Perk",
+)  # fmt: skip
+_SUBCLASS_NAMES = ("Arcstrider", "Gunslinger", "Nightstalker", "Revenant", "Threadrunner")
+
+
+# -- hashing helpers ------------------------------------------------------------------------------
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).digest()
+
+
+def _hash32(*parts: object) -> int:
+    """Return a stable uint32 named by `parts` (for definitions the origin does not serve)."""
+    return int.from_bytes(_digest(*parts)[:4], "big") or 1
+
+
+def _guid(*parts: object) -> str:
+    return str(uuid.UUID(bytes=_digest(*parts)[:16], version=4))
+
+
+def _hex32(*parts: object) -> str:
+    return _digest(*parts)[:16].hex()
+
+
+def signed32(value: int) -> int:
+    """Return a uint32 hash as the signed 32-bit integer Bungie's SQLite ids use."""
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _unique_hash(rng: random.Random, taken: set[int]) -> int:
+    while True:
+        value = rng.getrandbits(32)
+        if value and value not in taken:
+            taken.add(value)
+            return value
+
+
+def _icon(rng: random.Random, ext: str = "jpg") -> str:
+    return f"/common/destiny2_content/icons/{rng.getrandbits(128):032x}.{ext}"
+
+
+def _pick_weighted(rng: random.Random, choices: Sequence[tuple[int, int]]) -> int:
+    total = sum(weight for _, weight in choices)
+    point = rng.random() * total
+    for value, weight in choices:
+        point -= weight
+        if point < 0:
+            return value
+    return choices[-1][0]
+
+
+def _words(rng: random.Random) -> dict[str, str]:
+    return {
+        "a": rng.choice(_ADJECTIVES).lower(),
+        "a2": rng.choice(_ADJECTIVES).lower(),
+        "n": rng.choice(_NOUNS).lower(),
+        "n2": rng.choice(_NOUNS).lower(),
+        "p": rng.choice(_PLACES),
+        "s": rng.choice(_SPEAKERS),
+    }
+
+
+def _sentence(rng: random.Random, templates: Sequence[str]) -> str:
+    text = rng.choice(templates).format(**_words(rng))
+    return text[:1].upper() + text[1:]
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    """Return the function that makes an English string look translated into `lang`."""
+    if lang == "en":
+        return lambda text: text
+    prefix = f"[{lang}] "
+    return lambda text: prefix + text if text else text
+
+
+# -- releases -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """The compact description of one item; its full definition is derived from it."""
+
+    hash: int
+    index: int
+    kind: str
+    item_type: int
+    sub_type: int
+    type_name: str
+    bucket: str
+    tier: int
+    class_type: int
+    damage: int
+    ammo: int
+    name: str
+    description: str
+    flavor: str
+    source: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One release of the manifest: its version, its items and the key of each table's files."""
+
+    number: int
+    key: str
+    version: str
+    build: int
+    changelist: int
+    stamp: datetime.datetime
+    items: tuple[ItemRecord, ...]
+    next_index: int
+    # table -> key of the generation that last gave it a new path
+    table_keys: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """A new generation and what changed in its item table."""
+
+    generation: Generation
+    tables: tuple[str, ...]
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+    changed: tuple[int, ...] = ()
+
+
+# -- content files --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContentFile:
+    """A file the origin serves: where its bytes are on disk and which table it holds."""
+
+    file: Path
+    size: int
+    table: str | None
+
+
+@dataclass
+class _Entry:
+    table: str | None
+    build: Callable[[Path], None] | None = None
+    done: ContentFile | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ContentFiles:
+    """The content paths the origin knows, each backed by a file written once (maybe lazily)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def __contains__(self, path: str) -> bool:
+        with self._lock:
+            return path in self._entries
+
+    def _new_file(self) -> Path:
+        with self._lock:
+            self._counter += 1
+            return self.directory / f"content-{self._counter:06d}"
+
+    def add(self, path: str, table: str | None, file: Path) -> ContentFile:
+        """Register a written `file` as the bytes of `path`."""
+        done = ContentFile(file, file.stat().st_size, table)
+        with self._lock:
+            self._entries[path] = _Entry(table, done=done)
+        return done
+
+    def add_lazy(self, path: str, table: str | None, build: Callable[[Path], None]) -> None:
+        """Register `path`, to be written by `build(file)` when first asked for."""
+        with self._lock:
+            self._entries.setdefault(path, _Entry(table, build=build))
+
+    def get(self, path: str) -> ContentFile | None:
+        """Return the file behind `path`, building it now if it is lazy; None if unknown."""
+        with self._lock:
+            entry = self._entries.get(path)
+        if entry is None:
+            return None
+        with entry.lock:
+            if entry.done is None:
+                assert entry.build is not None
+                file = self._new_file()
+                entry.build(file)
+                entry.done = ContentFile(file, file.stat().st_size, entry.table)
+            return entry.done
+
+    def table(self, path: str) -> str | None:
+        """Return the table a known `path` holds (None: several); KeyError if unknown."""
+        with self._lock:
+            return self._entries[path].table
+
+    def read(self, path: str) -> bytes:
+        """Return the bytes of a known `path`."""
+        found = self.get(path)
+        if found is None:
+            raise KeyError(path)
+        return found.file.read_bytes()
+
+    def writer(self) -> tuple[Path, BinaryIO]:
+        """Return a new file and an open binary handle to write it."""
+        file = self._new_file()
+        return file, file.open("wb")
+
+    def remove_all(self) -> None:
+        """Delete every file (the origin is shutting down)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# -- the generator --------------------------------------------------------------------------------
+
+
+class DemoData:
+    """Manifest generations for one seed, item count and language list, and their files."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        seed: int = 1,
+        items: int = 2000,
+        languages: Sequence[str] = ("en",),
+    ) -> None:
+        if items < 1:
+            raise ValueError("items must be at least 1")
+        if not languages:
+            raise ValueError("at least one language is needed")
+        self.seed = seed
+        self.item_count = items
+        self.languages = tuple(languages)
+        self.files = ContentFiles(directory)
+        self._build_world()
+        self._small_bytes = {
+            (table, lang): msgspec.json.encode(self._small_table(table, translator(lang)))
+            for table in TABLES[1:]
+            for lang in self.languages
+        }
+
+    # -- the world: small tables and the hashes items point at ------------------------------------
+
+    def _build_world(self) -> None:
+        rng = random.Random(f"demo-origin/world/{self.seed}")
+        taken: dict[str, set[int]] = {table: set() for table in TABLES}
+
+        def hashes(table: str, names: Iterable[Any]) -> dict[Any, int]:
+            return {name: _unique_hash(rng, taken[table]) for name in names}
+
+        self.class_hash = hashes("DestinyClassDefinition", (ct for _, ct in CLASSES))
+        self.damage_hash = hashes("DestinyDamageTypeDefinition", (e for _, e, _ in DAMAGE_TYPES))
+        self.bucket_hash = hashes("DestinyInventoryBucketDefinition", (b[0] for b in BUCKETS))
+        self.tier_hash = hashes("DestinyItemTierTypeDefinition", TIER_NAMES)
+        stat_names = dict.fromkeys((*WEAPON_STATS, *ARMOR_STATS, *_OTHER_STATS))
+        self.stat_hash = hashes("DestinyStatDefinition", stat_names)
+        self.perk_hash = hashes("DestinySandboxPerkDefinition", _PERK_WORDS)
+        self.perk_hashes = tuple(self.perk_hash.values())
+        # Definitions of tables the origin does not serve: referenced, as in Bungie's data.
+        self.plug_hashes = tuple(rng.getrandbits(32) | 1 for _ in range(600))
+        self.plug_set_hashes = tuple(rng.getrandbits(32) | 1 for _ in range(120))
+        self.socket_type_hashes = tuple(rng.getrandbits(32) | 1 for _ in range(40))
+        self.socket_category_hashes = tuple(rng.getrandbits(32) | 1 for _ in range(8))
+        self.power_cap_hashes = tuple(rng.getrandbits(32) | 1 for _ in range(6))
+        self.season_hashes = tuple(rng.getrandbits(32) | 1 for _ in range(20))
+        self.watermarks = tuple(_icon(rng, "png") for _ in range(20))
+        self.small_icons = {name: _icon(rng, "png") for name in TIER_NAMES.values()}
+
+    def _small_table(self, table: str, tr: Callable[[str], str]) -> dict[str, Any]:
+        rng = random.Random(f"demo-origin/{table}/{self.seed}")
+        rows: list[dict[str, Any]] = []
+        if table == "DestinyClassDefinition":
+            for name, class_type in CLASSES:
+                rows.append(
+                    {
+                        "classType": class_type,
+                        "displayProperties": _display("", tr(name), _icon(rng, "png")),
+                        "genderedClassNames": {"Male": tr(name), "Female": tr(name)},
+                        "genderedClassNamesByGenderHash": {
+                            str(_hash32("gender", "male")): tr(name),
+                            str(_hash32("gender", "female")): tr(name),
+                        },
+                        "hash": self.class_hash[class_type],
+                    }
+                )
+        elif table == "DestinyDamageTypeDefinition":
+            for name, enum, description in DAMAGE_TYPES:
+                icon = _icon(rng, "png")
+                rows.append(
+                    {
+                        "displayProperties": _display(tr(description), tr(name), icon),
+                        "transparentIconPath": _icon(rng, "png"),
+                        "showIcon": True,
+                        "enumValue": enum,
+                        "hash": self.damage_hash[enum],
+                    }
+                )
+        elif table == "DestinyInventoryBucketDefinition":
+            for order, (name, category, location, scope, count, description) in enumerate(BUCKETS):
+                rows.append(
+                    {
+                        "displayProperties": _display(tr(description), tr(name), _icon(rng, "png")),
+                        "scope": scope,
+                        "category": category,
+                        "bucketOrder": order * 10,
+                        "itemCount": count,
+                        "location": location,
+                        "hasTransferDestination": category == 3,
+                        "enabled": True,
+                        "fifo": category != 3,
+                        "hash": self.bucket_hash[name],
+                    }
+                )
+        elif table == "DestinyItemTierTypeDefinition":
+            for tier, name in TIER_NAMES.items():
+                rows.append(
+                    {
+                        "displayProperties": _display("", tr(name), self.small_icons[name]),
+                        "infusionProcess": {
+                            "baseQualityTransferRatio": round(0.1 * tier, 1),
+                            "minimumQualityIncrement": 1,
+                        },
+                        "hash": self.tier_hash[tier],
+                    }
+                )
+        elif table == "DestinyStatDefinition":
+            weapon, armor = set(WEAPON_STATS), set(ARMOR_STATS)
+            for name, stat_hash in self.stat_hash.items():
+                category = 1 if name in weapon else 2 if name in armor else 0
+                rows.append(
+                    {
+                        "displayProperties": _display(
+                            tr(f"How {name.lower()} this gear is."), tr(name), _icon(rng, "png")
+                        ),
+                        "aggregationType": 2 if category else 1,
+                        "hasComputedBlock": False,
+                        "statCategory": category,
+                        "interpolate": True,
+                        "hash": stat_hash,
+                    }
+                )
+        elif table == "DestinySandboxPerkDefinition":
+            for name, perk_hash in self.perk_hash.items():
+                damage = rng.choice((0, 0, 0, 2, 3, 4, 6, 7))
+                row: dict[str, Any] = {
+                    "displayProperties": _display(
+                        tr(_sentence(rng, _DESCRIPTIONS)), tr(name), _icon(rng, "png")
+                    ),
+                    "perkIdentifier": name.lower().replace(" ", "_"),
+                    "isDisplayable": True,
+                    "damageType": damage,
+                }
+                if damage:
+                    row["damageTypeHash"] = self.damage_hash[damage]
+                row["hash"] = perk_hash
+                rows.append(row)
+        else:
+            raise ValueError(f"unknown table {table!r}")
+        table_rows = {}
+        for index, row in enumerate(rows):
+            row["index"] = index
+            row["redacted"] = False
+            row["blacklisted"] = False
+            table_rows[str(row["hash"])] = row
+        return table_rows
+
+    # -- items: records --------------------------------------------------------------------------
+
+    def _new_record(self, rng: random.Random, index: int, taken: set[int]) -> ItemRecord:
+        item_hash = _unique_hash(rng, taken)
+        kind = rng.choices(_KIND_NAMES, cum_weights=_KIND_CUMULATIVE)[0]
+        class_type, damage, ammo, sub_type = 3, 0, 0, 0
+        if kind == "weapon":
+            sub_type, type_name, ammo = rng.choice(WEAPON_TYPES)
+            item_type, tier = 3, _pick_weighted(rng, _GEAR_TIERS)
+            if ammo == 3:
+                bucket, damage = "Power Weapons", rng.choice((2, 3, 4, 6, 7))
+            elif rng.random() < 0.5:
+                bucket, damage = "Kinetic Weapons", rng.choice((1, 1, 1, 1, 6, 7))
+            else:
+                bucket, damage = "Energy Weapons", rng.choice((2, 3, 4))
+            name = self._weapon_name(rng)
+        elif kind == "armor":
+            sub_type, bucket, type_name, words = rng.choice(ARMOR_PIECES)
+            class_type = rng.randrange(3)
+            type_name = type_name or _CLASS_ITEM_NAMES[class_type]
+            item_type, tier = 2, _pick_weighted(rng, _GEAR_TIERS)
+            name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {words[class_type]}"
+        elif kind == "mod":
+            item_type, bucket, type_name = 19, "Modifications", rng.choice(_MOD_TYPES)
+            tier = _pick_weighted(rng, _MOD_TIERS)
+            name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_PERK_WORDS)}"
+        elif kind == "subclass":
+            item_type, bucket, tier = 16, "Subclass", 3
+            class_type = rng.randrange(3)
+            type_name = f"{CLASSES[class_type][0]} Subclass"
+            damage = rng.choice((2, 3, 4, 6, 7))
+            name = rng.choice(_SUBCLASS_NAMES)
+        else:
+            item_type, sub_type, type_name, bucket, tiers, _ = _SIMPLE_KINDS[kind]
+            tier = _pick_weighted(rng, tiers)
+            name = self._simple_name(rng, kind)
+        return ItemRecord(
+            hash=item_hash,
+            index=index,
+            kind=kind,
+            item_type=item_type,
+            sub_type=sub_type,
+            type_name=type_name,
+            bucket=bucket,
+            tier=tier,
+            class_type=class_type,
+            damage=damage,
+            ammo=ammo,
+            name=name,
+            description=_sentence(rng, _DESCRIPTIONS),
+            flavor=_sentence(rng, _FLAVORS),
+            source=_sentence(rng, _SOURCES),
+            seed=rng.getrandbits(64),
+        )
+
+    @staticmethod
+    def _weapon_name(rng: random.Random) -> str:
+        roll = rng.random()
+        if roll < 0.45:
+            return rng.choice(_COMPOUND_HEADS) + rng.choice(_COMPOUND_TAILS)
+        if roll < 0.85:
+            return f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
+        return f"The {rng.choice(_NOUNS)}"
+
+    @staticmethod
+    def _simple_name(rng: random.Random, kind: str) -> str:
+        adjective, noun = rng.choice(_ADJECTIVES), rng.choice(_NOUNS)
+        if kind == "ghost":
+            return f"{adjective} {noun} Shell"
+        if kind == "vehicle":
+            return f"{noun} S-{rng.randrange(10, 99)}"
+        if kind in ("quest", "bounty"):
+            return f"{noun} of {rng.choice(_PLACES)}"
+        if kind == "engram":
+            return f"{adjective} Engram"
+        if kind in ("consumable", "material"):
+            return f"{adjective} {rng.choice(('Core', 'Shard', 'Cipher', 'Alloy', 'Prism'))}"
+        return f"{adjective} {noun}"
+
+    def _changed_record(self, record: ItemRecord, rng: random.Random) -> ItemRecord:
+        """Return `record` with its name, description and/or tier changed (never identical)."""
+        mode = rng.randrange(4)
+        changes: dict[str, Any] = {}
+        if mode in (0, 3):
+            name = record.name
+            while name == record.name:
+                if record.kind == "weapon":
+                    name = self._weapon_name(rng)
+                else:
+                    name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
+            changes["name"] = name
+        if mode in (1, 3):
+            description = record.description
+            while description == record.description:
+                description = _sentence(rng, _DESCRIPTIONS)
+            changes["description"] = description
+        if mode == 2:
+            changes["tier"] = rng.choice([t for t in (2, 3, 4, 5, 6) if t != record.tier])
+        return replace(record, **changes)
+
+    # -- items: definitions ----------------------------------------------------------------------
+
+    def item_definition(self, record: ItemRecord) -> dict[str, Any]:
+        """Return the English DestinyInventoryItemDefinition of `record`."""
+        rng = random.Random(record.seed)
+        kind = record.kind
+        tier_name = TIER_NAMES[record.tier]
+        gear = kind in _GEAR
+        plug = kind in _PLUGS
+        rendered = kind in _RENDERED
+        definition: dict[str, Any] = {
+            "displayProperties": _display(record.description, record.name, _icon(rng)),
+            "tooltipNotifications": (
+                [{"displayString": rng.choice(_TOOLTIPS), "displayStyle": "ui_display_style_info"}]
+                if kind == "weapon" and rng.random() < 0.4
+                else []
+            ),
+        }
+        if rendered or kind in ("emblem", "shader", "emote"):
+            definition["collectibleHash"] = rng.getrandbits(32)
+        if gear or plug:
+            definition["iconWatermark"] = rng.choice(self.watermarks)
+        if gear:
+            definition["iconWatermarkShelved"] = rng.choice(self.watermarks)
+        if kind == "emblem":
+            definition["secondaryIcon"] = _icon(rng)
+            definition["secondaryOverlay"] = _icon(rng)
+            definition["secondarySpecial"] = _icon(rng)
+        definition["isFeaturedItem"] = False
+        definition["isHolofoil"] = gear and rng.random() < 0.03
+        definition["isAdept"] = kind == "weapon" and rng.random() < 0.05
+        if rendered:
+            definition["screenshot"] = f"/common/destiny2_content/screenshots/{record.hash}.jpg"
+        definition["itemTypeDisplayName"] = record.type_name
+        definition["flavorText"] = record.flavor if kind != "dummy" else ""
+        definition["uiItemDisplayStyle"] = "ui_display_style_energy_mod" if kind == "mod" else ""
+        definition["itemTypeAndTierDisplayName"] = (
+            f"{tier_name} {record.type_name}" if record.type_name else ""
+        )
+        definition["displaySource"] = record.source if gear else ""
+        definition["tooltipStyle"] = "build" if gear else ""
+        if gear or plug or kind in _EQUIPPABLE:
+            definition["action"] = _action("Dismantle" if gear or plug else "Delete")
+        definition["inventory"] = self._inventory(record, tier_name)
+        definition["stats"] = self._stats(rng, record)
+        if gear or kind in _EQUIPPABLE:
+            definition["equippingBlock"] = self._equipping(record)
+        if rendered:
+            definition["translationBlock"] = self._translation(rng, record)
+        if gear or kind == "engram":
+            definition["preview"] = {
+                "screenStyle": "screen_style_sockets" if gear else "",
+                "previewVendorHash": 0,
+                "previewActionString": "",
+            }
+        if gear or kind == "mod":
+            definition["quality"] = self._quality(rng, record)
+        if kind in ("quest", "bounty"):
+            definition["objectives"] = {
+                "objectiveHashes": [rng.getrandbits(32) for _ in range(rng.randint(1, 3))],
+                "displayActivityHashes": [],
+                "requireFullObjectiveCompletion": True,
+                "questlineItemHash": 0,
+                "narrative": "",
+                "objectiveVerbName": "",
+                "questTypeIdentifier": "",
+                "questTypeHash": 0,
+                "perObjectiveDisplayProperties": [],
+                "displayAsStatTracker": False,
+            }
+        if plug:
+            definition["plug"] = _plug_block(rng, record)
+        if rendered or kind == "subclass":
+            definition["sockets"] = self._sockets(rng, record)
+        definition["summary"] = {"sortPriority": 0}
+        definition["investmentStats"] = self._investment(rng, record)
+        definition["perks"] = [
+            {
+                "requirementDisplayString": "",
+                "perkHash": rng.choice(self.perk_hashes),
+                "perkVisibility": rng.choice((0, 0, 2)),
+            }
+            for _ in range(1 if kind == "mod" or (gear and record.tier == 6) else 0)
+        ]
+        if gear and rng.random() < 0.6:
+            definition["loreHash"] = rng.getrandbits(32)
+        definition["animations"] = []
+        definition["allowActions"] = True
+        definition["doesPostmasterPullHaveSideEffects"] = False
+        definition["nonTransferrable"] = kind in ("quest", "bounty", "subclass")
+        definition["itemCategoryHashes"] = self._categories(record)
+        definition["specialItemType"] = 0
+        definition["itemType"] = record.item_type
+        definition["itemSubType"] = record.sub_type
+        definition["classType"] = record.class_type
+        breaker = rng.randint(1, 3) if kind == "weapon" and record.tier == 6 else 0
+        definition["breakerType"] = breaker
+        if breaker:
+            definition["breakerTypeHash"] = _hash32("breaker", breaker)
+        definition["equippable"] = gear or kind in _EQUIPPABLE
+        definition["damageTypeHashes"] = [self.damage_hash[record.damage]] if record.damage else []
+        definition["damageTypes"] = [record.damage] if record.damage else []
+        definition["defaultDamageType"] = record.damage
+        if record.damage:
+            definition["defaultDamageTypeHash"] = self.damage_hash[record.damage]
+        if gear:
+            definition["seasonHash"] = rng.choice(self.season_hashes)
+        traits = self._traits(record)
+        definition["isWrapper"] = False
+        definition["traitIds"] = traits
+        definition["traitHashes"] = [_hash32("trait", trait) for trait in traits]
+        definition["hash"] = record.hash
+        definition["index"] = record.index
+        definition["redacted"] = False
+        definition["blacklisted"] = False
+        return definition
+
+    def _inventory(self, record: ItemRecord, tier_name: str) -> dict[str, Any]:
+        stack = _SIMPLE_KINDS[record.kind][5] if record.kind in _SIMPLE_KINDS else 1
+        return {
+            "stackUniqueLabel": "" if stack == 1 else f"{record.kind}.{record.hash}",
+            "maxStackSize": stack,
+            "bucketTypeHash": self.bucket_hash[record.bucket],
+            "recoveryBucketTypeHash": self.bucket_hash["Lost Items"],
+            "tierTypeHash": self.tier_hash[record.tier],
+            "isInstanceItem": stack == 1 and record.kind not in ("emote", "finisher", "dummy"),
+            "nonTransferrableOriginal": False,
+            "tierTypeName": tier_name,
+            "tierType": record.tier,
+            "expirationTooltip": "",
+            "expiredInActivityMessage": "",
+            "expiredInOrbitMessage": "",
+            "suppressExpirationWhenObjectivesComplete": True,
+        }
+
+    def _stats(self, rng: random.Random, record: ItemRecord) -> dict[str, Any]:
+        if record.kind == "weapon":
+            names: Sequence[str] = WEAPON_STATS[:12]
+        elif record.kind == "armor":
+            names = ARMOR_STATS[:1] + ARMOR_STATS[2:]
+        else:
+            names = ()
+        stats = {}
+        for name in names:
+            stat_hash = self.stat_hash[name]
+            maximum = 1000 if name == "Rounds Per Minute" else 100
+            stats[str(stat_hash)] = {
+                "statHash": stat_hash,
+                "value": rng.randrange(maximum + 1),
+                "minimum": 0,
+                "maximum": maximum,
+                "displayMaximum": maximum,
+            }
+        block: dict[str, Any] = {"disablePrimaryStatDisplay": not names}
+        if names:
+            block["statGroupHash"] = _hash32("stat-group", record.kind, record.sub_type)
+        block["stats"] = stats
+        block["hasDisplayableStats"] = bool(names)
+        block["primaryBaseStatHash"] = self.stat_hash[names[0]] if names else 0
+        return block
+
+    def _equipping(self, record: ItemRecord) -> dict[str, Any]:
+        block: dict[str, Any] = {}
+        exotic = record.tier == 6 and record.kind in ("weapon", "armor")
+        block["uniqueLabel"] = f"exotic_{record.kind}" if exotic else ""
+        block["uniqueLabelHash"] = _hash32("label", record.kind) if exotic else 0
+        block["equipmentSlotTypeHash"] = _hash32("slot", record.bucket)
+        block["attributes"] = 0
+        block["equippingSoundHash"] = 0
+        block["hornSoundHash"] = 0
+        block["ammoType"] = record.ammo
+        block["displayStrings"] = [""]
+        return block
+
+    def _translation(self, rng: random.Random, record: ItemRecord) -> dict[str, Any]:
+        return {
+            "weaponPatternIdentifier": "",
+            "weaponPatternHash": rng.getrandbits(32) if record.kind == "weapon" else 0,
+            "defaultDyes": [
+                {"channelHash": _hash32("channel", channel), "dyeHash": rng.getrandbits(32)}
+                for channel in range(3)
+            ],
+            "lockedDyes": [],
+            "customDyes": [],
+            "arrangements": [{"classHash": 0, "artArrangementHash": rng.getrandbits(32)}],
+            "hasGeometry": True,
+        }
+
+    def _quality(self, rng: random.Random, record: ItemRecord) -> dict[str, Any]:
+        gear = record.kind in _GEAR
+        watermark = rng.choice(self.watermarks)
+        infusion = _hash32("infusion", record.kind, record.sub_type)
+        return {
+            "itemLevels": [],
+            "qualityLevel": 0,
+            "infusionCategoryName": f"v400.{record.kind}.{record.sub_type}" if gear else "",
+            "infusionCategoryHash": infusion if gear else 0,
+            "infusionCategoryHashes": [infusion] if gear else [],
+            "progressionLevelRequirementHash": _hash32("level-requirement", record.kind),
+            "currentVersion": 0,
+            "versions": [{"powerCapHash": rng.choice(self.power_cap_hashes)}],
+            "displayVersionWatermarkIcons": [watermark] if gear else [""],
+        }
+
+    def _sockets(self, rng: random.Random, record: ItemRecord) -> dict[str, Any]:
+        count = {"weapon": 7, "armor": 4, "subclass": 5}.get(record.kind, 3)
+        entries = []
+        for position in range(count):
+            random_roll = record.kind == "weapon" and 1 <= position <= 4
+            plugs = rng.randint(2, 5) if random_roll else 0
+            entry: dict[str, Any] = {
+                "socketTypeHash": rng.choice(self.socket_type_hashes),
+                "singleInitialItemHash": rng.choice(self.plug_hashes),
+                "reusablePlugItems": [
+                    {"plugItemHash": rng.choice(self.plug_hashes)} for _ in range(plugs)
+                ],
+                "preventInitializationOnVendorPurchase": False,
+                "hidePerksInItemTooltip": position > 4,
+                "plugSources": 2 if plugs else 1,
+            }
+            if rng.random() < 0.5:
+                entry["reusablePlugSetHash"] = rng.choice(self.plug_set_hashes)
+            if random_roll:
+                entry["randomizedPlugSetHash"] = rng.choice(self.plug_set_hashes)
+            entry["overridesUiAppearance"] = False
+            entry["defaultVisible"] = True
+            entries.append(entry)
+        split = count // 2
+        return {
+            "detail": "Sockets",
+            "socketEntries": entries,
+            "intrinsicSockets": [],
+            "socketCategories": [
+                {
+                    "socketCategoryHash": self.socket_category_hashes[0],
+                    "socketIndexes": list(range(split)),
+                },
+                {
+                    "socketCategoryHash": self.socket_category_hashes[1],
+                    "socketIndexes": list(range(split, count)),
+                },
+            ],
+        }
+
+    def _investment(self, rng: random.Random, record: ItemRecord) -> list[dict[str, Any]]:
+        if record.kind == "weapon":
+            names: Sequence[str] = WEAPON_STATS[2:10]
+        elif record.kind == "armor":
+            names = ARMOR_STATS[2:]
+        elif record.kind == "mod":
+            names = (rng.choice(ARMOR_STATS[2:]),)
+        else:
+            return []
+        return [
+            {
+                "statTypeHash": self.stat_hash[name],
+                "value": rng.randrange(1, 80),
+                "isConditionallyActive": False,
+            }
+            for name in names
+        ]
+
+    def _categories(self, record: ItemRecord) -> list[int]:
+        keys: list[str] = [record.kind]
+        if record.kind == "weapon":
+            keys += [record.bucket, f"weapon/{record.sub_type}"]
+        elif record.kind == "armor":
+            keys += [f"armor/{record.sub_type}", f"class/{record.class_type}"]
+        elif record.kind in ("mod", "shader", "ornament"):
+            keys.append(f"plug/{record.type_name}")
+        return [_hash32("category", key) for key in keys]
+
+    def _traits(self, record: ItemRecord) -> list[str]:
+        if record.kind == "weapon":
+            slug = record.type_name.lower().replace(" ", "_")
+            foundry = _FOUNDRIES[record.hash % len(_FOUNDRIES)]
+            return ["item_type.weapon", f"weapon_type.{slug}", f"foundry.{foundry}"]
+        if record.kind == "armor":
+            slot = ARMOR_PIECES[record.sub_type - 26][1].lower().replace(" ", "_")
+            return ["item_type.armor", f"item.armor.{slot}"]
+        return [f"item_type.{record.kind}"]
+
+    def localized_item(
+        self, english: dict[str, Any], record: ItemRecord, tr: Callable[[str], str]
+    ) -> dict[str, Any]:
+        """Return a copy of an English item definition with its texts in another language."""
+        definition = dict(english)
+        display = dict(english["displayProperties"])
+        display["name"] = tr(record.name)
+        display["description"] = tr(record.description)
+        definition["displayProperties"] = display
+        definition["tooltipNotifications"] = [
+            {**note, "displayString": tr(note["displayString"])}
+            for note in english["tooltipNotifications"]
+        ]
+        for key in ("itemTypeDisplayName", "flavorText", "itemTypeAndTierDisplayName"):
+            definition[key] = tr(english[key])
+        definition["displaySource"] = tr(english["displaySource"])
+        if "action" in english:
+            action = english["action"]
+            definition["action"] = {**action, "verbName": tr(action["verbName"])}
+        inventory = english["inventory"]
+        definition["inventory"] = {**inventory, "tierTypeName": tr(inventory["tierTypeName"])}
+        return definition
+
+    # -- generations -----------------------------------------------------------------------------
+
+    def initial(self) -> Generation:
+        """Return generation 1 (its files are written by `materialize`)."""
+        rng = random.Random(f"demo-origin/items/{self.seed}")
+        taken: set[int] = set()
+        items = tuple(self._new_record(rng, index, taken) for index in range(self.item_count))
+        key = _digest("generation", self.seed, self.item_count).hex()
+        versions = random.Random(f"demo-origin/version/{self.seed}")
+        stamp = datetime.datetime(2025, 1, 1) + datetime.timedelta(
+            minutes=versions.randrange(300 * 24 * 60)
+        )
+        build = versions.randint(200_000, 240_000)
+        changelist = versions.randint(40_000, 70_000)
+        return Generation(
+            number=1,
+            key=key,
+            version=_version(build, stamp, changelist),
+            build=build,
+            changelist=changelist,
+            stamp=stamp,
+            items=items,
+            next_index=len(items),
+            table_keys=dict.fromkeys(TABLES, key),
+        )
+
+    def publish(
+        self,
+        current: Generation,
+        number: int,
+        *,
+        added: int | None = None,
+        removed: int | None = None,
+        changed: int | None = None,
+        tables: Sequence[str] | None = None,
+        version: str | None = None,
+    ) -> PublishResult:
+        """Derive generation `number` from `current`: new paths, some items added/removed/changed.
+
+        Counts default to a share of the item table; they apply to the item table only, and only
+        when it is among `tables` (default: all). Raise ValueError on options that cannot apply.
+        """
+        chosen = _check_tables(tables)
+        counts = {"added": added, "removed": removed, "changed": changed}
+        for name, count in counts.items():
+            if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+                raise ValueError(f"{name} must be a whole number")
+            if count is not None and count < 0:
+                raise ValueError(f"{name} must not be negative")
+        if version is not None and (not isinstance(version, str) or not version.strip()):
+            raise ValueError("version must be a non-empty string")
+        options = json.dumps({**counts, "tables": list(chosen), "version": version}, sort_keys=True)
+        key = _digest(current.key, number, options).hex()
+        rng = random.Random(key)
+        items = list(current.items)
+        added_hashes: list[int] = []
+        removed_hashes: list[int] = []
+        changed_hashes: list[int] = []
+        if ITEM_TABLE in chosen:
+            total = len(items)
+            # Defaults leave at least one item in place, even in a tiny table.
+            n_added = _default_count(added, total, ADDED_SHARE, total)
+            n_removed = _default_count(removed, total, REMOVED_SHARE, total - 1)
+            n_changed = _default_count(changed, total, CHANGED_SHARE, total - n_removed)
+            if n_removed >= total:
+                raise ValueError(f"cannot remove {n_removed} of {total} items: one must remain")
+            if n_removed + n_changed > total:
+                raise ValueError(f"cannot remove and change {n_removed + n_changed} of {total}")
+            removed_at = set(rng.sample(range(total), n_removed))
+            keep = [i for i in range(total) if i not in removed_at]
+            for i in rng.sample(keep, n_changed):
+                items[i] = self._changed_record(items[i], rng)
+                changed_hashes.append(items[i].hash)
+            removed_hashes = [items[i].hash for i in sorted(removed_at)]
+            items = [items[i] for i in keep]
+            taken = {record.hash for record in current.items}
+            for offset in range(n_added):
+                record = self._new_record(rng, current.next_index + offset, taken)
+                items.append(record)
+                added_hashes.append(record.hash)
+        elif any(counts.values()):
+            raise ValueError(f"added, removed and changed apply to {ITEM_TABLE}, not in tables")
+        build = current.build + rng.randint(1, 900)
+        changelist = current.changelist + rng.randint(1, 400)
+        stamp = current.stamp + datetime.timedelta(minutes=rng.randint(30, 72 * 60))
+        generation = Generation(
+            number=number,
+            key=key,
+            version=version if version is not None else _version(build, stamp, changelist),
+            build=build,
+            changelist=changelist,
+            stamp=stamp,
+            items=tuple(items),
+            next_index=current.next_index + len(added_hashes),
+            table_keys={t: key if t in chosen else current.table_keys[t] for t in TABLES},
+        )
+        return PublishResult(
+            generation,
+            chosen,
+            tuple(sorted(added_hashes)),
+            tuple(sorted(removed_hashes)),
+            tuple(sorted(changed_hashes)),
+        )
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def table_path(self, generation: Generation, lang: str, table: str) -> str:
+        """Return the JSON component path of `table` in `lang` for `generation`."""
+        guid = _guid("table", generation.table_keys[table], table)
+        return f"/common/destiny2_content/json/{lang}/{table}-{guid}.json"
+
+    def sqlite_path(self, generation: Generation, lang: str) -> str:
+        """Return the path of the SQLite zip of `lang` for `generation`."""
+        digest = _hex32("sqlite", generation.key, lang)
+        return f"/common/destiny2_content/sqlite/{lang}/world_sql_content_{digest}.content"
+
+    def aggregate_path(self, generation: Generation, lang: str) -> str:
+        """Return the path of the all-tables JSON file of `lang` for `generation`."""
+        guid = _guid("aggregate", generation.key)
+        return f"/common/destiny2_content/json/{lang}/aggregate-{guid}.json"
+
+    def content_paths(self, generation: Generation) -> dict[str, Any]:
+        """Return the content path fields of the manifest for `generation`."""
+        return {
+            "mobileWorldContentPaths": {
+                lang: self.sqlite_path(generation, lang) for lang in self.languages
+            },
+            "jsonWorldContentPaths": {
+                lang: self.aggregate_path(generation, lang) for lang in self.languages
+            },
+            "jsonWorldComponentContentPaths": {
+                lang: {table: self.table_path(generation, lang, table) for table in TABLES}
+                for lang in self.languages
+            },
+        }
+
+    def manifest(self, generation: Generation) -> dict[str, Any]:
+        """Return the DestinyManifest (the envelope's Response) of `generation`."""
+        paths = self.content_paths(generation)
+        asset = _hex32("asset", self.seed, generation.build)
+        return {
+            "version": generation.version,
+            "mobileAssetContentPath": (
+                f"/common/destiny2_content/sqlite/asset/asset_sql_content_{asset}.content"
+            ),
+            "mobileGearAssetDataBases": [
+                {
+                    "version": n,
+                    "path": "/common/destiny2_content/sqlite/asset/asset_sql_content_"
+                    f"{_hex32('gear', self.seed, generation.build, n)}.content",
+                }
+                for n in range(3)
+            ],
+            "mobileWorldContentPaths": paths["mobileWorldContentPaths"],
+            "jsonWorldContentPaths": paths["jsonWorldContentPaths"],
+            "jsonWorldComponentContentPaths": paths["jsonWorldComponentContentPaths"],
+            "mobileClanBannerDatabasePath": "/common/destiny2_content/clanbanner/"
+            f"clanbanner_sql_content_{_hex32('clanbanner', self.seed)}.content",
+            "mobileGearCDN": {
+                "Geometry": "/common/destiny2_content/geometry/platform/mobile/geometry",
+                "Texture": "/common/destiny2_content/geometry/platform/mobile/textures",
+                "PlateRegion": "/common/destiny2_content/geometry/platform/mobile/plated_textures",
+                "Gear": "/common/destiny2_content/geometry/gear",
+                "Shader": "/common/destiny2_content/geometry/platform/mobile/shaders",
+            },
+            "iconImagePyramidInfo": [],
+        }
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def materialize(self, generation: Generation) -> None:
+        """Write the table files of `generation` not written yet; register its lazy files."""
+        for table in TABLES:
+            paths = {lang: self.table_path(generation, lang, table) for lang in self.languages}
+            missing = {lang: path for lang, path in paths.items() if path not in self.files}
+            if not missing:
+                continue
+            if table == ITEM_TABLE:
+                self._write_items(generation.items, missing)
+            else:
+                for lang, path in missing.items():
+                    file, handle = self.files.writer()
+                    with handle:
+                        handle.write(self._small_bytes[(table, lang)])
+                    self.files.add(path, table, file)
+        for lang in self.languages:
+            tables = {table: self.table_path(generation, lang, table) for table in TABLES}
+            self._add_sqlite(self.sqlite_path(generation, lang), tables)
+            self.files.add_lazy(
+                self.aggregate_path(generation, lang), None, self._aggregate_builder(tables)
+            )
+
+    def _write_items(self, items: Sequence[ItemRecord], paths: Mapping[str, str]) -> None:
+        encoder = msgspec.json.Encoder()
+        outputs = {lang: self.files.writer() for lang in paths}
+        translators = {lang: translator(lang) for lang in paths}
+        buffers = {lang: bytearray(b"{") for lang in paths}
+        try:
+            for position, record in enumerate(items):
+                english = self.item_definition(record)
+                key = b'"%d":' % record.hash if not position else b',"%d":' % record.hash
+                for lang, buffer in buffers.items():
+                    definition = (
+                        english
+                        if lang == "en"
+                        else self.localized_item(english, record, translators[lang])
+                    )
+                    buffer += key
+                    encoder.encode_into(definition, buffer, -1)
+                    if len(buffer) >= _FLUSH_BYTES:
+                        outputs[lang][1].write(buffer)
+                        buffer.clear()
+            for lang, buffer in buffers.items():
+                buffer += b"}"
+                outputs[lang][1].write(buffer)
+        finally:
+            for _, handle in outputs.values():
+                handle.close()
+        for lang, path in paths.items():
+            self.files.add(path, ITEM_TABLE, outputs[lang][0])
+
+    def _add_sqlite(self, path: str, tables: Mapping[str, str]) -> None:
+        inner = path.rsplit("/", 1)[1]
+
+        def build(file: Path) -> None:
+            database = file.with_name(file.name + ".sqlite")
+            connection = sqlite3.connect(database)
+            try:
+                connection.execute("PRAGMA journal_mode=OFF")
+                connection.execute("PRAGMA synchronous=OFF")
+                for table, table_path in tables.items():
+                    # Table names come from TABLES, never from a request.
+                    connection.execute(
+                        f"CREATE TABLE {table} (id INTEGER PRIMARY KEY NOT NULL, json BLOB)"
+                    )
+                    entries = msgspec.json.decode(
+                        self.files.read(table_path), type=dict[str, msgspec.Raw]
+                    )
+                    # Stored as text, as in Bungie's databases: the definition's exact JSON.
+                    connection.executemany(
+                        f"INSERT INTO {table} (id, json) VALUES (?, ?)",  # noqa: S608
+                        ((signed32(int(key)), bytes(raw).decode()) for key, raw in entries.items()),
+                    )
+                connection.commit()
+            finally:
+                connection.close()
+            # A fixed timestamp keeps the zip byte-identical from run to run.
+            entry = zipfile.ZipInfo(inner, date_time=(2025, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with (
+                zipfile.ZipFile(file, "w", compresslevel=1) as archive,
+                archive.open(entry, "w") as out,
+                database.open("rb") as handle,
+            ):
+                shutil.copyfileobj(handle, out, _COPY_BYTES)
+            database.unlink()
+
+        self.files.add_lazy(path, None, build)
+
+    def _aggregate_builder(self, tables: Mapping[str, str]) -> Callable[[Path], None]:
+        def build(file: Path) -> None:
+            with file.open("wb") as out:
+                out.write(b"{")
+                for position, (table, path) in enumerate(tables.items()):
+                    out.write(b'%s"%s":' % (b"," if position else b"", table.encode()))
+                    source = self.files.get(path)
+                    assert source is not None
+                    with source.file.open("rb") as handle:
+                        shutil.copyfileobj(handle, out, _COPY_BYTES)
+                out.write(b"}")
+
+        return build
+
+    # -- files for the `shrunk` and `bad_json` faults --------------------------------------------
+
+    def variant_paths(self, generation: Generation, table: str, variant: str) -> dict[str, str]:
+        """Return (and register) per-language paths of a `shrunk` or `bad_json` copy of `table`.
+
+        `shrunk` keeps one definition in SHRINK_EVERY; `bad_json` is the table with garbage
+        spliced into its middle. Both live at a new GUID, as a new release would.
+        """
+        if variant not in ("shrunk", "bad_json"):
+            raise ValueError(f"unknown variant {variant!r}")
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        guid = _guid(variant, generation.key, table)
+        paths = {}
+        for lang in self.languages:
+            source = self.table_path(generation, lang, table)
+            path = f"/common/destiny2_content/json/{lang}/{table}-{guid}.json"
+            build = _shrink_builder if variant == "shrunk" else _corrupt_builder
+            self.files.add_lazy(path, table, build(self.files, source))
+            paths[lang] = path
+        return paths
+
+    def shrunk_sqlite_path(self, generation: Generation, lang: str, table: str) -> str:
+        """Return (and register) the SQLite zip path of `lang` whose `table` is shrunk."""
+        shrunk = self.variant_paths(generation, table, "shrunk")
+        tables = {t: self.table_path(generation, lang, t) for t in TABLES}
+        tables[table] = shrunk[lang]
+        path = (
+            f"/common/destiny2_content/sqlite/{lang}/world_sql_content_"
+            f"{_hex32('sqlite-shrunk', generation.key, lang, table)}.content"
+        )
+        if path not in self.files:
+            self._add_sqlite(path, tables)
+        return path
+
+
+def _shrink_builder(files: ContentFiles, source: str) -> Callable[[Path], None]:
+    def build(file: Path) -> None:
+        entries = msgspec.json.decode(files.read(source), type=dict[str, msgspec.Raw])
+        kept = [b'"%s":%s' % (key.encode(), bytes(raw)) for key, raw in entries.items()]
+        file.write_bytes(b"{" + b",".join(kept[::SHRINK_EVERY]) + b"}")
+
+    return build
+
+
+def _corrupt_builder(files: ContentFiles, source: str) -> Callable[[Path], None]:
+    def build(file: Path) -> None:
+        data = files.read(source)
+        # Splice between two definitions so the start parses; a NUL is invalid anywhere in JSON.
+        middle = data.find(b',"', len(data) // 2)
+        if middle < 0:
+            middle = len(data) // 2
+        file.write_bytes(data[: middle + 1] + b'\x00}}]]"garbage{{' + data[middle + 1 :])
+
+    return build
+
+
+def _display(description: str, name: str, icon: str) -> dict[str, Any]:
+    return {"description": description, "name": name, "icon": icon, "hasIcon": True}
+
+
+def _action(verb: str) -> dict[str, Any]:
+    return {
+        "verbName": verb,
+        "verbDescription": "",
+        "isPositive": False,
+        "requiredCooldownSeconds": 0,
+        "requiredItems": [],
+        "progressionRewards": [],
+        "actionTypeLabel": "shard" if verb == "Dismantle" else "",
+        "rewardSheetHash": 0,
+        "rewardItemHash": 0,
+        "rewardSiteHash": 0,
+        "requiredCooldownHash": 0,
+        "deleteOnAction": True,
+        "consumeEntireStack": False,
+        "useOnAcquire": False,
+    }
+
+
+def _plug_block(rng: random.Random, record: ItemRecord) -> dict[str, Any]:
+    category = {
+        "mod": "enhancements.v2_general",
+        "shader": "shader",
+        "ornament": "armor_skins_empty",
+    }[record.kind]
+    return {
+        "insertionRules": [],
+        "plugCategoryIdentifier": category,
+        "plugCategoryHash": _hash32("plug-category", category),
+        "onActionRecreateSelf": False,
+        "insertionMaterialRequirementHash": rng.getrandbits(32) if record.kind == "mod" else 0,
+        "previewItemOverrideHash": 0,
+        "enabledMaterialRequirementHash": 0,
+        "enabledRules": [],
+        "uiPlugLabel": "",
+        "plugStyle": 0,
+        "plugAvailability": 0,
+        "isDummyPlug": False,
+        "applyStatsToSocketOwnerItem": False,
+    }
+
+
+def _version(build: int, stamp: datetime.datetime, changelist: int) -> str:
+    return f"{build}.{stamp:%y.%m.%d.%H%M}-1-bnet.{changelist}"
+
+
+def _default_count(count: int | None, total: int, share: float, cap: int) -> int:
+    return min(cap, max(1, round(total * share))) if count is None else count
+
+
+def _check_tables(tables: Sequence[str] | None) -> tuple[str, ...]:
+    if tables is None:
+        return TABLES
+    if isinstance(tables, str) or not isinstance(tables, Sequence) or not tables:
+        raise ValueError("tables must be a non-empty list of table names")
+    unknown = [table for table in tables if table not in TABLES]
+    if unknown:
+        raise ValueError(f"unknown tables: {', '.join(map(str, unknown))}")
+    return tuple(table for table in TABLES if table in tables)

@@ -1,0 +1,112 @@
+"""Per-table differences between two releases: added, removed and changed definitions.
+
+The diff is counted while a table is ingested: each batch's digests are compared with the live
+release's stored digests (fetched in the same pipeline as the batch's writes), so no table is
+ever held twice in memory nor scanned again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import msgspec
+
+NAMES_KEPT = 20
+
+
+class _Named(msgspec.Struct):
+    displayProperties: dict[str, Any] | None = None
+
+
+_decode_named = msgspec.json.Decoder(_Named).decode
+
+
+def definition_name(data: bytes) -> str:
+    """Return the display name of a projected definition, or "" if it has none."""
+    try:
+        properties = _decode_named(data).displayProperties or {}
+    except msgspec.MsgspecError:
+        return ""
+    return str(properties.get("name") or "")
+
+
+@dataclass
+class TableDiff:
+    """What changed in one table between the live release and a new one."""
+
+    table: str
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    total: int = 0
+    added_names: list[tuple[int, str]] = field(default_factory=list)
+    changed_names: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def count_batch(
+        self, entries: Sequence[tuple[bytes, bytes, bytes]], old_digests: Sequence[bytes | None]
+    ) -> None:
+        """Count a batch of new entries against the live release's digests for the same keys."""
+        self.total += len(entries)
+        for (key, data, digest), old in zip(entries, old_digests, strict=True):
+            if old is None:
+                self.added += 1
+                if len(self.added_names) < NAMES_KEPT:
+                    self.added_names.append((int(key), definition_name(data)))
+            elif old != digest:
+                self.changed += 1
+                if len(self.changed_names) < NAMES_KEPT:
+                    self.changed_names.append((int(key), definition_name(data)))
+
+    def finish(self, old_total: int) -> TableDiff:
+        """Derive the removed count once every new entry has been counted."""
+        self.removed = old_total - (self.total - self.added)
+        return self
+
+    def inverse(self) -> TableDiff:
+        """Return the diff of going back: what was added is removed, and the other way round."""
+        return TableDiff(
+            self.table,
+            added=self.removed,
+            removed=self.added,
+            changed=self.changed,
+            total=self.total - self.added + self.removed,
+            changed_names=list(self.changed_names),
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "total": self.total,
+            "added_names": [list(pair) for pair in self.added_names],
+            "changed_names": [list(pair) for pair in self.changed_names],
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TableDiff:
+        return cls(
+            record["table"],
+            added=record["added"],
+            removed=record["removed"],
+            changed=record["changed"],
+            total=record["total"],
+            added_names=[(int(h), str(n)) for h, n in record["added_names"]],
+            changed_names=[(int(h), str(n)) for h, n in record["changed_names"]],
+        )
+
+
+def summarize(diffs: Iterable[TableDiff]) -> str:
+    """Return one line per table with changes, e.g. "DestinyInventoryItemDefinition +3 ~2 -1"."""
+    lines = [f"{d.table} +{d.added} ~{d.changed} -{d.removed}" for d in diffs if not d.is_empty]
+    return "\n".join(lines) or "no definitions changed"

@@ -1,0 +1,534 @@
+"""The Redis layout of the cache: staging, commit, reads, search, history and garbage collection.
+
+Each release lives under its own keys; `<prefix>:current` names the live one. A commit is one
+MULTI/EXEC that flips the pointer and records the release, so readers see all of the old
+release or all of the new one. The previous release is kept (rollback, readers mid-request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import msgspec
+import redis
+from redis.exceptions import LockError
+from redis.exceptions import WatchError
+
+from app.manifest.diff import TableDiff
+from app.manifest.errors import ManifestError
+from app.manifest.ingest import Entry
+from app.manifest.release import Release
+from app.manifest.settings import ManifestSettings
+
+ITEM_TABLE = "DestinyInventoryItemDefinition"
+WRITE_BATCH = 500
+CHECKS_KEPT = 50
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.decode
+
+# Resolve the live release and read definitions from it in one atomic round trip.
+# KEYS[1] = the pointer; ARGV = prefix, number of groups, then per group: suffix, n, n hashes.
+_LOOKUP = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+local out = {id}
+local pos = 3
+for _ = 1, tonumber(ARGV[2]) do
+  local suffix, count = ARGV[pos], tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  if count > 0 then
+    local values = redis.call('HMGET', ARGV[1] .. id .. suffix, unpack(ARGV, pos, pos + count - 1))
+    for i = 1, count do out[#out + 1] = values[i] end
+    pos = pos + count
+  end
+end
+return out
+"""
+# Lua's unpack() has a stack limit of a few thousand values.
+_LOOKUP_MAX = 4000
+
+
+class LockLost(ManifestError):
+    """The sync lock expired or was taken over while this run worked; its work is dropped."""
+
+    transient = True
+    retry_after = 5.0
+
+
+class SyncLock:
+    """One sync at a time: a Redis lock whose value names the run holding it."""
+
+    def __init__(self, client: redis.Redis, key: str, run_id: str, timeout: float) -> None:
+        self._redis = client
+        self.key = key
+        self.run_id = run_id
+        self.timeout = timeout
+        self._lock = client.lock(key, timeout=timeout, blocking=False, thread_local=False)
+        self._extended_at = 0.0
+
+    def acquire(self) -> bool:
+        """Take the lock if nobody holds it; return whether this run holds it now."""
+        taken = bool(self._lock.acquire(token=self.run_id))
+        self._extended_at = time.monotonic()
+        return taken
+
+    def holder(self) -> str | None:
+        """Return the id of the run holding the lock, if any."""
+        value = self._redis.get(self.key)
+        return value.decode() if value else None
+
+    def keep_alive(self) -> None:
+        """Push the expiry back while work goes on; raise LockLost if another run took over."""
+        if time.monotonic() - self._extended_at < self.timeout / 3:
+            return
+        try:
+            self._lock.reacquire()
+        except LockError:
+            raise LockLost("The sync lock expired while this run was working") from None
+        self._extended_at = time.monotonic()
+
+    def release(self) -> None:
+        """Let go of the lock if this run still holds it."""
+        with contextlib.suppress(LockError):
+            self._lock.release()
+
+
+@dataclass
+class ReleaseInfo:
+    """A committed release with what the app knows about it."""
+
+    release: Release
+    counts: dict[str, dict[str, int]]
+    synced_at: float
+    duration: float
+    diffs: list[TableDiff] = field(default_factory=list)
+    change: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    trigger: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.release.id
+
+    def to_record(self) -> dict[str, Any]:
+        """Return plain data for JSON (pages, API, history)."""
+        return {
+            **self.release.to_record(),
+            "counts": self.counts,
+            "synced_at": self.synced_at,
+            "duration": self.duration,
+            "diff": [d.to_record() for d in self.diffs],
+            "change": self.change,
+            "base": self.base,
+            "trigger": self.trigger,
+        }
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of item search results."""
+
+    release_id: str | None
+    total: int
+    page: int
+    per_page: int
+    items: list[dict[str, Any]]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+class _Inventory(msgspec.Struct):
+    tierType: int = 0
+
+
+class _Display(msgspec.Struct):
+    name: str = ""
+
+
+class _SearchFields(msgspec.Struct):
+    displayProperties: _Display | None = None
+    itemType: int = 0
+    classType: int = 3
+    inventory: _Inventory | None = None
+
+
+_decode_search_fields = msgspec.json.Decoder(_SearchFields).decode
+
+
+def search_row(data: bytes) -> bytes:
+    """Return the search index row of a projected item: [name, itemType, tierType, classType]."""
+    item = _decode_search_fields(data)
+    name = item.displayProperties.name if item.displayProperties else ""
+    tier = item.inventory.tierType if item.inventory else 0
+    return _json_encode((name, item.itemType, tier, item.classType))
+
+
+# (prefix, release id, language) -> rows sorted by name; a release never changes once committed.
+_search_index: dict[tuple[str, str, str], list[tuple[str, int, int, int, int]]] = {}
+_search_index_lock = threading.Lock()
+
+
+class ManifestStore:
+    """The manifest cache in Redis: write a release beside the live one, flip, read, search."""
+
+    def __init__(self, client: redis.Redis, settings: ManifestSettings) -> None:
+        self.redis = client
+        self.settings = settings
+        prefix = settings.key_prefix
+        self.prefix = prefix
+        self.current_key = f"{prefix}:current"
+        self.releases_key = f"{prefix}:releases"
+        self.staging_key = f"{prefix}:staging"
+        self.history_key = f"{prefix}:history"
+        self.checks_key = f"{prefix}:checks"
+        self.last_check_key = f"{prefix}:last_check"
+        self.lock_key = f"{prefix}:lock"
+        self._lookup = client.register_script(_LOOKUP)
+
+    # -- key names -------------------------------------------------------------------------
+
+    def table_key(self, release_id: str, lang: str, table: str) -> str:
+        return f"{self.prefix}:{release_id}:{lang}:{table}"
+
+    def sums_key(self, release_id: str, lang: str, table: str) -> str:
+        return f"{self.table_key(release_id, lang, table)}:sums"
+
+    def search_key(self, release_id: str, lang: str) -> str:
+        return f"{self.prefix}:{release_id}:{lang}:search"
+
+    def release_key(self, release_id: str) -> str:
+        return f"{self.prefix}:release:{release_id}"
+
+    def data_keys(self, release: Release) -> list[str]:
+        """Return every key holding a release's data."""
+        keys = []
+        for lang in release.languages:
+            for table in release.tables:
+                keys += [
+                    self.table_key(release.id, lang, table),
+                    self.sums_key(release.id, lang, table),
+                ]
+            if ITEM_TABLE in release.tables:
+                keys.append(self.search_key(release.id, lang))
+        return keys
+
+    # -- the lock --------------------------------------------------------------------------
+
+    def lock(self, run_id: str) -> SyncLock:
+        """Return the sync lock as run `run_id` would hold it."""
+        return SyncLock(self.redis, self.lock_key, run_id, self.settings.lock_timeout)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def live_id(self) -> str | None:
+        """Return the id of the live release, if there is one."""
+        value = self.redis.get(self.current_key)
+        return value.decode() if value else None
+
+    def release_info(self, release_id: str) -> ReleaseInfo | None:
+        """Return what is known of a kept release (the live one or the previous one)."""
+        fields = self.redis.hgetall(self.release_key(release_id))
+        if not fields:
+            return None
+        record = {key.decode(): _json_decode(value) for key, value in fields.items()}
+        return ReleaseInfo(
+            release=Release.from_record(record["release"]),
+            counts=record["counts"],
+            synced_at=record["synced_at"],
+            duration=record["duration"],
+            diffs=[TableDiff.from_record(d) for d in record["diff"]],
+            change=record["change"],
+            base=record["base"],
+            trigger=record["trigger"],
+        )
+
+    def live_release(self) -> ReleaseInfo | None:
+        """Return the live release, if there is one."""
+        live = self.live_id()
+        return self.release_info(live) if live else None
+
+    def kept_ids(self) -> list[str]:
+        """Return the ids of releases whose data is kept, newest commit first."""
+        return [m.decode() for m in self.redis.zrevrange(self.releases_key, 0, -1)]
+
+    def lookup(
+        self, wanted: Mapping[str, Iterable[int]], lang: str | None = None
+    ) -> tuple[str | None, dict[str, dict[int, dict[str, Any] | None]]]:
+        """Read definitions of several tables from the live release in one round trip.
+
+        Returns the release id read from and, per table, each hash's definition (None if absent).
+        """
+        lang = lang or self.settings.languages[0]
+        groups = [
+            (table, [int(h) & 0xFFFFFFFF for h in hashes]) for table, hashes in wanted.items()
+        ]
+        if sum(len(h) for _, h in groups) > _LOOKUP_MAX:
+            raise ValueError(f"Ask for at most {_LOOKUP_MAX} definitions at once")
+        args: list[Any] = [f"{self.prefix}:", len(groups)]
+        for table, hashes in groups:
+            args += [f":{lang}:{table}", len(hashes), *hashes]
+        reply = self._lookup(keys=[self.current_key], args=args)
+        if not reply:
+            return None, {table: dict.fromkeys(hashes) for table, hashes in groups}
+        release_id, values = reply[0].decode(), iter(reply[1:])
+        found = {
+            table: {h: _json_decode(v) if v else None for h, v in zip(hashes, values, strict=False)}
+            for table, hashes in groups
+        }
+        return release_id, found
+
+    def definitions(
+        self, table: str, hashes: Iterable[int], lang: str | None = None
+    ) -> dict[int, dict[str, Any] | None]:
+        """Return definitions of one table by hash (one HMGET on the live release)."""
+        return self.lookup({table: hashes}, lang)[1][table]
+
+    def definition(self, table: str, definition_hash: int) -> dict[str, Any] | None:
+        """Return one definition of the live release, or None."""
+        return self.definitions(table, [definition_hash])[definition_hash]
+
+    def search(
+        self,
+        query: str = "",
+        *,
+        item_type: int | None = None,
+        tier: int | None = None,
+        class_type: int | None = None,
+        page: int = 1,
+        per_page: int = 50,
+        lang: str | None = None,
+    ) -> SearchPage:
+        """Find items whose name contains `query` (any case), filtered, one page at a time."""
+        lang = lang or self.settings.languages[0]
+        page, per_page = max(1, page), max(1, min(per_page, 200))
+        release_id = self.live_id()
+        needle = query.strip().casefold()
+        for _attempt in range(3):
+            page_items = self._search_page(
+                release_id, lang, needle, item_type, tier, class_type, page, per_page
+            )
+            if page_items is not None:
+                return page_items
+            release_id = self.live_id()  # A commit landed between the two reads: again.
+        raise ManifestError("The live release kept changing during the search")
+
+    def _search_page(
+        self,
+        release_id: str | None,
+        lang: str,
+        needle: str,
+        item_type: int | None,
+        tier: int | None,
+        class_type: int | None,
+        page: int,
+        per_page: int,
+    ) -> SearchPage | None:
+        if release_id is None:
+            return SearchPage(None, 0, page, per_page, [])
+        matches = [
+            row[1]
+            for row in self._search_rows(release_id, lang)
+            if needle in row[0]
+            and (item_type is None or row[2] == item_type)
+            and (tier is None or row[3] == tier)
+            and (class_type is None or row[4] == class_type)
+        ]
+        chosen = matches[(page - 1) * per_page : page * per_page]
+        read_from, found = self.lookup({ITEM_TABLE: chosen}, lang)
+        if read_from != release_id:
+            return None
+        items = [found[ITEM_TABLE][h] for h in chosen]
+        return SearchPage(release_id, len(matches), page, per_page, [i for i in items if i])
+
+    def _search_rows(self, release_id: str, lang: str) -> list[tuple[str, int, int, int, int]]:
+        cache_key = (self.prefix, release_id, lang)
+        rows = _search_index.get(cache_key)
+        if rows is None:
+            raw = self.redis.hgetall(self.search_key(release_id, lang))
+            rows = []
+            for key, value in raw.items():
+                name, item_type, tier, class_type = _json_decode(value)
+                rows.append((name.casefold(), int(key), item_type, tier, class_type))
+            rows.sort()
+            with _search_index_lock:
+                # Keep the two newest releases per prefix: the live one and the one before.
+                same = [k for k in _search_index if k[0] == self.prefix]
+                for stale in same[:-1]:
+                    del _search_index[stale]
+                _search_index[cache_key] = rows
+        return rows
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the newest release records (updates and rollbacks), newest first."""
+        return [_json_decode(v) for v in self.redis.lrange(self.history_key, 0, limit - 1)]
+
+    def history_entry(self, release_id: str) -> dict[str, Any] | None:
+        """Return the newest history record of a release, also one whose data is gone."""
+        for entry in self.history(self.settings.history_length):
+            if entry["id"] == release_id:
+                return entry
+        return None
+
+    def last_check(self) -> dict[str, Any] | None:
+        """Return the outcome of the latest check, if any."""
+        value = self.redis.get(self.last_check_key)
+        return _json_decode(value) if value else None
+
+    def recent_checks(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the latest check outcomes, newest first."""
+        return [_json_decode(v) for v in self.redis.lrange(self.checks_key, 0, limit - 1)]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record_check(self, check: Mapping[str, Any]) -> None:
+        """Remember the outcome of a check (the dashboard's "last check")."""
+        data = _json_encode(check)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.last_check_key, data)
+            pipe.lpush(self.checks_key, data)
+            pipe.ltrim(self.checks_key, 0, CHECKS_KEPT - 1)
+            pipe.execute()
+
+    def stage(self, release: Release) -> None:
+        """Prepare to write `release`, dropping leftovers of a run that died building it."""
+        keys = self.data_keys(release)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.unlink(*keys)
+            pipe.hset(self.staging_key, release.id, _json_encode(keys))
+            pipe.execute()
+
+    def table_writer(
+        self, release: Release, lang: str, table: str, diff: TableDiff | None, live_id: str | None
+    ) -> TableWriter:
+        """Return a writer of one table of a staged release."""
+        return TableWriter(self, release.id, lang, table, diff, live_id)
+
+    def discard(self, release_id: str) -> None:
+        """Delete the data of a staged release that will not be committed."""
+        keys = self.redis.hget(self.staging_key, release_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            if keys:
+                pipe.unlink(*_json_decode(keys))
+            pipe.hdel(self.staging_key, release_id)
+            pipe.execute()
+
+    def collect_garbage(self) -> int:
+        """Delete staged data of runs that died; call only while holding the sync lock."""
+        staged = self.redis.hgetall(self.staging_key)
+        for release_id in staged:
+            self.discard(release_id.decode())
+        return len(staged)
+
+    def commit(self, info: ReleaseInfo, history: Mapping[str, Any], lock: SyncLock) -> None:
+        """Make `info` the live release in one transaction; drop releases older than the previous.
+
+        Raises LockLost if another run took the lock meanwhile: then nothing changes.
+        """
+        self._flip(info.id, history, lock, record=info)
+
+    def activate(self, release_id: str, history: Mapping[str, Any], lock: SyncLock) -> None:
+        """Make a kept release live again without downloading it (a rollback)."""
+        self._flip(release_id, history, lock, record=None)
+
+    def _flip(
+        self,
+        release_id: str,
+        history: Mapping[str, Any],
+        lock: SyncLock,
+        record: ReleaseInfo | None,
+    ) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.lock_key, self.current_key, self.releases_key)
+                    holder = pipe.get(self.lock_key)
+                    if holder is None or holder.decode() != lock.run_id:
+                        raise LockLost("The sync lock was lost before the commit")
+                    live = pipe.get(self.current_key)
+                    keep = {release_id, live.decode()} if live else {release_id}
+                    old = [m.decode() for m in pipe.zrange(self.releases_key, 0, -1)]
+                    drop = [r for r in old if r not in keep]
+                    drop_keys = [self.release_key(r) for r in drop]
+                    for r in drop:
+                        info = self.release_info(r)
+                        if info is not None:
+                            drop_keys += self.data_keys(info.release)
+                    pipe.multi()
+                    if record is not None:
+                        pipe.hset(
+                            self.release_key(release_id),
+                            mapping={
+                                "release": _json_encode(record.release.to_record()),
+                                "counts": _json_encode(record.counts),
+                                "synced_at": _json_encode(record.synced_at),
+                                "duration": _json_encode(record.duration),
+                                "diff": _json_encode([d.to_record() for d in record.diffs]),
+                                "change": _json_encode(record.change),
+                                "base": _json_encode(record.base),
+                                "trigger": _json_encode(record.trigger),
+                            },
+                        )
+                        pipe.hdel(self.staging_key, release_id)
+                    pipe.set(self.current_key, release_id)
+                    pipe.zadd(self.releases_key, {release_id: time.time()})
+                    if drop:
+                        pipe.zrem(self.releases_key, *drop)
+                        pipe.unlink(*drop_keys)
+                    pipe.lpush(self.history_key, _json_encode(history))
+                    pipe.ltrim(self.history_key, 0, self.settings.history_length - 1)
+                    pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+
+class TableWriter:
+    """Write one table of a staged release in pipelined batches, counting its diff as it goes."""
+
+    def __init__(
+        self,
+        store: ManifestStore,
+        release_id: str,
+        lang: str,
+        table: str,
+        diff: TableDiff | None,
+        live_id: str | None,
+    ) -> None:
+        self._redis = store.redis
+        self._data_key = store.table_key(release_id, lang, table)
+        self._sums_key = store.sums_key(release_id, lang, table)
+        self._search_key = store.search_key(release_id, lang) if table == ITEM_TABLE else None
+        self._old_sums_key = store.sums_key(live_id, lang, table) if live_id and diff else None
+        self.diff = diff
+        self.count = 0
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        """Write a batch of entries; with a diff, compare them with the live release's digests."""
+        if not entries:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(entries), WRITE_BATCH):
+                batch = entries[start : start + WRITE_BATCH]
+                pipe.hset(self._data_key, mapping={key: data for key, data, _ in batch})
+                pipe.hset(self._sums_key, mapping={key: digest for key, _, digest in batch})
+                if self._search_key:
+                    rows = {key: search_row(data) for key, data, _ in batch}
+                    pipe.hset(self._search_key, mapping=rows)
+            if self._old_sums_key:
+                pipe.hmget(self._old_sums_key, [key for key, _, _ in entries])
+            replies = pipe.execute()
+        if self.diff is not None:
+            old = replies[-1] if self._old_sums_key else [None] * len(entries)
+            self.diff.count_batch(entries, old)
+        self.count += len(entries)

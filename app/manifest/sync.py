@@ -1,0 +1,448 @@
+"""run(): check Bungie, and when the release differs, ingest it beside the live one and flip.
+
+The flow: lock -> manifest -> release id -> unchanged | pointer flip | ingest, diff, commit.
+Progress goes to a callback; the outcome comes back as a SyncResult, never as an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+from typing import BinaryIO
+
+import redis
+
+from app.manifest import errors
+from app.manifest.client import BungieClient
+from app.manifest.client import ContentDownload
+from app.manifest.diff import TableDiff
+from app.manifest.ingest import EntryCodec
+from app.manifest.ingest import Projection
+from app.manifest.ingest import count_sqlite_rows
+from app.manifest.ingest import iter_json_table
+from app.manifest.ingest import iter_sqlite_table
+from app.manifest.release import SQLITE_FILE
+from app.manifest.release import Release
+from app.manifest.release import compare
+from app.manifest.store import ManifestStore
+from app.manifest.store import ReleaseInfo
+from app.manifest.store import SyncLock
+
+log = logging.getLogger(__name__)
+
+UNCHANGED = "unchanged"
+UPDATED = "updated"
+UNAVAILABLE = "unavailable"
+FAILED = "failed"
+BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a sync is: its phase, and within the phase, the table and how far along."""
+
+    phase: str
+    language: str | None = None
+    table: str | None = None
+    tables_done: int = 0
+    tables_total: int = 0
+    entries_done: int = 0
+    entries_total: int | None = None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class SyncResult:
+    """How a sync ended: unchanged, updated (maybe a rollback), unavailable, failed or busy."""
+
+    outcome: str
+    run_id: str
+    release_id: str | None = None
+    version: str | None = None
+    previous_id: str | None = None
+    previous_version: str | None = None
+    rollback: bool = False
+    change: dict[str, Any] | None = None
+    diffs: list[TableDiff] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    message: str | None = None
+    retry_after: float | None = None
+    transient: bool = False
+    running_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the cache holds what Bungie serves (updated or unchanged)."""
+        return self.outcome in (UPDATED, UNCHANGED)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain data for JSON (task results, the API, the CLI)."""
+        data = asdict(self)
+        data["diffs"] = [d.to_record() for d in self.diffs]
+        return data
+
+    def summary(self) -> str:
+        """Return one line a person can read."""
+        if self.outcome == UPDATED:
+            verb = "rolled back to" if self.rollback else "updated to"
+            return f"{verb} {self.version} (release {self.release_id})"
+        if self.outcome == UNCHANGED:
+            return f"unchanged: {self.version} (release {self.release_id})"
+        if self.outcome == BUSY:
+            return f"a sync is already running ({self.running_id})"
+        retry = f"; retry after {self.retry_after:.0f}s" if self.retry_after else ""
+        return f"{self.outcome}: {self.error}: {self.message}{retry}"
+
+
+def run(
+    store: ManifestStore,
+    client: BungieClient,
+    *,
+    run_id: str | None = None,
+    trigger: str = "manual",
+    requested_by: str | None = None,
+    request_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> SyncResult:
+    """Bring the cache in step with Bungie, one sync at a time across every process."""
+    run_id = run_id or uuid.uuid4().hex
+    lock = store.lock(run_id)
+    if not lock.acquire():
+        return SyncResult(BUSY, run_id, running_id=lock.holder())
+    context = {
+        "trigger": trigger,
+        "requested_by": requested_by,
+        "request_id": request_id,
+        "run_id": run_id,
+    }
+    started = time.monotonic()
+    try:
+        result = _Sync(store, client, lock, context, progress or _ignore).run()
+    except errors.ManifestError as exc:
+        result = _failure(run_id, exc)
+    except redis.RedisError as exc:
+        result = SyncResult(
+            FAILED, run_id, error=type(exc).__name__, message=f"Redis: {exc}", transient=True
+        )
+    except Exception as exc:
+        log.exception("Sync %s failed unexpectedly", run_id)
+        result = SyncResult(FAILED, run_id, error=type(exc).__name__, message=str(exc)[:300])
+    finally:
+        lock.release()
+    result.timings["total"] = round(time.monotonic() - started, 3)
+    _record_check(store, result, context)
+    log.info("Sync %s (%s): %s", run_id, trigger, result.summary())
+    return result
+
+
+def _ignore(_: Progress) -> None:
+    """Default progress callback: nobody is watching."""
+
+
+def _failure(run_id: str, exc: errors.ManifestError) -> SyncResult:
+    outcome = UNAVAILABLE if isinstance(exc, errors.BungieUnavailable) else FAILED
+    return SyncResult(
+        outcome,
+        run_id,
+        error=exc.kind,
+        message=str(exc),
+        retry_after=exc.retry_after,
+        transient=exc.transient,
+    )
+
+
+def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, Any]) -> None:
+    if result.outcome == BUSY:
+        return
+    now = time.time()
+    failing_since = None
+    try:
+        if not result.ok:
+            before = store.last_check() or {}
+            failing_since = before.get("failing_since") or now
+        store.record_check(
+            {
+                "at": now,
+                "outcome": result.outcome,
+                "release_id": result.release_id,
+                "version": result.version,
+                "error": result.error,
+                "message": result.message,
+                "retry_after": result.retry_after,
+                "failing_since": failing_since,
+                "duration": result.timings.get("total"),
+                **context,
+            }
+        )
+    except redis.RedisError:
+        log.warning("Could not record the outcome of sync %s: Redis is unavailable", result.run_id)
+
+
+class _Sync:
+    """One run of the flow, holding the lock."""
+
+    def __init__(
+        self,
+        store: ManifestStore,
+        client: BungieClient,
+        lock: SyncLock,
+        context: dict[str, Any],
+        progress: ProgressCallback,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.settings = store.settings
+        self.lock = lock
+        self.context = context
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        # The file being downloaded and the table size when known, for progress reports.
+        self._download: ContentDownload | None = None
+        self._entries_total: int | None = None
+
+    def run(self) -> SyncResult:
+        self.progress(Progress("checking"))
+        started = time.monotonic()
+        release = Release.from_manifest(self.client.get_manifest(), self.settings)
+        self.timings["check"] = round(time.monotonic() - started, 3)
+        live = self.store.live_release()
+        if live is not None and live.id == release.id:
+            return self._result(UNCHANGED, live)
+        if live is not None and release.id in self.store.kept_ids():
+            return self._flip_back(release, live)
+        return self._build(release, live)
+
+    def _result(self, outcome: str, info: ReleaseInfo, **fields: Any) -> SyncResult:
+        return SyncResult(
+            outcome,
+            self.lock.run_id,
+            release_id=info.id,
+            version=info.release.version,
+            counts=info.counts,
+            timings=self.timings,
+            **fields,
+        )
+
+    def _flip_back(self, release: Release, live: ReleaseInfo) -> SyncResult:
+        """The release is one we still keep (Bungie rolled back): flip, no download."""
+        target = self.store.release_info(release.id)
+        assert target is not None
+        if target.base == live.id:
+            diffs = target.diffs
+        elif live.base == release.id:
+            diffs = [d.inverse() for d in live.diffs]
+        else:
+            diffs = []
+        self.progress(Progress("committing"))
+        change = compare(live.release, release)
+        history = self._history(target, live, diffs, change.to_record(), rollback=True)
+        self.store.activate(release.id, history, self.lock)
+        return self._result(
+            UPDATED,
+            target,
+            previous_id=live.id,
+            previous_version=live.release.version,
+            rollback=True,
+            change=change.to_record(),
+            diffs=diffs,
+        )
+
+    def _build(self, release: Release, live: ReleaseInfo | None) -> SyncResult:
+        started = time.monotonic()
+        self.store.collect_garbage()
+        self.store.stage(release)
+        try:
+            counts, diffs = self._ingest(release, live)
+            self.timings["ingest"] = round(time.monotonic() - started, 3)
+            change = compare(live.release if live else None, release)
+            info = ReleaseInfo(
+                release=release,
+                counts=counts,
+                synced_at=time.time(),
+                duration=round(time.monotonic() - started, 3),
+                diffs=diffs,
+                change=change.to_record(),
+                base=live.id if live else None,
+                trigger=self.context,
+            )
+            self.progress(Progress("committing"))
+            commit_started = time.monotonic()
+            self.store.commit(info, self._history(info, live, diffs, info.change), self.lock)
+            self.timings["commit"] = round(time.monotonic() - commit_started, 3)
+        except BaseException:
+            self._discard(release.id)
+            raise
+        return self._result(
+            UPDATED,
+            info,
+            previous_id=live.id if live else None,
+            previous_version=live.release.version if live else None,
+            change=info.change,
+            diffs=diffs,
+        )
+
+    def _discard(self, release_id: str) -> None:
+        try:
+            self.store.discard(release_id)
+        except redis.RedisError:
+            log.warning("Could not drop the staged data of %s; the next run will", release_id)
+
+    def _history(
+        self,
+        info: ReleaseInfo,
+        live: ReleaseInfo | None,
+        diffs: list[TableDiff],
+        change: dict[str, Any],
+        *,
+        rollback: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "id": info.id,
+            "version": info.release.version,
+            "previous": live.id if live else None,
+            "previous_version": live.release.version if live else None,
+            "rollback": rollback,
+            "at": time.time(),
+            "duration": info.duration if not rollback else 0.0,
+            "counts": info.counts,
+            "diff": [d.to_record() for d in diffs],
+            "change": change,
+            "trigger": self.context,
+        }
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    def _ingest(
+        self, release: Release, live: ReleaseInfo | None
+    ) -> tuple[dict[str, dict[str, int]], list[TableDiff]]:
+        codecs = {t: EntryCodec(Projection.of(self.settings.projection(t))) for t in release.tables}
+        counts: dict[str, dict[str, int]] = {}
+        diffs: list[TableDiff] = []
+        total = len(release.languages) * len(release.tables)
+        done = 0
+        for lang in release.languages:
+            counts[lang] = {}
+            sources = (
+                self._sqlite_sources(release, lang, codecs)
+                if release.format == "sqlite"
+                else self._json_sources(release, lang, codecs)
+            )
+            for table, batches in sources:
+                table_started = time.monotonic()
+                # The diff is counted for the first language; the others are its translations.
+                diff = TableDiff(table) if lang == release.languages[0] else None
+                writer = self.store.table_writer(
+                    release, lang, table, diff, live.id if live else None
+                )
+                for batch in batches:
+                    writer.write(batch)
+                    self.lock.keep_alive()
+                    self._report(lang, table, done, total, writer.count)
+                live_count = live.counts.get(lang, {}).get(table) if live else None
+                self._check_size(lang, table, writer.count, live_count)
+                counts[lang][table] = writer.count
+                if diff is not None:
+                    diffs.append(diff.finish(live_count or 0))
+                done += 1
+                self.timings[f"{lang}:{table}"] = round(time.monotonic() - table_started, 3)
+        return counts, diffs
+
+    def _check_size(self, lang: str, table: str, count: int, live_count: int | None) -> None:
+        minimum = (live_count or 0) * self.settings.min_table_ratio
+        if count < minimum:
+            raise errors.TableInvalid(
+                f"{table} ({lang}) has {count:,} entries, fewer than "
+                f"{self.settings.min_table_ratio:.0%} of the live release's {live_count:,}"
+            )
+
+    def _report(self, lang: str, table: str, done: int, total: int, entries: int) -> None:
+        download = self._download
+        self.progress(
+            Progress(
+                "ingesting",
+                language=lang,
+                table=table,
+                tables_done=done,
+                tables_total=total,
+                entries_done=entries,
+                entries_total=self._entries_total,
+                bytes_done=download.received if download else 0,
+                bytes_total=download.size if download else None,
+            )
+        )
+
+    def _json_sources(
+        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
+    ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+        for table in release.tables:
+            self.progress(Progress("downloading", language=lang, table=table))
+            with self.client.download(release.paths[lang][table]) as download:
+                self._download, self._entries_total = download, None
+                yield table, iter_json_table(self._watched(download), codecs[table])
+            self._download = None
+
+    def _watched(self, download: ContentDownload) -> Iterator[bytes]:
+        for chunk in download:
+            self.lock.keep_alive()
+            yield chunk
+
+    def _sqlite_sources(
+        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
+    ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+        with tempfile.TemporaryDirectory(prefix="manifest-") as workdir:
+            database = self._fetch_sqlite(release.paths[lang][SQLITE_FILE], lang, Path(workdir))
+            for table in release.tables:
+                self._entries_total = count_sqlite_rows(database, table)
+                yield table, iter_sqlite_table(database, table, codecs[table])
+
+    def _fetch_sqlite(self, path: str, lang: str, workdir: Path) -> str:
+        """Download the zipped SQLite database to disk and unpack it; return the database path."""
+        self.progress(Progress("downloading", language=lang))
+        archive = workdir / "manifest.zip"
+        with self.client.download(path) as download, archive.open("wb") as out:
+            self._download = download
+            for chunk in self._watched(download):
+                out.write(chunk)
+                self._report(lang, SQLITE_FILE, 0, 0, 0)
+        self._download = None
+        try:
+            with zipfile.ZipFile(archive) as bundle:
+                members = [m for m in bundle.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    raise errors.TableInvalid(f"{path} should hold one SQLite file")
+                member = members[0]
+                database = workdir / "manifest.sqlite"
+                with bundle.open(member) as source, database.open("wb") as target:
+                    self._unpack(source, target, path)
+        except zipfile.BadZipFile as exc:
+            raise errors.TableInvalid(f"{path} is not a zip file: {exc}") from None
+        archive.unlink()
+        return str(database)
+
+    def _unpack(self, source: BinaryIO, target: BinaryIO, path: str) -> None:
+        # The sizes in a zip's directory are the sender's word: count what really comes out.
+        written = 0
+        while block := source.read(1024 * 1024):
+            written += len(block)
+            if written > self.client.max_bytes:
+                raise errors.ContentTooLarge(f"{path} unpacks to over MANIFEST_MAX_BYTES")
+            target.write(block)

@@ -1,0 +1,122 @@
+"""Shared fixtures: a real Redis, the demo origin over real HTTP, and per-test key prefixes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+
+from app import create_app
+from app.demo.control import DemoAdmin
+from app.demo.control import DemoOriginProcess
+from app.manifest.client import BungieClient
+from app.manifest.settings import ManifestSettings
+from app.manifest.store import ManifestStore
+from config import TestingConfig
+from config import settings_dict
+
+DEMO_ITEMS = 300
+API_KEY = TestingConfig.BUNGIE_API_KEY
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """TEST_REDIS_URL, else the local Redis if it answers, else an embedded fakeredis server."""
+    url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    if _answers(url):
+        yield url
+        return
+    if os.environ.get("TEST_REDIS_URL"):
+        pytest.exit(f"TEST_REDIS_URL={url} does not answer", returncode=2)
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    yield f"redis://{host}:{port}/0"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[DemoOriginProcess]:
+    """One demo origin for the session; `admin` puts it back to its first release per test."""
+    with DemoOriginProcess("--items", str(DEMO_ITEMS), "--seed", "7", "--api-key", API_KEY) as proc:
+        yield proc
+
+
+@pytest.fixture
+def admin(origin: DemoOriginProcess) -> Iterator[DemoAdmin]:
+    control = DemoAdmin(origin.url)
+    control.reset()
+    yield control
+    control.reset()
+
+
+@pytest.fixture
+def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; its keys are deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        redis_client.unlink(*keys)
+
+
+@pytest.fixture
+def settings(origin: DemoOriginProcess, key_prefix: str) -> ManifestSettings:
+    """The engine's settings as the testing configuration gives them, on this test's prefix."""
+    base = ManifestSettings.from_mapping(settings_dict(TestingConfig))
+    return replace(base, base_url=origin.url, key_prefix=key_prefix, download_deadline=20.0)
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, settings: ManifestSettings) -> ManifestStore:
+    return ManifestStore(redis_client, settings)
+
+
+@pytest.fixture
+def client(settings: ManifestSettings) -> Iterator[BungieClient]:
+    bungie = BungieClient.from_settings(settings)
+    yield bungie
+    bungie.close()
+
+
+@pytest.fixture
+def app_overrides(origin: DemoOriginProcess, key_prefix: str, redis_url: str) -> dict[str, Any]:
+    return {
+        "REDIS_URL": redis_url,
+        "BUNGIE_BASE_URL": origin.url,
+        "MANIFEST_KEY_PREFIX": key_prefix,
+    }
+
+
+@pytest.fixture
+def app(app_overrides: dict[str, Any], admin: DemoAdmin) -> Flask:
+    return create_app("testing", app_overrides)
+
+
+def snapshot(client: redis.Redis, prefix: str, skip: tuple[str, ...] = ()) -> dict[bytes, bytes]:
+    """Return every key under `prefix` with its DUMP, to prove that nothing was written."""
+    skipped = tuple(f"{prefix}:{name}".encode() for name in skip)
+    keys = sorted(k for k in client.scan_iter(match=f"{prefix}:*") if k not in skipped)
+    return {key: client.dump(key) for key in keys}
