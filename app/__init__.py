@@ -21,7 +21,9 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     if overrides:
         app.config.update(overrides)
 
+    from app import cli
     from app import extensions
 
     extensions.init_app(app)
+    app.cli.add_command(cli.manifest_cli)
     return app

@@ -69,7 +69,8 @@ class ProgressLine:
 
 def format_result(result: SyncResult) -> str:
     """Return the outcome and, for an update, the diff as a table."""
-    lines = [result.summary().capitalize()]
+    summary = result.summary()
+    lines = [summary[:1].upper() + summary[1:]]
     if result.outcome != sync.UPDATED:
         return "\n".join(lines)
     if result.previous_version:

@@ -1,0 +1,209 @@
+"""Every fault the demo origin can inject: classified right, the live release left intact."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+
+from app.manifest import sync
+from app.manifest.client import BungieClient
+from app.manifest.store import ITEM_TABLE
+from app.manifest.store import ManifestStore
+from tests.conftest import API_KEY
+from tests.conftest import snapshot
+
+LIVE_KEYS_SKIP = ("last_check", "checks", "lock", "staging")
+
+
+# fault, options, outcome, error class, retry_after expected
+MANIFEST_FAULTS = [
+    ("maintenance", {}, sync.UNAVAILABLE, "BungieMaintenance", 60.0),
+    ("maintenance", {"throttle_seconds": 900}, sync.UNAVAILABLE, "BungieMaintenance", 900.0),
+    ("throttle", {"throttle_seconds": 7}, sync.UNAVAILABLE, "BungieThrottled", 7.0),
+    ("html_503", {}, sync.UNAVAILABLE, "BungieOutage", 60.0),
+    ("oauth_error", {}, sync.UNAVAILABLE, "BungieOutage", 60.0),
+    ("http_500", {}, sync.UNAVAILABLE, "BungieOutage", 60.0),
+    ("http_429", {"retry_after": 120}, sync.UNAVAILABLE, "BungieThrottled", 120.0),
+    ("bad_api_key", {}, sync.FAILED, "BungieConfigError", None),
+]
+
+CONTENT_FAULTS = [
+    ("not_found_always", sync.FAILED, "ContentNotFound"),
+    ("truncated", sync.FAILED, "ContentTruncated"),
+    ("slow_drip", sync.FAILED, "DownloadDeadlineExceeded"),
+    ("oversized", sync.FAILED, "ContentTooLarge"),
+    ("oversized_chunked", sync.FAILED, "ContentTooLarge"),
+    ("redirect", sync.FAILED, "ContentRedirected"),
+    ("absolute_path", sync.FAILED, "UnsafeContentPath"),
+    ("protocol_relative_path", sync.FAILED, "UnsafeContentPath"),
+    ("dotdot_path", sync.FAILED, "UnsafeContentPath"),
+    ("encoded_dot_path", sync.FAILED, "UnsafeContentPath"),
+    ("at_path", sync.FAILED, "UnsafeContentPath"),
+    ("shrunk", sync.FAILED, "TableInvalid"),
+    ("bad_json", sync.FAILED, "TableInvalid"),
+]
+
+
+@pytest.fixture
+def synced(store: ManifestStore, client: BungieClient, admin) -> sync.SyncResult:
+    """A cache holding the origin's first release."""
+    result = sync.run(store, client)
+    assert result.outcome == sync.UPDATED
+    return result
+
+
+def leftovers(redis_client, key_prefix: str, store: ManifestStore) -> list[bytes]:
+    """Keys of releases that are neither live nor kept, and staging records."""
+    kept = set(store.kept_ids())
+    stray = [
+        key
+        for key in redis_client.scan_iter(match=f"{key_prefix}:*")
+        if key.decode().split(":")[2] not in kept
+        and key.decode().split(":")[2]
+        not in {
+            "current",
+            "releases",
+            "staging",
+            "history",
+            "checks",
+            "last_check",
+            "lock",
+            "release",
+        }
+    ]
+    return stray + ([store.staging_key.encode()] if redis_client.exists(store.staging_key) else [])
+
+
+@pytest.mark.parametrize(("fault", "options", "outcome", "error", "retry_after"), MANIFEST_FAULTS)
+def test_manifest_faults_are_classified_and_change_nothing(
+    fault,
+    options,
+    outcome,
+    error,
+    retry_after,
+    synced,
+    store,
+    client,
+    admin,
+    redis_client,
+    key_prefix,
+):
+    admin.publish()
+    before = snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP)
+    admin.fault(fault, **options)
+
+    result = sync.run(store, client)
+
+    assert (result.outcome, result.error) == (outcome, error), result.summary()
+    assert result.retry_after == retry_after
+    assert result.transient == (outcome == sync.UNAVAILABLE)
+    assert store.live_id() == synced.release_id
+    assert snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP) == before
+    check = store.last_check()
+    assert (check["outcome"], check["error"]) == (outcome, error)
+    assert check["failing_since"] is not None
+
+    admin.clear_faults()
+    recovered = sync.run(store, client)
+    assert recovered.outcome == sync.UPDATED
+    assert store.last_check()["failing_since"] is None
+
+
+@pytest.mark.parametrize(("fault", "outcome", "error"), CONTENT_FAULTS)
+def test_content_faults_leave_the_live_release_and_no_staging(
+    fault, outcome, error, synced, store, settings, admin, redis_client, key_prefix
+):
+    tight = replace(settings, download_deadline=1.5, max_bytes=16 * 1024 * 1024)
+    client = BungieClient.from_settings(tight)
+    admin.publish()
+    admin.fault(fault, table=ITEM_TABLE)
+    live_data = snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP)
+
+    result = sync.run(store, client)
+
+    assert (result.outcome, result.error) == (outcome, error), result.summary()
+    assert store.live_id() == synced.release_id
+    assert snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP) == live_data
+    elsewhere = [r for r in admin.requests_log() if r["path"].startswith("/elsewhere")]
+    assert elsewhere == [], "a redirect was followed"
+
+    admin.clear_faults()
+    assert sync.run(store, client).outcome == sync.UPDATED
+    assert leftovers(redis_client, key_prefix, store) == []
+
+
+def test_a_404_is_retried_with_a_cache_buster(synced, store, client, admin):
+    admin.publish()
+    admin.clear_requests_log()
+    admin.fault("not_found", count=1, table=ITEM_TABLE)
+
+    result = sync.run(store, client)
+
+    assert result.outcome == sync.UPDATED
+    item_requests = [r for r in admin.requests_log() if ITEM_TABLE in r["path"]]
+    assert [(r["status"], bool(r["query"])) for r in item_requests] == [(404, False), (200, True)]
+
+
+def test_a_short_429_is_waited_out(synced, store, client, admin):
+    admin.publish()
+    admin.fault("http_429", count=1, retry_after=1)
+    assert sync.run(store, client).outcome == sync.UPDATED
+
+
+def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
+    synced, store, client, admin, redis_client, key_prefix
+):
+    # What a killed worker leaves: a staged release half written, never committed.
+    admin.publish()
+    release_id = "deadbeefdeadbeef"
+    dead = replace(synced_release(store), id=release_id)
+    store.stage(dead)
+    redis_client.hset(store.table_key(release_id, "en", ITEM_TABLE), "1", b"{}")
+    assert store.live_id() == synced.release_id
+
+    assert sync.run(store, client).outcome == sync.UPDATED
+    assert leftovers(redis_client, key_prefix, store) == []
+
+
+def synced_release(store: ManifestStore):
+    return store.live_release().release
+
+
+def test_the_api_key_never_reaches_content_or_logs(store, settings, admin, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = BungieClient.from_settings(settings)
+    assert sync.run(store, client).outcome == sync.UPDATED
+    admin.publish()
+    admin.fault("truncated", table=ITEM_TABLE)
+    failed = sync.run(store, client)
+
+    log = admin.requests_log()
+    assert [r["api_key"] for r in log if r["path"].startswith("/Platform/")] == [True, True]
+    assert {r["api_key"] for r in log if r["path"].startswith("/common/")} == {False}
+    assert API_KEY not in caplog.text
+    assert API_KEY not in repr(client)
+    assert API_KEY not in str(failed.to_dict())
+
+
+def test_a_wrong_api_key_is_a_configuration_error_without_the_key(store, settings, admin):
+    wrong = "wrong-key-0123456789"
+    result = sync.run(store, BungieClient.from_settings(replace(settings, api_key=wrong)))
+    assert (result.outcome, result.error) == (sync.FAILED, "BungieConfigError")
+    assert not result.transient
+    assert wrong not in str(result.to_dict())
+
+
+def test_a_missing_api_key_fails_without_calling_bungie(store, settings, admin):
+    result = sync.run(store, BungieClient.from_settings(replace(settings, api_key=None)))
+    assert (result.outcome, result.error) == (sync.FAILED, "BungieConfigError")
+    assert "BUNGIE_API_KEY" in result.message
+    assert admin.requests_log() == []
+
+
+def test_an_unreachable_bungie_is_an_outage(store, settings):
+    nowhere = replace(settings, base_url="http://127.0.0.1:9", retries=1)
+    result = sync.run(store, BungieClient.from_settings(nowhere))
+    assert (result.outcome, result.error) == (sync.UNAVAILABLE, "BungieOutage")
+    assert "127.0.0.1:9" in result.message

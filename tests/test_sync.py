@@ -1,0 +1,294 @@
+"""sync.run against the demo origin over real HTTP and a real Redis: what readers see."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import redis
+import requests
+
+from app.demo.control import DemoAdmin
+from app.manifest import sync
+from app.manifest.client import BungieClient
+from app.manifest.settings import ManifestSettings
+from app.manifest.store import ITEM_TABLE
+from app.manifest.store import ManifestStore
+from tests.conftest import DEMO_ITEMS
+from tests.conftest import snapshot
+
+BOOKKEEPING = ("last_check", "checks", "lock")
+
+
+def item_file(admin: DemoAdmin, origin_url: str, lang: str = "en") -> dict[str, dict]:
+    path = admin.state()["paths"]["jsonWorldComponentContentPaths"][lang][ITEM_TABLE]
+    response = requests.get(origin_url + path, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def content_requests(admin: DemoAdmin) -> list[dict]:
+    return [r for r in admin.requests_log() if r["path"].startswith("/common/")]
+
+
+def test_first_sync_fills_the_cache(store: ManifestStore, client: BungieClient, admin, origin):
+    progress: list[sync.Progress] = []
+    result = sync.run(
+        store, client, trigger="test", requested_by="tester", progress=progress.append
+    )
+
+    assert result.outcome == sync.UPDATED, result.summary()
+    assert result.counts["en"][ITEM_TABLE] == DEMO_ITEMS
+    assert store.live_id() == result.release_id
+    # What a reader gets: the projected definition, by hash, and nothing it did not ask for.
+    items = item_file(admin, origin.url)
+    some_hash, raw = next(iter(items.items()))
+    stored = store.definition(ITEM_TABLE, int(some_hash))
+    assert stored["displayProperties"]["name"] == raw["displayProperties"]["name"]
+    assert stored["inventory"]["tierType"] == raw["inventory"]["tierType"]
+    assert "stats" not in stored
+    assert "sockets" not in stored
+    assert store.definition(ITEM_TABLE, 12345) is None
+    # The progress callback saw every phase and the item table's bytes.
+    phases = [p.phase for p in progress]
+    assert phases[0] == "checking"
+    assert "ingesting" in phases
+    assert phases[-1] == "committing"
+    assert any(p.table == ITEM_TABLE and p.bytes_total for p in progress)
+    # The release and its history entry remember the trigger.
+    live = store.live_release()
+    assert live.trigger["requested_by"] == "tester"
+    assert store.history()[0]["id"] == result.release_id
+    assert store.last_check()["outcome"] == sync.UPDATED
+
+
+def test_search_finds_items_by_name_any_case(
+    store: ManifestStore, client: BungieClient, admin, origin
+):
+    sync.run(store, client)
+    items = item_file(admin, origin.url)
+    name = next(
+        d["displayProperties"]["name"]
+        for d in items.values()
+        if len(d["displayProperties"]["name"]) > 6
+    )
+    word = name.split()[-1]
+
+    page = store.search(word.upper(), per_page=500)
+    expected = {
+        h for h, d in items.items() if word.casefold() in d["displayProperties"]["name"].casefold()
+    }
+    assert page.total == len(expected)
+    assert {str(i["hash"]) for i in page.items} == expected
+
+    armor = store.search("", item_type=2, class_type=1, per_page=500)
+    expected_armor = {h for h, d in items.items() if d["itemType"] == 2 and d["classType"] == 1}
+    assert {str(i["hash"]) for i in armor.items} == expected_armor
+
+    exotic = store.search("", tier=6, per_page=10, page=2)
+    assert exotic.page == 2
+    assert all(i["inventory"]["tierType"] == 6 for i in exotic.items)
+    assert store.search("no such item name at all").total == 0
+
+
+def test_second_sync_is_unchanged_and_writes_nothing(
+    store, client, admin, key_prefix, redis_client
+):
+    first = sync.run(store, client)
+    before = snapshot(redis_client, key_prefix, skip=BOOKKEEPING)
+    admin.clear_requests_log()
+
+    second = sync.run(store, client)
+
+    assert second.outcome == sync.UNCHANGED
+    assert second.release_id == first.release_id
+    assert content_requests(admin) == []
+    assert len(admin.requests_log()) == 1
+    assert snapshot(redis_client, key_prefix, skip=BOOKKEEPING) == before
+    assert store.last_check()["outcome"] == sync.UNCHANGED
+
+
+def test_a_published_release_swaps_in_with_the_right_diff(store, client, admin, origin):
+    first = sync.run(store, client)
+    old_items = item_file(admin, origin.url)
+    published = admin.publish()
+    new_items = item_file(admin, origin.url)
+
+    result = sync.run(store, client)
+
+    assert result.outcome == sync.UPDATED
+    assert result.previous_id == first.release_id
+    items = next(d for d in result.diffs if d.table == ITEM_TABLE)
+    added = set(new_items) - set(old_items)
+    removed = set(old_items) - set(new_items)
+    assert items.added == len(added) == len(published["added"])
+    assert items.removed == len(removed) == len(published["removed"])
+    assert items.changed == len(published["changed"])
+    assert {str(h) for h, _ in items.added_names} <= added
+    changed_hash, changed_name = items.changed_names[0]
+    assert new_items[str(changed_hash)]["displayProperties"]["name"] == changed_name
+    # Readers now get the new release; removed items are gone from it.
+    assert store.definition(ITEM_TABLE, int(next(iter(removed)))) is None
+    assert store.definition(ITEM_TABLE, int(next(iter(added)))) is not None
+    assert result.change["old_version"] != result.change["new_version"]
+
+
+def test_readers_never_see_a_mixed_release(store, client, admin, origin, redis_client, settings):
+    sync.run(store, client)
+    old_items = item_file(admin, origin.url)
+    admin.publish(changed=DEMO_ITEMS // 2, added=0, removed=0)
+    new_items = item_file(admin, origin.url)
+    hashes = [int(h) for h in old_items]
+    names = {
+        "old": tuple(old_items[str(h)]["displayProperties"]["name"] for h in hashes),
+        "new": tuple(new_items[str(h)]["displayProperties"]["name"] for h in hashes),
+    }
+    reader_store = ManifestStore(
+        redis.Redis(connection_pool=redis_client.connection_pool), settings
+    )
+    seen: list[tuple[str, ...]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            found = reader_store.definitions(ITEM_TABLE, hashes)
+            seen.append(tuple(found[h]["displayProperties"]["name"] for h in hashes))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        result = sync.run(store, client)
+    finally:
+        done.set()
+        reader.join()
+
+    assert result.outcome == sync.UPDATED
+    assert seen, "the reader never read"
+    assert set(seen) <= {names["old"], names["new"]}
+    assert seen[-1] == names["new"]
+
+
+def test_a_rollback_is_a_pointer_flip(store, client, admin, key_prefix, redis_client):
+    first = sync.run(store, client)
+    admin.publish()
+    second = sync.run(store, client)
+    admin.rollback()
+    admin.clear_requests_log()
+    data_before = snapshot(
+        redis_client, key_prefix, skip=(*BOOKKEEPING, "current", "history", "releases")
+    )
+
+    back = sync.run(store, client)
+
+    assert back.outcome == sync.UPDATED
+    assert back.rollback
+    assert back.release_id == first.release_id
+    assert store.live_id() == first.release_id
+    assert content_requests(admin) == []
+    assert (
+        snapshot(redis_client, key_prefix, skip=(*BOOKKEEPING, "current", "history", "releases"))
+        == data_before
+    )
+    forward = next(d for d in second.diffs if d.table == ITEM_TABLE)
+    backward = next(d for d in back.diffs if d.table == ITEM_TABLE)
+    assert (backward.added, backward.removed, backward.changed) == (
+        forward.removed,
+        forward.added,
+        forward.changed,
+    )
+    assert store.history()[0]["rollback"] is True
+
+
+def test_only_two_releases_are_kept(store, client, admin, key_prefix, redis_client):
+    ids = []
+    for _ in range(3):
+        ids.append(sync.run(store, client).release_id)
+        admin.publish()
+    assert store.kept_ids() == [ids[2], ids[1]]
+    assert not list(redis_client.scan_iter(match=f"{key_prefix}:{ids[0]}:*"))
+    assert redis_client.exists(store.release_key(ids[0])) == 0
+    assert store.history_entry(ids[0])["version"]  # the record of what happened stays
+
+
+def test_sqlite_format_gives_the_same_cache_as_json(
+    redis_client, settings: ManifestSettings, admin, key_prefix
+):
+    json_store = ManifestStore(redis_client, settings)
+    sqlite_settings = replace(settings, format="sqlite", key_prefix=f"{key_prefix}:sqlite")
+    sqlite_store = ManifestStore(redis_client, sqlite_settings)
+
+    from_json = sync.run(json_store, BungieClient.from_settings(settings))
+    from_sqlite = sync.run(sqlite_store, BungieClient.from_settings(sqlite_settings))
+
+    assert from_sqlite.outcome == sync.UPDATED, from_sqlite.summary()
+    assert from_sqlite.counts == from_json.counts
+    for table in settings.tables:
+        json_key = json_store.table_key(from_json.release_id, "en", table)
+        sqlite_key = sqlite_store.table_key(from_sqlite.release_id, "en", table)
+        assert redis_client.hgetall(json_key) == redis_client.hgetall(sqlite_key), table
+    assert sqlite_store.search("a").total == json_store.search("a").total
+
+
+def test_every_configured_language_is_cached(redis_client, settings, admin):
+    multi = replace(settings, languages=("en", "fr"))
+    store = ManifestStore(redis_client, multi)
+    result = sync.run(store, BungieClient.from_settings(multi))
+    assert result.counts["fr"][ITEM_TABLE] == DEMO_ITEMS
+    some_hash = int(next(iter(store.search("", per_page=1, lang="fr").items))["hash"])
+    english = store.definitions(ITEM_TABLE, [some_hash], lang="en")[some_hash]
+    french = store.definitions(ITEM_TABLE, [some_hash], lang="fr")[some_hash]
+    assert english["displayProperties"]["name"] != french["displayProperties"]["name"]
+
+
+def test_concurrent_runs_make_one_sync(store, client, admin, settings):
+    # Slow the item table down so the first run is still ingesting when the others arrive.
+    admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.05)
+    ingesting = threading.Event()
+    results: list[sync.SyncResult] = []
+
+    def first_progress(progress: sync.Progress) -> None:
+        if progress.phase == "downloading" and progress.table == ITEM_TABLE:
+            ingesting.set()
+
+    def run_first() -> None:
+        results.append(sync.run(store, client, progress=first_progress))
+
+    runner = threading.Thread(target=run_first)
+    runner.start()
+    assert ingesting.wait(30)
+    others = [
+        sync.run(ManifestStore(store.redis, settings), BungieClient.from_settings(settings))
+        for _ in range(3)
+    ]
+    runner.join()
+
+    assert results[0].outcome == sync.UPDATED
+    assert {o.outcome for o in others} == {sync.BUSY}
+    assert {o.running_id for o in others} == {results[0].run_id}
+    item_requests = [r for r in content_requests(admin) if ITEM_TABLE in r["path"]]
+    assert len(item_requests) == 1
+
+
+def test_the_lock_is_extended_while_work_goes_on(redis_client, settings, admin):
+    # A lock timeout far shorter than the sync: without extension another run could start.
+    short = replace(settings, lock_timeout=0.6)
+    store = ManifestStore(redis_client, short)
+    admin.fault("slow_drip", table=ITEM_TABLE, chunk=16384, delay=0.05)
+    holders: list[str | None] = []
+
+    def watch(progress: sync.Progress) -> None:
+        holders.append(store.lock("observer").holder())
+
+    result = sync.run(store, BungieClient.from_settings(short), progress=watch)
+
+    assert result.outcome == sync.UPDATED
+    assert result.timings["total"] > 1.5 * short.lock_timeout
+    assert set(holders) == {result.run_id}
+    assert store.lock("observer").holder() is None
+
+
+def test_a_lock_left_by_a_crashed_run_expires(redis_client, store, client, admin):
+    redis_client.set(store.lock_key, "crashed-run", px=300)
+    assert sync.run(store, client).outcome == sync.BUSY
+    threading.Event().wait(0.4)
+    assert sync.run(store, client).outcome == sync.UPDATED
