@@ -19,6 +19,7 @@ def dev_command() -> None:
         "`python manage.py manifest sync` and `python manage.py manifest status`."
     )
 
+
 cli.add_command(demo_origin_command)
 
 if __name__ == "__main__":
