@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 DEFAULT_TABLES = (
@@ -100,6 +101,41 @@ class Config:
 
     SECRET_KEY = env_str("SECRET_KEY")
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    # TLS certificate checks for rediss:// URLs: "required", "optional" or "none" (Heroku
+    # Redis serves a self-signed certificate, so Heroku needs "none").
+    REDIS_SSL_CERT_REQS = env_str("REDIS_SSL_CERT_REQS", "required")
+
+    # Celery. The broker defaults to REDIS_URL; results (kept only for the polled sync task)
+    # go to Redis.
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+    CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND")
+    CELERY_QUEUE = env_str("CELERY_QUEUE", "manifest")
+    CELERY_BEAT_SCHEDULE_FILE = env_str("CELERY_BEAT_SCHEDULE_FILE", "celerybeat-schedule")
+    # Time limits of one sync (Windows ignores them: see README).
+    SYNC_SOFT_TIME_LIMIT = env_int("SYNC_SOFT_TIME_LIMIT", 900)
+    SYNC_TIME_LIMIT = env_int("SYNC_TIME_LIMIT", 1200)
+    SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 5)
+    # How long a task's progress and result stay readable by /api/v1/tasks/<id>.
+    TASK_RESULT_SECONDS = env_int("TASK_RESULT_SECONDS", 86400)
+
+    # Links in messages built outside a request (tasks, Slack) use these.
+    SERVER_NAME = env_str("SERVER_NAME")
+    PREFERRED_URL_SCHEME = env_str("PREFERRED_URL_SCHEME", "http")
+
+    # Who may trigger syncs: one admin account for the pages, a bearer token for the API.
+    ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")
+    ADMIN_PASSWORD = env_str("ADMIN_PASSWORD")
+    ADMIN_PASSWORD_HASH = env_str("ADMIN_PASSWORD_HASH")
+    API_TOKEN = env_str("API_TOKEN")
+    # Per client: at most COUNT triggers (or sign-in attempts) in WINDOW seconds.
+    TRIGGER_RATE_LIMIT = env_int("TRIGGER_RATE_LIMIT", 10)
+    LOGIN_RATE_LIMIT = env_int("LOGIN_RATE_LIMIT", 5)
+    RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60)
+    # Behind a proxy (Heroku's router, nginx): how many hops of X-Forwarded-* to trust.
+    PROXY_FIX_HOPS = env_int("PROXY_FIX_HOPS", 0)
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    MAX_CONTENT_LENGTH = 64 * 1024
 
     # Bungie. The demo origin (`manage.py demo-origin`) answers on this default address.
     BUNGIE_BASE_URL = env_str("BUNGIE_BASE_URL", "http://127.0.0.1:8765")
@@ -133,6 +169,9 @@ class DevelopmentConfig(Config):
     DEBUG = True
     SECRET_KEY = Config.SECRET_KEY or "dev-only-secret-key"
     BUNGIE_API_KEY = Config.BUNGIE_API_KEY or "demo-key"
+    ADMIN_PASSWORD = Config.ADMIN_PASSWORD or "dev"
+    API_TOKEN = Config.API_TOKEN or "dev-api-token"
+    SERVER_NAME = Config.SERVER_NAME or "127.0.0.1:5000"
 
 
 class TestingConfig(Config):
@@ -142,6 +181,9 @@ class TestingConfig(Config):
     SECRET_KEY = "test-secret-key"  # noqa: S105 - only ever used by the test suite
     REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     BUNGIE_API_KEY = "test-api-key"
+    ADMIN_PASSWORD = "test-password"  # noqa: S105
+    API_TOKEN = "test-api-token-0123456789"  # noqa: S105
+    SERVER_NAME = "localhost"
     BUNGIE_BACKOFF_SECONDS = 0.01
     BUNGIE_MAX_RETRY_WAIT = 1.0
     MANIFEST_DOWNLOAD_DEADLINE = 30.0
@@ -152,6 +194,17 @@ class ProductionConfig(Config):
 
     REDIS_URL = env_str("REDIS_URL")
     BUNGIE_BASE_URL = env_str("BUNGIE_BASE_URL", "https://www.bungie.net")
+    PREFERRED_URL_SCHEME = env_str("PREFERRED_URL_SCHEME", "https")
+    SESSION_COOKIE_SECURE = True
+
+    @staticmethod
+    def missing(settings: dict[str, Any]) -> list[str]:
+        """Return the required settings that are not set, by name."""
+        required = ["REDIS_URL", "SECRET_KEY", "BUNGIE_API_KEY", "API_TOKEN"]
+        missing = [name for name in required if not settings.get(name)]
+        if not (settings.get("ADMIN_PASSWORD") or settings.get("ADMIN_PASSWORD_HASH")):
+            missing.append("ADMIN_PASSWORD (or ADMIN_PASSWORD_HASH)")
+        return missing
 
 
 CONFIGS: dict[str, type[Config]] = {
@@ -169,6 +222,73 @@ def get_config(name: str | None = None) -> type[Config]:
     except KeyError:
         known = ", ".join(CONFIGS)
         raise ValueError(f"Unknown FLASK_CONFIG {name!r}: choose one of {known}") from None
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot work; the message says what to set."""
+
+
+def check(settings: dict[str, Any], config: type[Config]) -> None:
+    """Refuse to start with one message naming every missing required setting."""
+    missing = getattr(config, "missing", lambda _: [])(settings)
+    if missing:
+        raise ConfigurationError(
+            f"{config.__name__} needs these settings in the environment: {', '.join(missing)}"
+        )
+
+
+def redis_ssl_options(url: str | None, cert_reqs: str | None) -> dict[str, Any]:
+    """Return the TLS options for a rediss:// URL (redis-py and Celery take the same)."""
+    if not url or not url.startswith("rediss://"):
+        return {}
+    levels = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+    try:
+        return {"ssl_cert_reqs": levels[(cert_reqs or "required").lower()]}
+    except KeyError:
+        raise ConfigurationError(
+            f"REDIS_SSL_CERT_REQS must be one of {', '.join(levels)}, got {cert_reqs!r}"
+        ) from None
+
+
+def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Return Celery's configuration, derived from the flat settings above."""
+    broker = settings.get("CELERY_BROKER_URL") or settings["REDIS_URL"]
+    backend = settings.get("CELERY_RESULT_BACKEND") or settings["REDIS_URL"]
+    queue = settings["CELERY_QUEUE"]
+    hard_limit = settings["SYNC_TIME_LIMIT"]
+    poll = settings["MANIFEST_POLL_SECONDS"]
+    tls = redis_ssl_options(broker, settings["REDIS_SSL_CERT_REQS"])
+    backend_tls = redis_ssl_options(backend, settings["REDIS_SSL_CERT_REQS"])
+    return {
+        "broker_url": broker,
+        "result_backend": backend,
+        "broker_use_ssl": tls or None,
+        "redis_backend_use_ssl": backend_tls or None,
+        "broker_connection_retry_on_startup": True,
+        # A trigger must fail fast (503) when the broker is down, not hang the request.
+        "broker_connection_timeout": 3,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        # An unacknowledged task is redelivered after this: longer than the longest task.
+        "broker_transport_options": {"visibility_timeout": hard_limit * 3},
+        "result_expires": settings["TASK_RESULT_SECONDS"],
+        "task_ignore_result": True,
+        "task_default_queue": queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "imports": ["app.tasks"],
+        "beat_schedule_filename": settings["CELERY_BEAT_SCHEDULE_FILE"],
+        "beat_schedule": {
+            "sync-manifest": {
+                "task": "manifest.sync",
+                "schedule": float(poll),
+                "kwargs": {"trigger": "beat"},
+                # A poll nobody ran before the next one is due is dropped, not piled up.
+                "options": {"expires": poll * 0.9},
+            }
+        },
+    }
 
 
 def settings_dict(config: type[Config]) -> dict[str, Any]:

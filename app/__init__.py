@@ -1,4 +1,4 @@
-"""The Manifest Syncer Flask application: create_app() wires configuration and extensions."""
+"""The Manifest Syncer Flask application: create_app() wires configuration, extensions, views."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from config import check
 from config import get_config
 
 
@@ -15,15 +17,31 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
     Settings come from config.py, then FLASK_-prefixed environment variables, then `overrides`.
     """
+    config = get_config(config_name)
     app = Flask(__name__)
-    app.config.from_object(get_config(config_name))
+    app.config.from_object(config)
     app.config.from_prefixed_env()
     if overrides:
         app.config.update(overrides)
+    check(app.config, config)
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
+    from app import api
+    from app import auth
     from app import cli
     from app import extensions
+    from app import health
+    from app import main
+    from app import tasks  # noqa: F401 - registers the Celery tasks
+    from app import web
 
     extensions.init_app(app)
-    app.cli.add_command(cli.manifest_cli)
+    auth.init_app(app)
+    web.init_app(app)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(api.bp, url_prefix="/api/v1")
+    app.register_blueprint(health.bp)
+    cli.init_app(app)
     return app

@@ -7,15 +7,40 @@ import sys
 from typing import Any
 
 import click
+from flask import Flask
+from flask import current_app
 from flask.cli import AppGroup
+from flask.cli import with_appcontext
 
 from app.extensions import get_bungie
+from app.extensions import get_celery
+from app.extensions import get_redis
 from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.sync import Progress
 from app.manifest.sync import SyncResult
 
 manifest_cli = AppGroup("manifest", help="Sync the manifest cache and show its state.")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands and what `manage.py shell` has in scope."""
+    app.cli.add_command(manifest_cli)
+    app.cli.add_command(tasks_command)
+    app.shell_context_processor(shell_context)
+
+
+def shell_context() -> dict[str, Any]:
+    """`manage.py shell` starts with the app, the store, Bungie, Celery and Redis at hand."""
+    return {
+        "app": current_app._get_current_object(),  # type: ignore[attr-defined]
+        "store": get_store(),
+        "bungie": get_bungie(),
+        "celery": get_celery(),
+        "redis": get_redis(),
+        "sync": sync,
+    }
+
 
 EXIT_CODES = {sync.UPDATED: 0, sync.UNCHANGED: 0, sync.FAILED: 1, sync.UNAVAILABLE: 2, sync.BUSY: 3}
 
@@ -129,3 +154,38 @@ def status_command() -> None:
 def _when(timestamp: float) -> str:
     moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@click.command("tasks")
+@click.option("--purge", is_flag=True, help="Drop every task waiting in the queue.")
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for workers.")
+@with_appcontext
+def tasks_command(purge: bool, timeout: float) -> None:
+    """Show what the workers are running, have reserved and have scheduled."""
+    celery = get_celery()
+    if purge:
+        click.confirm("Drop every queued task? Running tasks are not touched", abort=True)
+        dropped = celery.control.purge()
+        click.echo(f"Dropped {dropped} queued task(s).")
+        return
+    inspect = celery.control.inspect(timeout=timeout)
+    sections = {
+        "running": inspect.active() or {},
+        "reserved": inspect.reserved() or {},
+        "scheduled": inspect.scheduled() or {},
+    }
+    workers = sorted({name for replies in sections.values() for name in replies})
+    if not workers:
+        click.echo(
+            f"No worker answered within {timeout:g}s. "
+            "Is `celery -A celery_worker.celery worker` running against this broker?"
+        )
+        sys.exit(1)
+    for worker in workers:
+        click.echo(worker)
+        for label, replies in sections.items():
+            entries = replies.get(worker, [])
+            click.echo(f"  {label}: {len(entries)}")
+            for entry in entries:
+                task = entry.get("request", entry)
+                click.echo(f"    {task.get('name')} {task.get('id')} {task.get('kwargs') or ''}")

@@ -1,25 +1,62 @@
-"""Shared clients: the Redis connection, the manifest store and the Bungie client, one per app."""
+"""Shared clients, one per app: Redis, Celery, and the manifest store and Bungie client on them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+from celery import Celery
+from celery import Task
 from flask import Flask
 from flask import current_app
 
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
+from config import celery_settings
+from config import redis_ssl_options
 
 
 def init_app(app: Flask) -> None:
-    """Attach the Redis client to `app`; the store and Bungie client are built from it."""
-    app.extensions["redis"] = redis.Redis.from_url(app.config["REDIS_URL"])
+    """Attach the Redis client, the engine's settings and Celery to `app`."""
+    url = app.config["REDIS_URL"]
+    tls = redis_ssl_options(url, app.config["REDIS_SSL_CERT_REQS"])
+    app.extensions["redis"] = redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30, **tls
+    )
     app.extensions["manifest_settings"] = ManifestSettings.from_mapping(app.config)
+    celery_init_app(app)
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app for `app`: every task runs inside an application context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(celery_settings(app.config))
+    celery_app.conf.task_annotations = {
+        "manifest.sync": {
+            "soft_time_limit": app.config["SYNC_SOFT_TIME_LIMIT"],
+            "time_limit": app.config["SYNC_TIME_LIMIT"],
+        }
+    }
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
 
 
 def get_redis() -> redis.Redis:
     """Return the current app's Redis client."""
     return current_app.extensions["redis"]
+
+
+def get_celery() -> Celery:
+    """Return the current app's Celery app."""
+    return current_app.extensions["celery"]
 
 
 def get_settings() -> ManifestSettings:

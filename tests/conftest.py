@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
+from flask.testing import FlaskCliRunner
 
 from app import create_app
 from app.demo.control import DemoAdmin
@@ -95,24 +97,58 @@ def store(redis_client: redis.Redis, settings: ManifestSettings) -> ManifestStor
 
 
 @pytest.fixture
-def client(settings: ManifestSettings) -> Iterator[BungieClient]:
-    bungie = BungieClient.from_settings(settings)
-    yield bungie
-    bungie.close()
+def bungie(settings: ManifestSettings) -> Iterator[BungieClient]:
+    client = BungieClient.from_settings(settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def celery_queue(redis_client: redis.Redis) -> Iterator[str]:
+    """A Celery queue of this test session's own, so no stray task reaches another session."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    redis_client.delete(name, f"_kombu.binding.{name}")
 
 
 @pytest.fixture
-def app_overrides(origin: DemoOriginProcess, key_prefix: str, redis_url: str) -> dict[str, Any]:
+def app_overrides(
+    origin: DemoOriginProcess, key_prefix: str, redis_url: str, celery_queue: str
+) -> dict[str, Any]:
     return {
         "REDIS_URL": redis_url,
         "BUNGIE_BASE_URL": origin.url,
         "MANIFEST_KEY_PREFIX": key_prefix,
+        "CELERY_QUEUE": celery_queue,
     }
 
 
 @pytest.fixture
 def app(app_overrides: dict[str, Any], admin: DemoAdmin) -> Flask:
     return create_app("testing", app_overrides)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """The Flask test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+CSRF = "test-csrf-token"
+
+
+@pytest.fixture
+def signed_in(client: FlaskClient) -> FlaskClient:
+    """The test client with the admin signed in and a known CSRF token in its session."""
+    with client.session_transaction() as session:
+        session["user"] = TestingConfig.ADMIN_USERNAME
+        session["csrf_token"] = CSRF
+    return client
 
 
 def snapshot(client: redis.Redis, prefix: str, skip: tuple[str, ...] = ()) -> dict[bytes, bytes]:

@@ -47,9 +47,9 @@ CONTENT_FAULTS = [
 
 
 @pytest.fixture
-def synced(store: ManifestStore, client: BungieClient, admin) -> sync.SyncResult:
+def synced(store: ManifestStore, bungie: BungieClient, admin) -> sync.SyncResult:
     """A cache holding the origin's first release."""
-    result = sync.run(store, client)
+    result = sync.run(store, bungie)
     assert result.outcome == sync.UPDATED
     return result
 
@@ -85,7 +85,7 @@ def test_manifest_faults_are_classified_and_change_nothing(
     retry_after,
     synced,
     store,
-    client,
+    bungie,
     admin,
     redis_client,
     key_prefix,
@@ -94,7 +94,7 @@ def test_manifest_faults_are_classified_and_change_nothing(
     before = snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP)
     admin.fault(fault, **options)
 
-    result = sync.run(store, client)
+    result = sync.run(store, bungie)
 
     assert (result.outcome, result.error) == (outcome, error), result.summary()
     assert result.retry_after == retry_after
@@ -106,7 +106,7 @@ def test_manifest_faults_are_classified_and_change_nothing(
     assert check["failing_since"] is not None
 
     admin.clear_faults()
-    recovered = sync.run(store, client)
+    recovered = sync.run(store, bungie)
     assert recovered.outcome == sync.UPDATED
     assert store.last_check()["failing_since"] is None
 
@@ -116,12 +116,12 @@ def test_content_faults_leave_the_live_release_and_no_staging(
     fault, outcome, error, synced, store, settings, admin, redis_client, key_prefix
 ):
     tight = replace(settings, download_deadline=1.5, max_bytes=16 * 1024 * 1024)
-    client = BungieClient.from_settings(tight)
+    bungie = BungieClient.from_settings(tight)
     admin.publish()
     admin.fault(fault, table=ITEM_TABLE)
     live_data = snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP)
 
-    result = sync.run(store, client)
+    result = sync.run(store, bungie)
 
     assert (result.outcome, result.error) == (outcome, error), result.summary()
     assert store.live_id() == synced.release_id
@@ -130,30 +130,30 @@ def test_content_faults_leave_the_live_release_and_no_staging(
     assert elsewhere == [], "a redirect was followed"
 
     admin.clear_faults()
-    assert sync.run(store, client).outcome == sync.UPDATED
+    assert sync.run(store, bungie).outcome == sync.UPDATED
     assert leftovers(redis_client, key_prefix, store) == []
 
 
-def test_a_404_is_retried_with_a_cache_buster(synced, store, client, admin):
+def test_a_404_is_retried_with_a_cache_buster(synced, store, bungie, admin):
     admin.publish()
     admin.clear_requests_log()
     admin.fault("not_found", count=1, table=ITEM_TABLE)
 
-    result = sync.run(store, client)
+    result = sync.run(store, bungie)
 
     assert result.outcome == sync.UPDATED
     item_requests = [r for r in admin.requests_log() if ITEM_TABLE in r["path"]]
     assert [(r["status"], bool(r["query"])) for r in item_requests] == [(404, False), (200, True)]
 
 
-def test_a_short_429_is_waited_out(synced, store, client, admin):
+def test_a_short_429_is_waited_out(synced, store, bungie, admin):
     admin.publish()
     admin.fault("http_429", count=1, retry_after=1)
-    assert sync.run(store, client).outcome == sync.UPDATED
+    assert sync.run(store, bungie).outcome == sync.UPDATED
 
 
 def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
-    synced, store, client, admin, redis_client, key_prefix
+    synced, store, bungie, admin, redis_client, key_prefix
 ):
     # What a killed worker leaves: a staged release half written, never committed.
     admin.publish()
@@ -163,7 +163,7 @@ def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
     redis_client.hset(store.table_key(release_id, "en", ITEM_TABLE), "1", b"{}")
     assert store.live_id() == synced.release_id
 
-    assert sync.run(store, client).outcome == sync.UPDATED
+    assert sync.run(store, bungie).outcome == sync.UPDATED
     assert leftovers(redis_client, key_prefix, store) == []
 
 
@@ -173,17 +173,17 @@ def synced_release(store: ManifestStore):
 
 def test_the_api_key_never_reaches_content_or_logs(store, settings, admin, caplog):
     caplog.set_level(logging.DEBUG)
-    client = BungieClient.from_settings(settings)
-    assert sync.run(store, client).outcome == sync.UPDATED
+    bungie = BungieClient.from_settings(settings)
+    assert sync.run(store, bungie).outcome == sync.UPDATED
     admin.publish()
     admin.fault("truncated", table=ITEM_TABLE)
-    failed = sync.run(store, client)
+    failed = sync.run(store, bungie)
 
     log = admin.requests_log()
     assert [r["api_key"] for r in log if r["path"].startswith("/Platform/")] == [True, True]
     assert {r["api_key"] for r in log if r["path"].startswith("/common/")} == {False}
     assert API_KEY not in caplog.text
-    assert API_KEY not in repr(client)
+    assert API_KEY not in repr(bungie)
     assert API_KEY not in str(failed.to_dict())
 
 

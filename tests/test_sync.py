@@ -31,10 +31,10 @@ def content_requests(admin: DemoAdmin) -> list[dict]:
     return [r for r in admin.requests_log() if r["path"].startswith("/common/")]
 
 
-def test_first_sync_fills_the_cache(store: ManifestStore, client: BungieClient, admin, origin):
+def test_first_sync_fills_the_cache(store: ManifestStore, bungie: BungieClient, admin, origin):
     progress: list[sync.Progress] = []
     result = sync.run(
-        store, client, trigger="test", requested_by="tester", progress=progress.append
+        store, bungie, trigger="test", requested_by="tester", progress=progress.append
     )
 
     assert result.outcome == sync.UPDATED, result.summary()
@@ -63,9 +63,9 @@ def test_first_sync_fills_the_cache(store: ManifestStore, client: BungieClient, 
 
 
 def test_search_finds_items_by_name_any_case(
-    store: ManifestStore, client: BungieClient, admin, origin
+    store: ManifestStore, bungie: BungieClient, admin, origin
 ):
-    sync.run(store, client)
+    sync.run(store, bungie)
     items = item_file(admin, origin.url)
     name = next(
         d["displayProperties"]["name"]
@@ -92,13 +92,13 @@ def test_search_finds_items_by_name_any_case(
 
 
 def test_second_sync_is_unchanged_and_writes_nothing(
-    store, client, admin, key_prefix, redis_client
+    store, bungie, admin, key_prefix, redis_client
 ):
-    first = sync.run(store, client)
+    first = sync.run(store, bungie)
     before = snapshot(redis_client, key_prefix, skip=BOOKKEEPING)
     admin.clear_requests_log()
 
-    second = sync.run(store, client)
+    second = sync.run(store, bungie)
 
     assert second.outcome == sync.UNCHANGED
     assert second.release_id == first.release_id
@@ -108,13 +108,13 @@ def test_second_sync_is_unchanged_and_writes_nothing(
     assert store.last_check()["outcome"] == sync.UNCHANGED
 
 
-def test_a_published_release_swaps_in_with_the_right_diff(store, client, admin, origin):
-    first = sync.run(store, client)
+def test_a_published_release_swaps_in_with_the_right_diff(store, bungie, admin, origin):
+    first = sync.run(store, bungie)
     old_items = item_file(admin, origin.url)
     published = admin.publish()
     new_items = item_file(admin, origin.url)
 
-    result = sync.run(store, client)
+    result = sync.run(store, bungie)
 
     assert result.outcome == sync.UPDATED
     assert result.previous_id == first.release_id
@@ -133,8 +133,8 @@ def test_a_published_release_swaps_in_with_the_right_diff(store, client, admin, 
     assert result.change["old_version"] != result.change["new_version"]
 
 
-def test_readers_never_see_a_mixed_release(store, client, admin, origin, redis_client, settings):
-    sync.run(store, client)
+def test_readers_never_see_a_mixed_release(store, bungie, admin, origin, redis_client, settings):
+    sync.run(store, bungie)
     old_items = item_file(admin, origin.url)
     admin.publish(changed=DEMO_ITEMS // 2, added=0, removed=0)
     new_items = item_file(admin, origin.url)
@@ -147,38 +147,42 @@ def test_readers_never_see_a_mixed_release(store, client, admin, origin, redis_c
         redis.Redis(connection_pool=redis_client.connection_pool), settings
     )
     seen: list[tuple[str, ...]] = []
-    done = threading.Event()
+    reading, done = threading.Event(), threading.Event()
+
+    def names_now() -> tuple[str, ...]:
+        found = reader_store.definitions(ITEM_TABLE, hashes)
+        return tuple(found[h]["displayProperties"]["name"] for h in hashes)
 
     def read() -> None:
         while not done.is_set():
-            found = reader_store.definitions(ITEM_TABLE, hashes)
-            seen.append(tuple(found[h]["displayProperties"]["name"] for h in hashes))
+            seen.append(names_now())
+            reading.set()
 
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        result = sync.run(store, client)
+        assert reading.wait(10)
+        result = sync.run(store, bungie)
     finally:
         done.set()
         reader.join()
 
     assert result.outcome == sync.UPDATED
-    assert seen, "the reader never read"
-    assert set(seen) <= {names["old"], names["new"]}
-    assert seen[-1] == names["new"]
+    assert set(seen) <= {names["old"], names["new"]}, "a reader saw a mix of two releases"
+    assert names_now() == names["new"]
 
 
-def test_a_rollback_is_a_pointer_flip(store, client, admin, key_prefix, redis_client):
-    first = sync.run(store, client)
+def test_a_rollback_is_a_pointer_flip(store, bungie, admin, key_prefix, redis_client):
+    first = sync.run(store, bungie)
     admin.publish()
-    second = sync.run(store, client)
+    second = sync.run(store, bungie)
     admin.rollback()
     admin.clear_requests_log()
     data_before = snapshot(
         redis_client, key_prefix, skip=(*BOOKKEEPING, "current", "history", "releases")
     )
 
-    back = sync.run(store, client)
+    back = sync.run(store, bungie)
 
     assert back.outcome == sync.UPDATED
     assert back.rollback
@@ -199,10 +203,10 @@ def test_a_rollback_is_a_pointer_flip(store, client, admin, key_prefix, redis_cl
     assert store.history()[0]["rollback"] is True
 
 
-def test_only_two_releases_are_kept(store, client, admin, key_prefix, redis_client):
+def test_only_two_releases_are_kept(store, bungie, admin, key_prefix, redis_client):
     ids = []
     for _ in range(3):
-        ids.append(sync.run(store, client).release_id)
+        ids.append(sync.run(store, bungie).release_id)
         admin.publish()
     assert store.kept_ids() == [ids[2], ids[1]]
     assert not list(redis_client.scan_iter(match=f"{key_prefix}:{ids[0]}:*"))
@@ -240,7 +244,7 @@ def test_every_configured_language_is_cached(redis_client, settings, admin):
     assert english["displayProperties"]["name"] != french["displayProperties"]["name"]
 
 
-def test_concurrent_runs_make_one_sync(store, client, admin, settings):
+def test_concurrent_runs_make_one_sync(store, bungie, admin, settings):
     # Slow the item table down so the first run is still ingesting when the others arrive.
     admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.05)
     ingesting = threading.Event()
@@ -251,7 +255,7 @@ def test_concurrent_runs_make_one_sync(store, client, admin, settings):
             ingesting.set()
 
     def run_first() -> None:
-        results.append(sync.run(store, client, progress=first_progress))
+        results.append(sync.run(store, bungie, progress=first_progress))
 
     runner = threading.Thread(target=run_first)
     runner.start()
@@ -287,8 +291,8 @@ def test_the_lock_is_extended_while_work_goes_on(redis_client, settings, admin):
     assert store.lock("observer").holder() is None
 
 
-def test_a_lock_left_by_a_crashed_run_expires(redis_client, store, client, admin):
+def test_a_lock_left_by_a_crashed_run_expires(redis_client, store, bungie, admin):
     redis_client.set(store.lock_key, "crashed-run", px=300)
-    assert sync.run(store, client).outcome == sync.BUSY
+    assert sync.run(store, bungie).outcome == sync.BUSY
     threading.Event().wait(0.4)
-    assert sync.run(store, client).outcome == sync.UPDATED
+    assert sync.run(store, bungie).outcome == sync.UPDATED

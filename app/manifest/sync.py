@@ -174,11 +174,13 @@ def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, A
     if result.outcome == BUSY:
         return
     now = time.time()
-    failing_since = None
     try:
-        if not result.ok:
-            before = store.last_check() or {}
+        before = store.last_check() or {}
+        if result.ok:
+            failing_since, last_success = None, now
+        else:
             failing_since = before.get("failing_since") or now
+            last_success = before.get("last_success")
         store.record_check(
             {
                 "at": now,
@@ -189,6 +191,7 @@ def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, A
                 "message": result.message,
                 "retry_after": result.retry_after,
                 "failing_since": failing_since,
+                "last_success": last_success,
                 "duration": result.timings.get("total"),
                 **context,
             }

@@ -1,0 +1,52 @@
+"""Liveness and readiness: /healthz says the process answers, /readyz that it can do its job."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Blueprint
+from flask import current_app
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+
+from app.extensions import get_celery
+from app.extensions import get_store
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is up and answering."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """Redis and the broker answer, and a check succeeded lately (3x the poll interval)."""
+    failing: list[str] = []
+    store = get_store()
+    try:
+        store.redis.ping()
+        check = store.last_check()
+    except redis.RedisError as exc:
+        failing.append(f"redis: {type(exc).__name__}")
+        check = None
+    try:
+        with get_celery().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # noqa: BLE001 - any failure means "broker not answering"
+        failing.append(f"broker: {type(exc).__name__}")
+    horizon = 3 * current_app.config["MANIFEST_POLL_SECONDS"]
+    last_ok = _last_success(check)
+    if last_ok is None:
+        failing.append("sync: no successful check yet")
+    elif time.time() - last_ok > horizon:
+        failing.append(f"sync: no successful check in the last {horizon}s")
+    status = 503 if failing else 200
+    return jsonify(status="ready" if not failing else "not ready", failing=failing), status
+
+
+def _last_success(check: dict | None) -> float | None:
+    return check.get("last_success") if check else None

@@ -1,0 +1,5 @@
+"""HTML pages: dashboard, /updateManifest with live progress, items, history, sign-in."""
+
+from flask import Blueprint
+
+bp = Blueprint("main", __name__)

@@ -1,0 +1,97 @@
+"""Reading request parameters for items: one parser for the pages and the API, clear 400s."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from werkzeug.exceptions import BadRequest
+
+# Names from Bungie's enums (Destiny.DestinyItemType, Destiny.TierType, Destiny.DestinyClass).
+ITEM_TYPES = {
+    0: "None", 1: "Currency", 2: "Armor", 3: "Weapon", 7: "Message", 8: "Engram",
+    9: "Consumable", 10: "Exchange Material", 11: "Mission Reward", 12: "Quest Step",
+    13: "Quest Step Complete", 14: "Emblem", 15: "Quest", 16: "Subclass", 17: "Clan Banner",
+    18: "Aura", 19: "Mod", 20: "Dummy", 21: "Ship", 22: "Vehicle", 23: "Emote", 24: "Ghost",
+    25: "Package", 26: "Bounty", 27: "Wrapper", 28: "Seasonal Artifact", 29: "Finisher",
+    30: "Pattern",
+}  # fmt: skip
+TIERS = {
+    0: "Unknown",
+    1: "Currency",
+    2: "Basic",
+    3: "Common",
+    4: "Rare",
+    5: "Legendary",
+    6: "Exotic",
+}
+CLASSES = {0: "Titan", 1: "Hunter", 2: "Warlock", 3: "Any class"}
+
+MAX_QUERY_LENGTH = 100
+MAX_PAGE = 10_000
+PER_PAGE = 50
+MAX_HASH = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class ItemQuery:
+    """A validated item search: name substring, filters and page."""
+
+    q: str = ""
+    item_type: int | None = None
+    tier: int | None = None
+    class_type: int | None = None
+    page: int = 1
+    per_page: int = PER_PAGE
+
+
+def parse_item_query(args: Mapping[str, str]) -> ItemQuery:
+    """Read q, type, tier, class, page and per_page; raise BadRequest naming the bad one."""
+    q = args.get("q", "").strip()
+    if len(q) > MAX_QUERY_LENGTH:
+        raise BadRequest(f"q is at most {MAX_QUERY_LENGTH} characters")
+    return ItemQuery(
+        q=q,
+        item_type=_choice(args, "type", ITEM_TYPES),
+        tier=_choice(args, "tier", TIERS),
+        class_type=_choice(args, "class", CLASSES),
+        page=_number(args, "page", 1, 1, MAX_PAGE),
+        per_page=_number(args, "per_page", PER_PAGE, 1, 200),
+    )
+
+
+def parse_hash(value: str) -> int:
+    """Read a definition hash: a decimal unsigned 32-bit number (a signed one is converted)."""
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise BadRequest(f"{value[:40]!r} is not a definition hash (a whole number)") from None
+    if not -(2**31) <= number <= MAX_HASH:
+        raise BadRequest(f"{number} is not a 32-bit definition hash")
+    return number & MAX_HASH
+
+
+def _choice(args: Mapping[str, str], name: str, known: Mapping[int, str]) -> int | None:
+    raw = args.get(name, "").strip()
+    if raw == "":
+        return None
+    number = _to_int(raw, name)
+    if number not in known:
+        raise BadRequest(f"{name} must be one of {', '.join(map(str, known))}")
+    return number
+
+
+def _number(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = args.get(name, "").strip()
+    if raw == "":
+        return default
+    number = _to_int(raw, name)
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return number
+
+
+def _to_int(raw: str, name: str) -> int:
+    if len(raw) > 12 or not raw.lstrip("-").isdigit():
+        raise BadRequest(f"{name} must be a whole number")
+    return int(raw)

@@ -1,0 +1,124 @@
+"""Tickets for syncs: start one, or join the one already queued or running.
+
+A sync is asked for by beat, the pages, the API and the CLI. At most one is queued or running:
+`<prefix>:task` names it (SET NX), and the sync lock names the one running, so every caller
+gets the same task id back, and a trigger leaves nothing behind when the broker is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis
+from flask import current_app
+from kombu.exceptions import OperationalError
+
+from app.extensions import get_celery
+from app.extensions import get_redis
+from app.extensions import get_store
+
+SYNC_TASK = "manifest.sync"
+
+# Delete a key only while it still names this task (another may have replaced it).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The task queue did not take the sync: nothing was started."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """The sync a trigger started or joined."""
+
+    task_id: str
+    joined: bool
+
+
+def pending_key() -> str:
+    return f"{get_store().prefix}:task"
+
+
+def task_key(task_id: str) -> str:
+    return f"{get_store().prefix}:task:{task_id}"
+
+
+def request_sync(
+    trigger: str, requested_by: str | None = None, request_id: str | None = None
+) -> Ticket:
+    """Queue a sync unless one is queued or running; return the task id either way.
+
+    Raises BrokerUnavailable (and leaves no trace) when the broker does not take the task.
+    """
+    try:
+        return _request_sync(trigger, requested_by, request_id)
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            "Redis is not answering, so the sync was not started. Check REDIS_URL, then retry."
+        ) from exc
+
+
+def _request_sync(trigger: str, requested_by: str | None, request_id: str | None) -> Ticket:
+    client = get_redis()
+    store = get_store()
+    for _attempt in range(3):
+        running = store.lock("trigger").holder()
+        if running:
+            return Ticket(running, joined=True)
+        task_id = uuid.uuid4().hex
+        ttl = current_app.config["SYNC_TIME_LIMIT"] + 60
+        if client.set(pending_key(), task_id, nx=True, ex=ttl):
+            break
+        queued = client.get(pending_key())
+        if queued:
+            return Ticket(queued.decode(), joined=True)
+    else:
+        raise RuntimeError("Could not start or join a sync: the queue kept changing")
+    remember_task(task_id, trigger=trigger, requested_by=requested_by, request_id=request_id)
+    try:
+        get_celery().send_task(
+            SYNC_TASK,
+            kwargs={"trigger": trigger, "requested_by": requested_by, "request_id": request_id},
+            task_id=task_id,
+        )
+    except (OperationalError, redis.RedisError, OSError) as exc:
+        with contextlib.suppress(redis.RedisError):
+            forget(task_id)
+        raise BrokerUnavailable(
+            "The task queue is not answering, so the sync was not started. "
+            "Check that the broker (CELERY_BROKER_URL or REDIS_URL) is up, then try again."
+        ) from exc
+    return Ticket(task_id, joined=False)
+
+
+def remember_task(task_id: str, **info: Any) -> None:
+    """Record that `task_id` is a sync this app started, so its status can be looked up."""
+    record = msgspec.json.encode({"at": time.time(), **info})
+    ttl = current_app.config["TASK_RESULT_SECONDS"]
+    get_redis().set(task_key(task_id), record, ex=ttl, nx=True)
+
+
+def known_task(task_id: str) -> dict[str, Any] | None:
+    """Return what is known of a sync task this app started, or None for any other id."""
+    value = get_redis().get(task_key(task_id))
+    return msgspec.json.decode(value) if value else None
+
+
+def finished(task_id: str) -> None:
+    """Let the next trigger start a new sync: this one is done (or gave up)."""
+    get_redis().eval(_RELEASE, 1, pending_key(), task_id)
+
+
+def forget(task_id: str) -> None:
+    """Undo a trigger whose task never reached the queue."""
+    client = get_redis()
+    client.eval(_RELEASE, 1, pending_key(), task_id)
+    client.delete(task_key(task_id))

@@ -1,0 +1,68 @@
+"""What every response gets: security headers, and errors as pages or JSON, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import jsonify
+from flask import render_template
+from flask import request
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected_error)
+    app.after_request(add_security_headers)
+
+
+def wants_json() -> bool:
+    """Return whether this request should get JSON errors (the API, or a client asking)."""
+    return request.blueprint == "api" or request.path.startswith("/api/")
+
+
+def handle_http_error(error: HTTPException) -> Response | tuple[str, int]:
+    """Answer an HTTP error as JSON `{error, message}` for the API, else as a page."""
+    code = error.code or 500
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    if wants_json():
+        response = jsonify(error=_slug(error.name), message=error.description)
+        response.status_code = code
+        response.headers.extend(headers)
+        return response
+    page = render_template("error.html", code=code, name=error.name, description=error.description)
+    response = current_app.make_response((page, code))
+    response.headers.extend(headers)
+    return response
+
+
+def handle_unexpected_error(error: Exception) -> Response | tuple[str, int]:
+    """Log the traceback; show the visitor a plain 500 without any of it."""
+    log.exception("Unhandled error on %s %s", request.method, request.path)
+    return handle_http_error(InternalServerError("Something went wrong on our side."))
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set CSP, frame denial and friends on every response."""
+    icons = current_app.config["BUNGIE_BASE_URL"].rstrip("/")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; "
+        f"img-src 'self' data: {icons}; "
+        "style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "_").replace("'", "")

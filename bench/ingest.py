@@ -1,0 +1,837 @@
+"""Measure how fast, and in how much memory, the item table gets from Bungie into Redis.
+
+Each route runs as a whole process of its own, one after the other, against a local demo origin
+(`app.demo`) and a real Redis, and ends with the projected item definitions in Redis:
+
+- engine: this project's full sync (`sync.run`) of DestinyInventoryItemDefinition, on a fresh
+  key prefix, so it downloads and ingests everything;
+- ijson, orjson, msgspec: the floor, three plain ways to download the same file, keep the
+  projected fields (config.PROJECTIONS) and write them with pipelined HSET, 500 fields a command;
+- dvr: the original app's way: `json.loads` of the whole file, then one SET per definition.
+
+A route's time runs inside its process from the start of the download to the end of the last
+Redis write; the process time is the whole process, seen from here. Peak RSS is the process's
+own `ru_maxrss`. For each table size this prints the routes, the engine's Redis footprint, and
+whether the targets of docs "DESIGN.md, Performance" are met. From the project root:
+
+    make bench                                    # python bench/ingest.py: 40,000 and 80,000 items
+    .venv/bin/python bench/ingest.py --quick      # 5,000 items: a smoke run
+    .venv/bin/python bench/ingest.py --repeat 3 --json bench/out/ingest.json --profile bench/out
+
+Only keys under a prefix of this run's own (bench:<id>:...) are written, and they are deleted
+when the run ends, also on errors and Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import itertools
+import json
+import os
+import platform
+import pstats
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import ijson
+import msgspec
+import orjson
+import redis
+import requests
+
+from config import PROJECTIONS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TABLE = "DestinyInventoryItemDefinition"
+LANGUAGE = "en"
+SEED = 1
+DEFAULT_SIZES = (40_000, 80_000)
+QUICK_SIZES = (5_000,)
+ROUTES = ("engine", "ijson", "orjson", "msgspec", "dvr")
+FLOOR_ROUTES = ("ijson", "orjson", "msgspec")
+FIELDS_PER_HSET = 500
+HSETS_PER_ROUND_TRIP = 4
+HTTP_TIMEOUT = (5.0, 60.0)
+ROUTE_TIMEOUT = 900.0
+IJSON_BUFFER = 1024 * 1024
+MIB = 1024 * 1024
+
+
+# A projection as a tree of field names: None marks a kept leaf, a dict the kept fields below.
+Tree = dict[str, Any]
+
+
+# -- the child process: one route ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a route reads the item table and under which prefix it writes."""
+
+    base_url: str
+    path: str
+    prefix: str
+
+    @property
+    def file_url(self) -> str:
+        return self.base_url + self.path
+
+
+@dataclass
+class Written:
+    """What a route wrote: the hash of projected values (None: a key per definition), how many."""
+
+    key: str | None
+    count: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Work = Callable[[], Written]
+
+
+def prepare_engine(source: Source, client: redis.Redis) -> Work:
+    """Set up a full sync of the item table on a fresh prefix (the origin accepts any key)."""
+    # Imported here: only the engine's process loads the app, Flask included, as a worker does.
+    from app.manifest import sync
+    from app.manifest.client import BungieClient
+    from app.manifest.settings import ManifestSettings
+    from app.manifest.store import ManifestStore
+    from config import TestingConfig
+    from config import settings_dict
+
+    settings = replace(
+        ManifestSettings.from_mapping(settings_dict(TestingConfig)),
+        base_url=source.base_url,
+        api_key="bench-key",
+        key_prefix=source.prefix,
+        tables=(TABLE,),
+        languages=(LANGUAGE,),
+    )
+    store = ManifestStore(client, settings)
+    bungie = BungieClient.from_settings(settings)
+
+    def work() -> Written:
+        result = sync.run(store, bungie, trigger="bench")
+        if result.outcome != sync.UPDATED or result.release_id is None:
+            raise RuntimeError(f"the sync did not update: {result.summary()}")
+        key = store.table_key(result.release_id, LANGUAGE, TABLE)
+        return Written(key, result.counts[LANGUAGE][TABLE], result.timings)
+
+    return work
+
+
+def prepare_ijson(source: Source, client: redis.Redis) -> Work:
+    """Stream the file through ijson's C backend, projecting each definition as it comes."""
+    backend = ijson.get_backend("yajl2_c")
+    tree = projection_tree(PROJECTIONS[TABLE])
+    key = f"{source.prefix}:{TABLE}"
+
+    def work() -> Written:
+        with requests.get(source.file_url, stream=True, timeout=HTTP_TIMEOUT) as response:
+            response.raise_for_status()
+            response.raw.decode_content = True
+            items = backend.kvitems(response.raw, "", use_float=True, buf_size=IJSON_BUFFER)
+            pairs = ((item, orjson.dumps(project(value, tree))) for item, value in items)
+            return Written(key, write_hash(client, key, pairs))
+
+    return work
+
+
+def prepare_orjson(source: Source, client: redis.Redis) -> Work:
+    """Download the whole file, parse it with orjson (GC off), project, write."""
+    tree = projection_tree(PROJECTIONS[TABLE])
+    key = f"{source.prefix}:{TABLE}"
+
+    def work() -> Written:
+        # Every parsed object stays alive until the end: collection passes would only cost time.
+        gc.disable()
+        table = orjson.loads(download(source.file_url))
+        pairs = ((item, orjson.dumps(project(value, tree))) for item, value in table.items())
+        return Written(key, write_hash(client, key, pairs))
+
+    return work
+
+
+def prepare_msgspec(source: Source, client: redis.Redis) -> Work:
+    """Download the whole file, decode just the projected fields into msgspec structs, write."""
+    decoder = msgspec.json.Decoder(
+        dict[str, projection_struct(projection_tree(PROJECTIONS[TABLE]))]
+    )
+    encode = msgspec.json.Encoder().encode
+    key = f"{source.prefix}:{TABLE}"
+
+    def work() -> Written:
+        table = decoder.decode(download(source.file_url))
+        return Written(key, write_hash(client, key, ((h, encode(v)) for h, v in table.items())))
+
+    return work
+
+
+def prepare_dvr(source: Source, client: redis.Redis) -> Work:
+    """The original app's way: the whole file through `json.loads`, one SET per definition."""
+
+    def work() -> Written:
+        response = requests.get(source.file_url, timeout=HTTP_TIMEOUT)
+        response.raise_for_status()
+        definitions = json.loads(response.content)
+        for item, definition in definitions.items():
+            client.set(f"{source.prefix}:{item}", json.dumps(definition))
+        return Written(None, len(definitions))
+
+    return work
+
+
+PREPARE: dict[str, Callable[[Source, redis.Redis], Work]] = {
+    "engine": prepare_engine,
+    "ijson": prepare_ijson,
+    "orjson": prepare_orjson,
+    "msgspec": prepare_msgspec,
+    "dvr": prepare_dvr,
+}
+
+
+def projection_tree(paths: Iterable[str]) -> Tree:
+    """Turn dotted field paths ("displayProperties.name") into a tree of field names."""
+    tree: Tree = {}
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = None
+    return tree
+
+
+def project(definition: dict[str, Any], tree: Tree) -> dict[str, Any]:
+    """Keep the fields of `tree` that `definition` has, in the tree's order."""
+    kept = {}
+    for name, below in tree.items():
+        if name in definition:
+            value = definition[name]
+            kept[name] = project(value, below) if below and isinstance(value, dict) else value
+    return kept
+
+
+def projection_struct(tree: Tree, name: str = "Projected") -> type[msgspec.Struct]:
+    """Build a msgspec Struct of just the fields of `tree`, every one optional."""
+    fields: list[tuple[str, Any, Any]] = []
+    for key, below in tree.items():
+        kind = Any if below is None else projection_struct(below, f"{name}_{key}") | None
+        fields.append((key, kind, msgspec.UNSET))
+    return msgspec.defstruct(name, fields)
+
+
+def download(url: str) -> bytes:
+    """Return a whole file: one read of the raw stream, the fastest and leanest way here."""
+    with requests.get(url, stream=True, timeout=HTTP_TIMEOUT) as response:
+        response.raise_for_status()
+        response.raw.decode_content = True
+        return response.raw.read()
+
+
+def write_hash(client: redis.Redis, key: str, pairs: Iterable[tuple[str, bytes]]) -> int:
+    """HSET `pairs` into `key`, FIELDS_PER_HSET a command, pipelined; return how many."""
+    written = 0
+    remaining = iter(pairs)
+    with client.pipeline(transaction=False) as pipe:
+        while batch := dict(itertools.islice(remaining, FIELDS_PER_HSET)):
+            pipe.hset(key, mapping=batch)
+            written += len(batch)
+            if len(pipe) >= HSETS_PER_ROUND_TRIP:
+                pipe.execute()
+        pipe.execute()
+    return written
+
+
+def peak_rss_kib() -> int:
+    """Return this process's peak resident set size so far, in KiB.
+
+    Linux keeps ru_maxrss across fork and exec, so a route's process would report the
+    benchmark's own peak (it reads the whole file once); VmHWM starts afresh with the program.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_route(args: argparse.Namespace) -> None:
+    """Run one route in this process; print its figures as JSON on the last line of stdout."""
+    source = Source(args.url, args.path, args.prefix)
+    work = PREPARE[args.route](source, redis.Redis.from_url(args.redis_url))
+    start_rss = peak_rss_kib()
+    profiler = cProfile.Profile() if args.profile_out else None
+    started = time.perf_counter()
+    written = profiler.runcall(work) if profiler else work()
+    seconds = time.perf_counter() - started
+    if profiler:
+        profiler.dump_stats(args.profile_out)
+    figures = {
+        **asdict(written),
+        "seconds": seconds,
+        "start_rss_kib": start_rss,
+        "peak_rss_kib": peak_rss_kib(),
+    }
+    print(json.dumps(figures))
+
+
+# -- the parent process: origins, routes, figures ---------------------------------------------
+
+
+class RouteFailed(RuntimeError):
+    """A route's process failed or said nothing we could read."""
+
+
+@dataclass(frozen=True)
+class ItemFile:
+    """The item table as the origin serves it."""
+
+    base_url: str
+    path: str
+    size: int
+    entries: int
+
+
+@dataclass
+class Run:
+    """One process running one route, and what Redis held after it."""
+
+    seconds: float
+    process_seconds: float
+    start_rss_kib: int
+    peak_rss_kib: int
+    reported: int
+    in_redis: int
+    # The engine's keys (named without the run's prefix) and the bytes Redis uses for each.
+    footprint: dict[str, int]
+    timings: dict[str, float]
+
+
+@dataclass
+class RouteResult:
+    """The runs of one route at one size; its figures are the best time and the highest RSS."""
+
+    route: str
+    expected: int
+    runs: list[Run] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(
+            run.reported == self.expected and run.in_redis == self.expected for run in self.runs
+        )
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return f"BROKEN: {self.error}"
+        if not self.ok:
+            counts = sorted({run.in_redis for run in self.runs} | {r.reported for r in self.runs})
+            return f"BROKEN: {counts} entries, expected {self.expected:,}"
+        return "ok"
+
+    @property
+    def best(self) -> Run:
+        return min(self.runs, key=lambda run: run.seconds)
+
+    @property
+    def seconds(self) -> float:
+        return self.best.seconds
+
+    @property
+    def process_seconds(self) -> float:
+        return min(run.process_seconds for run in self.runs)
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return max(run.peak_rss_kib for run in self.runs) / 1024
+
+    @property
+    def start_rss_mib(self) -> float:
+        return max(run.start_rss_kib for run in self.runs) / 1024
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"route": self.route, "status": self.status}
+        if self.runs:
+            record |= {
+                "seconds": round(self.seconds, 3),
+                "process_seconds": round(self.process_seconds, 3),
+                "peak_rss_mib": round(self.peak_rss_mib, 1),
+                "start_rss_mib": round(self.start_rss_mib, 1),
+                "runs": [asdict(run) for run in self.runs],
+            }
+        return record
+
+
+@dataclass
+class SizeResult:
+    """Every route at one table size."""
+
+    items: int
+    file: ItemFile
+    origin_ready_seconds: float
+    routes: dict[str, RouteResult] = field(default_factory=dict)
+
+    def usable(self, route: str) -> RouteResult | None:
+        result = self.routes.get(route)
+        return result if result is not None and result.ok and result.runs else None
+
+    @property
+    def floor(self) -> RouteResult | None:
+        """The fastest of the floor routes that ended right."""
+        candidates = [r for r in map(self.usable, FLOOR_ROUTES) if r is not None]
+        return min(candidates, key=lambda r: r.seconds, default=None)
+
+    @property
+    def footprint_bytes(self) -> int | None:
+        engine = self.usable("engine")
+        return sum(engine.best.footprint.values()) if engine else None
+
+    def to_record(self) -> dict[str, Any]:
+        floor = self.floor
+        return {
+            "items": self.items,
+            "raw_bytes": self.file.size,
+            "entries": self.file.entries,
+            "origin_ready_seconds": round(self.origin_ready_seconds, 2),
+            "floor_route": floor.route if floor else None,
+            "engine_footprint_bytes": self.footprint_bytes,
+            "routes": {name: result.to_record() for name, result in self.routes.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target of DESIGN.md: what is compared, and the limit it must stay within."""
+
+    name: str
+    rule: str
+    limit: float
+    at_most: bool
+
+
+FLOOR_TARGET = Target("engine time / floor time", "<= 1.5x", 1.5, at_most=True)
+DVR_TARGET = Target("dvr time / engine time", ">= 10x", 10.0, at_most=False)
+RSS_TARGET = Target("engine peak RSS", "<= 150 MiB", 150.0, at_most=True)
+GROWTH_TARGET = Target("engine peak RSS growth", "<= +15%", 0.15, at_most=True)
+FOOTPRINT_TARGET = Target("Redis footprint / raw JSON", "<= 25%", 0.25, at_most=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A target judged at one size (or across sizes); no value when a route is broken."""
+
+    target: Target
+    scope: str
+    value: float | None
+    shown: str
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        limit = self.target.limit
+        return self.value <= limit if self.target.at_most else self.value >= limit
+
+    @property
+    def word(self) -> str:
+        return {None: "n/a", True: "MET", False: "MISSED"}[self.met]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "target": self.target.name,
+            "rule": self.target.rule,
+            "scope": self.scope,
+            "value": self.value,
+            "shown": self.shown,
+            "verdict": self.word,
+        }
+
+
+def route_command(
+    route: str, source: Source, redis_url: str, profile_out: Path | None
+) -> list[str]:
+    """Return the command line that runs `route` in a process of its own."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--route", route]
+    command += ["--url", source.base_url, "--path", source.path]
+    command += ["--redis-url", redis_url, "--prefix", source.prefix]
+    if profile_out is not None:
+        command += ["--profile-out", str(profile_out)]
+    return command
+
+
+def spawn_route(command: list[str]) -> tuple[dict[str, Any], float]:
+    """Run a route's process; return its figures and the whole process's wall time."""
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=ROUTE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RouteFailed(f"no answer within {ROUTE_TIMEOUT:.0f}s") from None
+    process_seconds = time.perf_counter() - started
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise RouteFailed(tail[0][:160])
+    try:
+        return json.loads(lines[-1]), process_seconds
+    except json.JSONDecodeError:
+        raise RouteFailed(f"unreadable figures: {lines[-1][:120]!r}") from None
+
+
+def count_in_redis(client: redis.Redis, prefix: str, key: str | None) -> int:
+    """Return how many definitions a route left in Redis: a hash's length, or its keys."""
+    if key is not None:
+        return int(client.hlen(key))
+    return sum(1 for _ in client.scan_iter(match=f"{prefix}:*", count=1000))
+
+
+def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """Return the bytes Redis uses for each key under `prefix` (MEMORY USAGE, all samples)."""
+    return {
+        key.decode()[len(prefix) + 1 :]: int(client.memory_usage(key, samples=0) or 0)
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000)
+    }
+
+
+def delete_keys(client: redis.Redis, prefix: str) -> None:
+    """UNLINK every key under `prefix`, a thousand at a time."""
+    keys = client.scan_iter(match=f"{prefix}:*", count=1000)
+    while batch := list(itertools.islice(keys, 1000)):
+        client.unlink(*batch)
+
+
+def measure_route(
+    route: str,
+    item_file: ItemFile,
+    client: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    profile_out: Path | None = None,
+) -> Run:
+    """Run a route once in its own process, check what it left in Redis, then delete that."""
+    source = Source(item_file.base_url, item_file.path, prefix)
+    try:
+        figures, process_seconds = spawn_route(route_command(route, source, redis_url, profile_out))
+        return Run(
+            seconds=figures["seconds"],
+            process_seconds=process_seconds,
+            start_rss_kib=figures["start_rss_kib"],
+            peak_rss_kib=figures["peak_rss_kib"],
+            reported=figures["count"],
+            in_redis=count_in_redis(client, prefix, figures["key"]),
+            footprint=footprint(client, prefix) if route == "engine" else {},
+            timings=figures["timings"],
+        )
+    finally:
+        delete_keys(client, prefix)
+
+
+def inspect_item_file(base_url: str, path: str) -> ItemFile:
+    """Fetch the item table once (the origin builds and caches it); return its size and entries."""
+    with requests.get(base_url + path, stream=True, timeout=HTTP_TIMEOUT) as response:
+        response.raise_for_status()
+        declared = int(response.headers["Content-Length"])
+        body = response.raw.read()
+    if len(body) != declared:
+        raise RuntimeError(f"{path}: got {len(body):,} of {declared:,} bytes")
+    entries = len(msgspec.json.decode(body, type=dict[str, msgspec.Raw]))
+    return ItemFile(base_url, path, declared, entries)
+
+
+def bench_size(
+    items: int, args: argparse.Namespace, client: redis.Redis, run_prefix: str
+) -> SizeResult:
+    """Start an origin serving `items` definitions and run every route against it, in turn."""
+    # Imported here: importing the app loads Flask, which the floor routes' processes do without.
+    from app.demo.control import DemoOriginProcess
+
+    started = time.perf_counter()
+    origin_args = ("--items", str(items), "--seed", str(SEED), "--languages", LANGUAGE)
+    with DemoOriginProcess(*origin_args) as origin:
+        state = origin.admin.state()
+        path = state["paths"]["jsonWorldComponentContentPaths"][LANGUAGE][TABLE]
+        item_file = inspect_item_file(origin.url, path)
+        size = SizeResult(items, item_file, time.perf_counter() - started)
+        print_size_header(size)
+        for route in ROUTES:
+            result = RouteResult(route, item_file.entries)
+            size.routes[route] = result
+            for attempt in range(args.repeat):
+                prefix = f"{run_prefix}:{items}:{route}:{attempt}"
+                try:
+                    result.runs.append(
+                        measure_route(route, item_file, client, args.redis_url, prefix)
+                    )
+                except RouteFailed as exc:
+                    result.error = str(exc)
+                    break
+            print_route(result)
+        print_size_footer(size)
+        if args.profile is not None:
+            profile_engine(item_file, client, args, f"{run_prefix}:{items}:profile")
+    return size
+
+
+def profile_engine(
+    item_file: ItemFile, client: redis.Redis, args: argparse.Namespace, prefix: str
+) -> None:
+    """Run the engine once more under cProfile (untimed) and print where its time goes."""
+    out = Path(args.profile).resolve() / f"engine-{item_file.entries}.prof"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run = measure_route("engine", item_file, client, args.redis_url, prefix, profile_out=out)
+    except RouteFailed as exc:
+        print(f"  profile: the engine failed: {exc}")
+        return
+    print(f"  profile of one more engine run ({run.seconds:.2f} s under cProfile), saved to {out}")
+    for order, lines in (("tottime", 25), ("cumulative", 25)):
+        text = io.StringIO()
+        pstats.Stats(str(out), stream=text).strip_dirs().sort_stats(order).print_stats(lines)
+        body = text.getvalue()
+        listing = body[body.index("   ncalls") :] if "   ncalls" in body else body
+        print(f"  -- by {order} --")
+        print("\n".join("    " + line for line in listing.rstrip().splitlines()))
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+def describe_machine(client: redis.Redis, redis_url: str) -> dict[str, Any]:
+    """Return what the figures depend on: CPUs, Python, Redis and the parsers' versions."""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "redis": client.info("server")["redis_version"],
+        "redis_url": redis_url,
+        "msgspec": msgspec.__version__,
+        "orjson": orjson.__version__,
+        "ijson": f"{ijson.__version__} ({ijson.get_backend('yajl2_c').backend_name})",
+    }
+
+
+def print_machine(machine: dict[str, Any]) -> None:
+    print(
+        f"machine: nproc {machine['nproc']}, {machine['python']}, Redis {machine['redis']} "
+        f"at {machine['redis_url']}, {machine['platform']}; msgspec {machine['msgspec']}, "
+        f"orjson {machine['orjson']}, ijson {machine['ijson']}"
+    )
+
+
+def print_size_header(size: SizeResult) -> None:
+    file = size.file
+    print()
+    print(
+        f"== {size.items:,} items: {TABLE} is {file.size / MIB:.1f} MiB of JSON, "
+        f"{file.entries:,} entries (origin ready in {size.origin_ready_seconds:.1f} s) =="
+    )
+    print(
+        f"  {'route':<8} {'time s':>7} {'process s':>9} {'peak RSS MiB':>12} "
+        f"{'start RSS MiB':>13} {'in Redis':>9}  status"
+    )
+
+
+def print_route(result: RouteResult) -> None:
+    if not result.runs:
+        print(
+            f"  {result.route:<8} {'-':>7} {'-':>9} {'-':>12} {'-':>13} {'-':>9}  {result.status}"
+        )
+        return
+    in_redis = min(run.in_redis for run in result.runs)
+    print(
+        f"  {result.route:<8} {result.seconds:>7.2f} {result.process_seconds:>9.2f} "
+        f"{result.peak_rss_mib:>12.1f} {result.start_rss_mib:>13.1f} {in_redis:>9,}  "
+        f"{result.status}"
+    )
+
+
+def print_size_footer(size: SizeResult) -> None:
+    floor = size.floor
+    print(f"  floor: {f'{floor.route} ({floor.seconds:.2f} s)' if floor else 'none ended right'}")
+    engine = size.usable("engine")
+    if engine is None:
+        return
+    timings = ", ".join(f"{name} {value:.2f} s" for name, value in engine.best.timings.items())
+    print(f"  engine's own timings (best run): {timings}")
+    used = size.footprint_bytes or 0
+    print(
+        f"  engine's keys in Redis: {used / MIB:.1f} MiB "
+        f"= {used / size.file.size:.1%} of the raw JSON, of which:"
+    )
+    for key, taken in sorted(engine.best.footprint.items(), key=lambda kv: -kv[1]):
+        if taken >= used / 100:
+            print(f"    {taken / MIB:6.1f} MiB  {key}")
+
+
+def size_verdicts(size: SizeResult) -> list[Verdict]:
+    """Judge the targets that hold at one size; times are each route's own work."""
+    scope = f"{size.items:,} items"
+    engine, floor, dvr = size.usable("engine"), size.floor, size.usable("dvr")
+    if engine is None:
+        broken = "engine BROKEN"
+        return [
+            Verdict(target, scope, None, broken)
+            for target in (FLOOR_TARGET, DVR_TARGET, RSS_TARGET, FOOTPRINT_TARGET)
+        ]
+    found = [
+        Verdict(RSS_TARGET, scope, engine.peak_rss_mib, f"{engine.peak_rss_mib:.1f} MiB"),
+    ]
+    if floor is None:
+        found.append(Verdict(FLOOR_TARGET, scope, None, "every floor route BROKEN"))
+    else:
+        ratio = engine.seconds / floor.seconds
+        whole = engine.process_seconds / floor.process_seconds
+        shown = f"{ratio:.2f}x vs {floor.route} (whole processes {whole:.2f}x)"
+        found.append(Verdict(FLOOR_TARGET, scope, ratio, shown))
+    if dvr is None:
+        found.append(Verdict(DVR_TARGET, scope, None, "dvr BROKEN"))
+    else:
+        ratio = dvr.seconds / engine.seconds
+        whole = dvr.process_seconds / engine.process_seconds
+        found.append(
+            Verdict(DVR_TARGET, scope, ratio, f"{ratio:.1f}x (whole processes {whole:.1f}x)")
+        )
+    share = (size.footprint_bytes or 0) / size.file.size
+    found.append(Verdict(FOOTPRINT_TARGET, scope, share, f"{share:.1%}"))
+    return found
+
+
+def growth_verdict(sizes: list[SizeResult]) -> Verdict:
+    """Judge how the engine's peak RSS changes from the smallest table to the largest."""
+    ordered = sorted(sizes, key=lambda size: size.items)
+    if len(ordered) < 2:
+        return Verdict(GROWTH_TARGET, "across sizes", None, "needs two sizes")
+    small, large = ordered[0], ordered[-1]
+    scope = f"{small.items:,} -> {large.items:,} items"
+    first, last = small.usable("engine"), large.usable("engine")
+    if first is None or last is None:
+        return Verdict(GROWTH_TARGET, scope, None, "engine BROKEN")
+    growth = last.peak_rss_mib / first.peak_rss_mib - 1
+    shown = f"{growth:+.1%} ({first.peak_rss_mib:.1f} -> {last.peak_rss_mib:.1f} MiB)"
+    return Verdict(GROWTH_TARGET, scope, growth, shown)
+
+
+def print_verdicts(found: list[Verdict]) -> None:
+    print()
+    print("== targets (DESIGN.md, Performance); times are each route's own work ==")
+    for verdict in found:
+        target = f"{verdict.target.name} {verdict.target.rule}"
+        print(f"  {target:<38} {verdict.scope:<24} {verdict.word:<7} {verdict.shown}")
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Time the engine's sync of the item table against the floor and DVR-style.",
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SIZES),
+        metavar="N",
+        help="table sizes to measure, one demo origin each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: {QUICK_SIZES[0]:,} items only (overrides --items)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="runs per route: the best time and the highest RSS count (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="the Redis to write to (default: %(default)s)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run the engine once more per size under cProfile; keep the stats in DIR",
+    )
+    # One route in a process of its own: how the benchmark calls itself.
+    parser.add_argument("--route", choices=ROUTES, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.items = list(QUICK_SIZES)
+    if args.repeat < 1 or min(args.items) < 1:
+        parser.error("--items and --repeat take whole numbers of 1 or more")
+    return args
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Measure every size; print the figures and the targets; 1 if a route is BROKEN."""
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows through a pipe (tee) too
+    client = redis.Redis.from_url(args.redis_url)
+    run_prefix = f"bench:{uuid.uuid4().hex[:12]}"
+    machine = describe_machine(client, args.redis_url)
+    print_machine(machine)
+    sizes: list[SizeResult] = []
+    try:
+        for items in args.items:
+            sizes.append(bench_size(items, args, client, run_prefix))
+    finally:
+        delete_keys(client, run_prefix)
+    found = [verdict for size in sizes for verdict in size_verdicts(size)]
+    found.append(growth_verdict(sizes))
+    print_verdicts(found)
+    if args.json:
+        report = {
+            "command": [Path(sys.executable).name, *sys.argv],
+            "machine": machine,
+            "sizes": [size.to_record() for size in sizes],
+            "targets": [verdict.to_record() for verdict in found],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}")
+    broken = any(not route.ok for size in sizes for route in size.routes.values())
+    return 1 if broken else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.route:
+        run_route(args)
+        return 0
+    return run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
