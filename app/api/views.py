@@ -1,0 +1,152 @@
+"""The API's views: trigger a sync, poll its task, read the cached manifest, items and history."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+
+import redis
+from celery.exceptions import BackendError
+from flask import abort
+from flask import jsonify
+from flask import request
+from flask import url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ServiceUnavailable
+
+from app.api import bp
+from app.auth import client_address
+from app.auth import rate_limited
+from app.auth import token_required
+from app.extensions import get_celery
+from app.extensions import get_store
+from app.manifest.store import ITEM_TABLE
+from app.queries import parse_hash
+from app.queries import parse_item_query
+from app.tickets import BrokerUnavailable
+from app.tickets import known_task
+from app.tickets import request_sync
+from app.web import handle_http_error
+
+TASK_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
+HISTORY_LIMIT = 20
+MAX_HISTORY_LIMIT = 100
+MAX_REQUEST_ID = 128
+
+
+@bp.before_request
+def refuse_large_bodies() -> None:
+    """Answer 413 to a body over MAX_CONTENT_LENGTH even where the view never reads it."""
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge(f"The request body may be at most {limit:,} bytes.")
+
+
+@bp.errorhandler(redis.RedisError)
+def redis_unavailable(error: redis.RedisError) -> ResponseReturnValue:
+    """Answer 503 when Redis does not answer."""
+    return handle_http_error(ServiceUnavailable("Redis is not answering. Retry in a moment."))
+
+
+@bp.post("/manifest/sync")
+@rate_limited("trigger", "TRIGGER_RATE_LIMIT")
+@token_required
+def trigger_sync() -> ResponseReturnValue:
+    """Queue a sync, or join the one queued or running; point to its status."""
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    try:
+        ticket = request_sync(
+            "api",
+            requested_by=f"api from {client_address()}",
+            request_id=request_id[:MAX_REQUEST_ID],
+        )
+    except BrokerUnavailable as exc:
+        abort(503, description=str(exc))
+    status_url = url_for("api.task_status", task_id=ticket.task_id, _external=True)
+    body = jsonify(task_id=ticket.task_id, status_url=status_url, joined=ticket.joined)
+    return body, 202, {"Location": status_url}
+
+
+@bp.get("/tasks/<task_id>")
+def task_status(task_id: str) -> ResponseReturnValue:
+    """Show a sync task's state, with its progress, result or error."""
+    if not TASK_ID.fullmatch(task_id):
+        abort(400, description="A task id is 8 to 64 hexadecimal digits and dashes.")
+    trigger = known_task(task_id)
+    if trigger is None:
+        abort(404, description=f"No sync task {task_id} was started here (or it expired).")
+    try:
+        meta = get_celery().backend.get_task_meta(task_id)
+    except (redis.RedisError, BackendError):
+        abort(503, description="The result backend is not answering. Retry in a moment.")
+    state, info = meta["status"], meta["result"]
+    return jsonify(
+        task_id=task_id,
+        state=state,
+        progress=info if state == "PROGRESS" else None,
+        result=info if state == "SUCCESS" else None,
+        error=str(info) if state in ("FAILURE", "RETRY") else None,
+        trigger=trigger,
+    )
+
+
+@bp.get("/manifest")
+def manifest() -> ResponseReturnValue:
+    """Show the live release and the latest check."""
+    store = get_store()
+    live = store.live_release()
+    return jsonify(release=live.to_record() if live else None, last_check=store.last_check())
+
+
+@bp.get("/items")
+def items() -> ResponseReturnValue:
+    """Search the live release's items by name, type, tier and class, one page at a time."""
+    query = parse_item_query(request.args)
+    found = get_store().search(
+        query.q,
+        item_type=query.item_type,
+        tier=query.tier,
+        class_type=query.class_type,
+        page=query.page,
+        per_page=query.per_page,
+    )
+    return jsonify(
+        release_id=found.release_id,
+        total=found.total,
+        page=found.page,
+        per_page=found.per_page,
+        pages=found.pages,
+        items=found.items,
+    )
+
+
+@bp.get("/items/<item_hash>")
+def item(item_hash: str) -> ResponseReturnValue:
+    """Show one item definition of the live release."""
+    number = parse_hash(item_hash)
+    definition = get_store().definition(ITEM_TABLE, number)
+    if definition is None:
+        abort(404, description=f"No item with hash {number} in the cached manifest.")
+    return jsonify(definition)
+
+
+@bp.get("/history")
+def history() -> ResponseReturnValue:
+    """Show the newest releases and check outcomes, newest first."""
+    limit = parse_limit(request.args)
+    store = get_store()
+    return jsonify(history=store.history(limit), checks=store.recent_checks(limit))
+
+
+def parse_limit(args: Mapping[str, str]) -> int:
+    """Read `limit` (1 to MAX_HISTORY_LIMIT, default HISTORY_LIMIT); raise BadRequest if bad."""
+    raw = args.get("limit", "").strip()
+    if raw == "":
+        return HISTORY_LIMIT
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise BadRequest(f"limit must be a whole number between 1 and {MAX_HISTORY_LIMIT}")
+    return limit

@@ -1,0 +1,99 @@
+"""Run the project's own processes (a Celery worker, beat) for tests, and stop them for sure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ProjectProcess:
+    """A child process in its own process group, its output in a file, waited for a line."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], ready: str, timeout: float = 60):
+        self.args = args
+        self.env = {**os.environ, **env}
+        self.ready = ready
+        self.timeout = timeout
+        self.log_path = Path(tempfile.mkstemp(prefix="manifest-test-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ProjectProcess:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.args,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.timeout
+        while self.ready not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.args[:6]} did not start:\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Ask the whole process group to stop; kill whatever is left after `grace` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        # Pool children outlive a killed parent only in a broken shutdown: make sure.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def flask_env(overrides: Mapping[str, object]) -> dict[str, str]:
+    """Environment for a child process: the testing config plus these settings (FLASK_ prefix)."""
+    env = {"FLASK_CONFIG": "testing"}
+    env.update({f"FLASK_{key}": str(value) for key, value in overrides.items()})
+    return env
+
+
+def celery_worker(overrides: Mapping[str, object], concurrency: int = 2) -> ProjectProcess:
+    """A real Celery worker (prefork pool) for the app configured by `overrides`."""
+    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "celery_worker.celery",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        name,
+    ]
+    return ProjectProcess(args, flask_env(overrides), ready=" ready.")

@@ -1,0 +1,111 @@
+"""Configuration: one home, environment overrides, and production refusing to start half-set."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+
+import pytest
+
+from app import create_app
+from config import ConfigurationError
+from config import DevelopmentConfig
+from config import ProductionConfig
+from config import TestingConfig
+from config import celery_settings
+from config import get_config
+from config import settings_dict
+
+PRODUCTION = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SECRET_KEY": "s" * 32,
+    "BUNGIE_API_KEY": "k" * 32,
+    "ADMIN_PASSWORD": "p" * 16,
+    "API_TOKEN": "t" * 32,
+}
+
+
+def test_flask_config_picks_the_class(monkeypatch):
+    assert get_config("production") is ProductionConfig
+    monkeypatch.setenv("FLASK_CONFIG", "testing")
+    assert get_config() is TestingConfig
+    monkeypatch.delenv("FLASK_CONFIG")
+    assert get_config() is DevelopmentConfig
+    with pytest.raises(ValueError, match="Unknown FLASK_CONFIG 'staging'"):
+        get_config("staging")
+
+
+def test_production_names_every_missing_setting_at_once():
+    with pytest.raises(ConfigurationError) as refused:
+        create_app("production", dict.fromkeys(PRODUCTION))
+    message = str(refused.value)
+    for name in ("REDIS_URL", "SECRET_KEY", "BUNGIE_API_KEY", "API_TOKEN", "ADMIN_PASSWORD"):
+        assert name in message
+
+
+def test_production_accepts_a_password_hash_instead_of_a_password():
+    settings = {**PRODUCTION, "ADMIN_PASSWORD": None, "ADMIN_PASSWORD_HASH": "scrypt:..."}
+    app = create_app("production", settings)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_production_refusal_is_one_clear_line_not_a_traceback_of_secrets():
+    done = subprocess.run(
+        [sys.executable, "-c", "from app import create_app; create_app('production')"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "."},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "ProductionConfig needs these settings in the environment: REDIS_URL" in done.stderr
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FLASK_MANIFEST_POLL_SECONDS", "42")
+    monkeypatch.setenv("FLASK_MANIFEST_KEY_PREFIX", "elsewhere")
+    app = create_app("testing")
+    assert app.config["MANIFEST_POLL_SECONDS"] == 42
+    assert app.extensions["manifest_settings"].key_prefix == "elsewhere"
+    schedule = app.extensions["celery"].conf.beat_schedule["sync-manifest"]
+    assert schedule["schedule"] == 42
+
+
+def test_broker_defaults_to_redis_url_and_can_be_rabbitmq():
+    base = settings_dict(TestingConfig)
+    assert celery_settings(base)["broker_url"] == base["REDIS_URL"]
+    rabbit = {**base, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
+    conf = celery_settings(rabbit)
+    assert conf["broker_url"].startswith("amqp://")
+    assert conf["result_backend"] == base["REDIS_URL"]
+    assert conf["broker_use_ssl"] is None
+
+
+def test_heroku_rediss_urls_get_tls_options_for_redis_and_celery():
+    heroku = {
+        **settings_dict(TestingConfig),
+        "REDIS_URL": "rediss://:secret@ec2-1-2-3-4.compute-1.amazonaws.com:6380",
+        "REDIS_SSL_CERT_REQS": "none",
+    }
+    conf = celery_settings(heroku)
+    assert conf["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert conf["redis_backend_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}
+    app = create_app("testing", heroku)
+    kwargs = app.extensions["redis"].connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == ssl.CERT_NONE
+    with pytest.raises(ConfigurationError, match="REDIS_SSL_CERT_REQS"):
+        celery_settings({**heroku, "REDIS_SSL_CERT_REQS": "sometimes"})
+
+
+def test_celery_is_set_up_for_long_syncs():
+    app = create_app("testing")
+    conf = app.extensions["celery"].conf
+    assert conf.task_ignore_result is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.broker_transport_options["visibility_timeout"] > TestingConfig.SYNC_TIME_LIMIT
+    assert conf.task_annotations["manifest.sync"]["time_limit"] == TestingConfig.SYNC_TIME_LIMIT
+    task = app.extensions["celery"].tasks["manifest.sync"]
+    assert task.acks_late is True
+    assert task.ignore_result is False
