@@ -122,6 +122,18 @@ class Config:
     SERVER_NAME = env_str("SERVER_NAME")
     PREFERRED_URL_SCHEME = env_str("PREFERRED_URL_SCHEME", "http")
 
+    # Slack: an incoming webhook, or a bot token and a channel. Off when neither is set.
+    SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL")
+    SLACK_BOT_TOKEN = env_str("SLACK_BOT_TOKEN")
+    SLACK_CHANNEL = env_str("SLACK_CHANNEL")
+    SLACK_API_URL = env_str("SLACK_API_URL", "https://slack.com/api/")
+    SLACK_TIMEOUT = env_int("SLACK_TIMEOUT", 10)
+    # Transient trouble (maintenance, throttling, outages) is reported once it lasts this long.
+    SLACK_ALERT_AFTER_SECONDS = env_int("SLACK_ALERT_AFTER_SECONDS", 3600)
+    # Sending retries back off from this many seconds, doubling up to 15 minutes.
+    SLACK_RETRY_SECONDS = env_int("SLACK_RETRY_SECONDS", 30)
+    SLACK_MAX_RETRIES = env_int("SLACK_MAX_RETRIES", 12)
+
     # Who may trigger syncs: one admin account for the pages, a bearer token for the API.
     ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")
     ADMIN_PASSWORD = env_str("ADMIN_PASSWORD")
@@ -184,6 +196,9 @@ class TestingConfig(Config):
     ADMIN_PASSWORD = "test-password"  # noqa: S105
     API_TOKEN = "test-api-token-0123456789"  # noqa: S105
     SERVER_NAME = "localhost"
+    SLACK_WEBHOOK_URL = None
+    SLACK_BOT_TOKEN = None
+    SLACK_RETRY_SECONDS = 1
     BUNGIE_BACKOFF_SECONDS = 0.01
     BUNGIE_MAX_RETRY_WAIT = 1.0
     MANIFEST_DOWNLOAD_DEADLINE = 30.0
@@ -271,6 +286,9 @@ def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
         # An unacknowledged task is redelivered after this: longer than the longest task.
         "broker_transport_options": {"visibility_timeout": hard_limit * 3},
         "result_expires": settings["TASK_RESULT_SECONDS"],
+        # A result backend that hangs must not hang the task status API.
+        "redis_socket_timeout": 5,
+        "redis_socket_connect_timeout": 5,
         "task_ignore_result": True,
         "task_default_queue": queue,
         "task_serializer": "json",

@@ -36,6 +36,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     from app import main
     from app import tasks  # noqa: F401 - registers the Celery tasks
     from app import web
+    from app.notify import slack
 
     extensions.init_app(app)
     auth.init_app(app)
@@ -44,4 +45,6 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
     cli.init_app(app)
+    if slack.sender_from_config(app.config) is None:
+        app.logger.info("Slack is off: set SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN and SLACK_CHANNEL")
     return app

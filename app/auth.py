@@ -108,8 +108,13 @@ def csrf_token() -> str:
 
 
 def _check_csrf() -> None:
-    # The JSON API authenticates with a bearer token, which a browser never sends by itself.
-    if request.method in ("GET", "HEAD", "OPTIONS") or request.blueprint == "api":
+    # The JSON API authenticates with a bearer token, which a browser never sends by itself;
+    # a request that matched no route gets its 404 or 405, not a CSRF error.
+    if (
+        request.method in ("GET", "HEAD", "OPTIONS")
+        or request.blueprint == "api"
+        or request.routing_exception is not None
+    ):
         return
     expected = session.get(CSRF_FIELD)
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""

@@ -12,6 +12,8 @@ from flask import current_app
 from flask.cli import AppGroup
 from flask.cli import with_appcontext
 
+from app import tasks
+from app import tickets
 from app.extensions import get_bungie
 from app.extensions import get_celery
 from app.extensions import get_redis
@@ -122,6 +124,7 @@ def sync_command() -> None:
     line = ProgressLine()
     result = sync.run(get_store(), get_bungie(), trigger="cli", progress=line)
     line.done()
+    tasks.after_check(result)
     click.echo(format_result(result))
     sys.exit(EXIT_CODES[result.outcome])
 
@@ -166,6 +169,7 @@ def tasks_command(purge: bool, timeout: float) -> None:
     if purge:
         click.confirm("Drop every queued task? Running tasks are not touched", abort=True)
         dropped = celery.control.purge()
+        _forget_purged_ticket()
         click.echo(f"Dropped {dropped} queued task(s).")
         return
     inspect = celery.control.inspect(timeout=timeout)
@@ -189,3 +193,10 @@ def tasks_command(purge: bool, timeout: float) -> None:
             for entry in entries:
                 task = entry.get("request", entry)
                 click.echo(f"    {task.get('name')} {task.get('id')} {task.get('kwargs') or ''}")
+
+
+def _forget_purged_ticket() -> None:
+    # A queued sync that was just dropped must not be joined by the next trigger.
+    queued = get_redis().get(tickets.pending_key())
+    if queued and get_store().lock("purge").holder() != queued.decode():
+        tickets.forget(queued.decode())

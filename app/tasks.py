@@ -1,19 +1,24 @@
-"""Celery tasks: thin wrappers that run the sync engine and report its progress."""
+"""Celery tasks: thin wrappers that run the sync engine, report progress and tell Slack."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
+from typing import NoReturn
 
 from celery import shared_task
 from flask import current_app
+from flask import url_for
 from kombu.exceptions import OperationalError
 
 from app import tickets
 from app.extensions import get_bungie
 from app.extensions import get_store
 from app.manifest import sync
+from app.notify import announce
+from app.notify import slack
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,7 @@ def sync_manifest(
             request_id=request_id,
             progress=_ProgressReporter(self),
         )
-        if result.outcome == sync.UPDATED:
-            _announce(result.release_id)
+        after_check(result)
         max_retries = current_app.config["SYNC_MAX_RETRIES"]
         if result.transient and self.request.retries < max_retries:
             retrying = True
@@ -64,18 +68,101 @@ def sync_manifest(
             tickets.finished(task_id)
 
 
-def _announce(release_id: str) -> None:
-    # The release is committed whatever happens here: a broker hiccup must not fail the sync.
+@shared_task(name="manifest.notify_slack", bind=True, ignore_result=True, acks_late=True)
+def notify_slack(self: Any, release_id: str) -> str:
+    """Tell Slack what a committed release changed, exactly once; retry while Slack is down."""
+    sender = slack.sender_from_config(current_app.config)
+    announcements = _announcements()
+    if sender is None:
+        announcements.unqueue(release_id)
+        return "Slack is off"
+    store = get_store()
+
+    def build() -> slack.Message | None:
+        entry = store.history_entry(release_id)
+        if entry is None or entry["previous"] is None:
+            return None  # The first fill of the cache has no news to tell.
+        return slack.release_message(entry, _item_url, _url("main.release", release_id=release_id))
+
     try:
-        notify_slack.delay(release_id)
+        outcome = announcements.announce(release_id, build, sender)
+    except slack.SlackUnavailable as exc:
+        _retry_or_give_up(self, exc, lambda: announcements.unqueue(release_id))
+    except slack.SlackRejected:
+        log.exception("Slack refused the message for release %s; not retrying", release_id)
+        announcements.unqueue(release_id)
+        return "rejected"
+    if outcome != announce.BUSY:
+        announcements.unqueue(release_id)
+    log.info("Slack message for release %s: %s", release_id, outcome)
+    return outcome
+
+
+@shared_task(name="manifest.notify_trouble", bind=True, ignore_result=True, acks_late=True)
+def notify_trouble(self: Any, kind: str, check: dict[str, Any], since: float) -> str:
+    """Tell Slack that syncing is failing, or works again."""
+    sender = slack.sender_from_config(current_app.config)
+    if sender is None:
+        return "Slack is off"
+    link = _url("main.dashboard")
+    if kind == announce.TROUBLE:
+        message = slack.trouble_message({**check, "failing_since": since}, link)
+    else:
+        message = slack.recovered_message(check, since, link)
+    try:
+        sender.send(message)
+    except slack.SlackUnavailable as exc:
+        _retry_or_give_up(self, exc, lambda: None)
+    except slack.SlackRejected:
+        log.exception("Slack refused the %s message; not retrying", kind)
+        return "rejected"
+    return "sent"
+
+
+def _retry_or_give_up(task: Any, exc: Exception, give_up: Callable[[], None]) -> NoReturn:
+    max_retries = current_app.config["SLACK_MAX_RETRIES"]
+    if task.request.retries >= max_retries:
+        log.error("Slack stayed unavailable after %d retries, giving up: %s", max_retries, exc)
+        give_up()
+        raise exc
+    countdown = min(900, current_app.config["SLACK_RETRY_SECONDS"] * 2**task.request.retries)
+    log.warning("Slack unavailable (%s); retrying in %ss", exc, countdown)
+    raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
+
+
+def after_check(result: sync.SyncResult) -> None:
+    """After a check: queue the release message and any trouble or recovered message."""
+    if slack.sender_from_config(current_app.config) is None or result.outcome == sync.BUSY:
+        return
+    announcements = _announcements()
+    store = get_store()
+    # Also re-queues a release whose message was given up on while Slack was down.
+    if result.ok and result.release_id and announcements.should_queue(result.release_id):
+        _send(notify_slack, result.release_id)
+    check = store.last_check()
+    alert = announcements.after_check(check, current_app.config["SLACK_ALERT_AFTER_SECONDS"])
+    if alert is not None:
+        _send(notify_trouble, alert.kind, check, alert.since)
+
+
+def _send(task: Any, *args: Any) -> None:
+    # The sync is committed whatever happens here: a broker hiccup must not fail it.
+    try:
+        task.delay(*args)
     except OperationalError:
-        log.exception("Could not queue the Slack message for release %s", release_id)
+        log.exception("Could not queue %s", task.name)
 
 
-@shared_task(name="manifest.notify_slack", ignore_result=True)
-def notify_slack(release_id: str) -> None:
-    """Tell Slack about a committed release (Slack is not configured yet: nothing to send)."""
-    log.debug("Release %s committed; Slack is not configured", release_id)
+def _announcements() -> announce.Announcements:
+    return announce.Announcements(get_store().redis, get_store().prefix)
+
+
+def _url(endpoint: str, **values: Any) -> str:
+    return url_for(endpoint, _external=True, **values)
+
+
+def _item_url(item_hash: int) -> str:
+    return _url("main.item", item_hash=item_hash)
 
 
 class _ProgressReporter:

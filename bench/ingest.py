@@ -11,9 +11,9 @@ Each route runs as a whole process of its own, one after the other, against a lo
 
 A route's time runs inside its process from the start of the download to the end of the last
 Redis write; the process time is the whole process, seen from here. Peak RSS is the process's
-own high-water mark. For each table size this prints the routes, the engine's Redis footprint,
-and whether the targets of DESIGN.md ("Performance: what was measured here, and the targets")
-are met. From the project root:
+own high-water mark (VmHWM, so Linux only). For each table size this prints the routes, the
+engine's Redis footprint, and whether the targets of DESIGN.md ("Performance: what was measured
+here, and the targets") are met. From the project root:
 
     make bench                                    # python bench/ingest.py: 40,000 and 80,000 items
     .venv/bin/python bench/ingest.py --quick      # 5,000 items: a smoke run
@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import pstats
-import resource
 import subprocess
 import sys
 import time
@@ -259,16 +258,16 @@ def write_hash(client: redis.Redis, key: str, pairs: Iterable[tuple[str, bytes]]
 
 
 def peak_rss_kib() -> int:
-    """Return this process's peak resident set size so far, in KiB.
+    """Return this process's peak resident set size so far, in KiB (VmHWM; Linux only).
 
-    Linux keeps ru_maxrss across fork and exec, so a route's process would report the
-    benchmark's own peak (it reads the whole file once); VmHWM starts afresh with the program.
+    Not ru_maxrss: Linux keeps that across fork and exec, so a route's process would report
+    the benchmark's own peak (it reads the whole file once). VmHWM starts afresh with the program.
     """
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
 def run_route(args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -108,7 +109,7 @@ def celery_queue(redis_client: redis.Redis) -> Iterator[str]:
     """A Celery queue of this test session's own, so no stray task reaches another session."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    redis_client.delete(name, f"_kombu.binding.{name}")
+    redis_client.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
 @pytest.fixture
@@ -124,8 +125,18 @@ def app_overrides(
 
 
 @pytest.fixture
-def app(app_overrides: dict[str, Any], admin: DemoAdmin) -> Flask:
-    return create_app("testing", app_overrides)
+def app(
+    app_overrides: dict[str, Any], admin: DemoAdmin, redis_client: redis.Redis
+) -> Iterator[Flask]:
+    """The app on this test's key prefix; the tasks it queued are dropped afterwards (no
+    worker runs them here, and none should run them later)."""
+    yield create_app("testing", app_overrides)
+    redis_client.delete(app_overrides["CELERY_QUEUE"])
+
+
+def queued_task_ids(redis_client: redis.Redis, queue: str) -> list[str]:
+    """Return the ids of the tasks waiting in `queue`, as the broker holds them."""
+    return [json.loads(m)["headers"]["id"] for m in redis_client.lrange(queue, 0, -1)]
 
 
 @pytest.fixture

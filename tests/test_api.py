@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
@@ -24,17 +21,11 @@ from app.tickets import known_task
 from app.tickets import remember_task
 from config import TestingConfig
 from tests.conftest import DEMO_ITEMS
+from tests.conftest import queued_task_ids
 
 TOKEN = TestingConfig.API_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLOSED_PORT = "redis://127.0.0.1:1/0"
-
-
-@pytest.fixture(autouse=True)
-def empty_queue(redis_client: redis.Redis, celery_queue: str) -> Iterator[None]:
-    """Drop the tasks a test queued: no worker runs here, and none should run them later."""
-    yield
-    redis_client.delete(celery_queue)
 
 
 @pytest.fixture
@@ -62,11 +53,6 @@ def assert_json_error(response: Any, status: int, error: str) -> dict[str, Any]:
     assert body["message"]
     assert set(body) == {"error", "message"}
     return body
-
-
-def queued_task_ids(redis_client: redis.Redis, queue: str) -> list[str]:
-    """Return the ids of the tasks waiting in `queue`, as the broker holds them."""
-    return [json.loads(m)["headers"]["id"] for m in redis_client.lrange(queue, 0, -1)]
 
 
 # -- POST /manifest/sync ------------------------------------------------------------------
@@ -395,14 +381,7 @@ def test_bad_parameters_are_400_with_a_reason(client, path, query):
 # -- errors are JSON ----------------------------------------------------------------------
 
 
-# app/auth.py checks CSRF on every unsafe request whose blueprint is not "api", and a request
-# that matched no route has no blueprint: it answers 400 before routing can say 404 or 405.
-CSRF_BEFORE_ROUTING = pytest.mark.xfail(
-    reason="app/auth.py _check_csrf answers 400 before the routing error", strict=True
-)
-
-
-@pytest.mark.parametrize("method", ["GET", pytest.param("POST", marks=CSRF_BEFORE_ROUTING)])
+@pytest.mark.parametrize("method", ["GET", "POST"])
 def test_an_unknown_path_is_json_404(client, method):
     response = client.open("/api/v1/nothing-here", method=method, headers=AUTH)
     assert_json_error(response, 404, "not_found")
@@ -412,8 +391,8 @@ def test_an_unknown_path_is_json_404(client, method):
     ("method", "path", "allowed"),
     [
         ("GET", "/api/v1/manifest/sync", "POST"),
-        pytest.param("DELETE", "/api/v1/items", "GET", marks=CSRF_BEFORE_ROUTING),
-        pytest.param("POST", "/api/v1/history", "GET", marks=CSRF_BEFORE_ROUTING),
+        ("DELETE", "/api/v1/items", "GET"),
+        ("POST", "/api/v1/history", "GET"),
     ],
 )
 def test_a_wrong_method_is_json_405(client, method, path, allowed):

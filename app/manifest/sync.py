@@ -190,6 +190,7 @@ def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, A
                 "error": result.error,
                 "message": result.message,
                 "retry_after": result.retry_after,
+                "transient": result.transient,
                 "failing_since": failing_since,
                 "last_success": last_success,
                 "duration": result.timings.get("total"),

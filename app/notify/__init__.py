@@ -1,0 +1,1 @@
+"""Telling people what happened: Slack messages and when to send them."""
