@@ -76,7 +76,9 @@ def login_required(view: View) -> View:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if current_user() is None:
-            return redirect(url_for("main.login", next=request.full_path.rstrip("?")))
+            # A form post cannot be replayed by a redirect: come back to the dashboard then.
+            back = request.full_path.rstrip("?") if request.method == "GET" else None
+            return redirect(url_for("main.login", next=back or url_for("main.dashboard")))
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

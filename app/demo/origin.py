@@ -6,6 +6,7 @@ current generation, active faults, the request log) changes only under a lock.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import threading
@@ -104,6 +105,24 @@ HTML_503 = (
     b" due to maintenance downtime or capacity problems. Please try again later.</p><hr>"
     b"<p>Reference&#32;&#35;18&#46;5e3b1402&#46;1732216800&#46;demo</p></body></html>\n"
 )
+
+
+ICON_PREFIX = "/common/destiny2_content/icons/"
+_ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96" viewBox="0 0 96 96">'
+    '<rect width="96" height="96" rx="8" fill="#{background}"/>'
+    '<path d="M48 14 L80 48 L48 82 L16 48 Z" fill="none" stroke="#{foreground}" stroke-width="6"/>'
+    '<circle cx="48" cy="48" r="{radius}" fill="#{foreground}"/></svg>'
+)
+
+
+def icon_reply(path: str) -> Reply:
+    """Draw the icon at `path`: a small SVG whose colours and shape follow from its name."""
+    digest = hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()
+    svg = _ICON.format(
+        background=digest[:6], foreground=digest[6:12], radius=8 + int(digest[12], 16)
+    )
+    return Reply(200, svg.encode(), "image/svg+xml", {"Cache-Control": "public, max-age=86400"})
 
 
 class AdminError(ValueError):
@@ -569,6 +588,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self._send_reply(_json(405, {"error": "method not allowed"}))
         elif path in (MANIFEST_PATH, MANIFEST_PATH.rstrip("/")):
             self._send_reply(self.origin.manifest_reply(self.headers.get("X-API-Key")))
+        elif path.startswith(ICON_PREFIX):
+            self._send_reply(icon_reply(path))
         else:
             if path.startswith(ELSEWHERE_PREFIX + "/"):
                 plan = self.origin.elsewhere_plan(path[len(ELSEWHERE_PREFIX) :])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
@@ -53,6 +54,7 @@ RECENT_CHECKS = 20
 MAX_REQUEST_ID = 128
 # Filled in by progress.js with the id of the task it follows.
 ID_PLACEHOLDER = "__id__"
+MISSING = "\N{EN DASH}"
 AGO_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"))
 
 
@@ -64,8 +66,8 @@ def redis_unavailable(error: redis.RedisError) -> ResponseReturnValue:
 
 @bp.app_context_processor
 def page_globals() -> dict[str, Any]:
-    """Give every template the signed-in user and the name of the item table."""
-    return {"user": current_user(), "item_table": ITEM_TABLE}
+    """Give every template the signed-in user."""
+    return {"user": current_user()}
 
 
 # -- pages ----------------------------------------------------------------------------------
@@ -118,6 +120,7 @@ def update_manifest() -> ResponseReturnValue:
         page_url=url_for("main.update_manifest", task=ID_PLACEHOLDER),
         item_url=url_for("main.item", item_hash=ID_PLACEHOLDER),
         release_url=url_for("main.release", release_id=ID_PLACEHOLDER),
+        item_table=ITEM_TABLE,
     )
 
 
@@ -265,7 +268,7 @@ def format_ago(epoch: float) -> str:
 def format_seconds(seconds: float | None) -> str:
     """Format a duration: "0.4 s", "2 min 5 s"."""
     if seconds is None:
-        return "–"
+        return MISSING
     if seconds < 60:
         return f"{seconds:.1f} s"
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
@@ -274,7 +277,7 @@ def format_seconds(seconds: float | None) -> str:
 @bp.app_template_filter("number")
 def format_number(value: int | None) -> str:
     """Format a count with thousands separators."""
-    return "–" if value is None else f"{value:,}"
+    return MISSING if value is None else f"{value:,}"
 
 
 @bp.app_template_global()
@@ -296,3 +299,12 @@ def item_facts(item: Mapping[str, Any]) -> dict[str, Any]:
         "class_name": CLASSES.get(item.get("classType")),
         "redacted": bool(item.get("redacted")),
     }
+
+
+@bp.app_template_global()
+def item_names(
+    diffs: Iterable[Mapping[str, Any]], kind: str, most: int | None = None
+) -> list[list[Any]]:
+    """Return [hash, name] of the items a diff names as "added" or "changed"."""
+    named = [pair for d in diffs if d["table"] == ITEM_TABLE for pair in d[f"{kind}_names"]]
+    return named[:most]

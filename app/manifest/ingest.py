@@ -23,7 +23,7 @@ from app.manifest.errors import TableInvalid
 # An entry as stored: (decimal hash, projected JSON, digest of the projected JSON).
 Entry = tuple[bytes, bytes, bytes]
 
-SLAB_BYTES = 4 * 1024 * 1024
+SLAB_BYTES = 2 * 1024 * 1024
 # One entry larger than this cannot be a manifest definition: refuse rather than buffer it.
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 SQLITE_BATCH = 2000
@@ -87,7 +87,7 @@ class EntryCodec:
         self._one = msgspec.json.Decoder(projection.value_type)
         self._encode = msgspec.json.Encoder().encode
 
-    def entries(self, slab: bytes) -> list[Entry]:
+    def entries(self, slab: bytes | memoryview) -> list[Entry]:
         """Decode a slab (a JSON object keyed by hash) into stored entries."""
         return [self._entry(key.encode(), value) for key, value in self._slab.decode(slab).items()]
 
@@ -149,7 +149,9 @@ def _cut_slab(buf: bytearray, codec: EntryCodec, whole: bool) -> list[Entry] | N
         comma = match.start(1)
         buf[comma] = ord("}")
         try:
-            entries = codec.entries(bytes(buf[: comma + 1]))
+            # Decoded in place; every value is re-encoded, so nothing refers to `buf` after.
+            with memoryview(buf) as view:
+                entries = codec.entries(view[: comma + 1])
         except msgspec.DecodeError:
             buf[comma] = ord(",")
             continue

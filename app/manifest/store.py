@@ -164,14 +164,15 @@ class _SearchFields(msgspec.Struct):
 
 
 _decode_search_fields = msgspec.json.Decoder(_SearchFields).decode
+SCAN_COUNT = 2000
 
 
-def search_row(data: bytes) -> bytes:
-    """Return the search index row of a projected item: [name, itemType, tierType, classType]."""
+def search_row(item_hash: bytes, data: bytes) -> tuple[str, int, int, int, int]:
+    """Return what search filters on: (casefolded name, hash, itemType, tierType, classType)."""
     item = _decode_search_fields(data)
     name = item.displayProperties.name if item.displayProperties else ""
     tier = item.inventory.tierType if item.inventory else 0
-    return _json_encode((name, item.itemType, tier, item.classType))
+    return name.casefold(), int(item_hash), item.itemType, tier, item.classType
 
 
 # (prefix, release id, language) -> rows sorted by name; a release never changes once committed.
@@ -204,9 +205,6 @@ class ManifestStore:
     def sums_key(self, release_id: str, lang: str, table: str) -> str:
         return f"{self.table_key(release_id, lang, table)}:sums"
 
-    def search_key(self, release_id: str, lang: str) -> str:
-        return f"{self.prefix}:{release_id}:{lang}:search"
-
     def release_key(self, release_id: str) -> str:
         return f"{self.prefix}:release:{release_id}"
 
@@ -219,8 +217,6 @@ class ManifestStore:
                     self.table_key(release.id, lang, table),
                     self.sums_key(release.id, lang, table),
                 ]
-            if ITEM_TABLE in release.tables:
-                keys.append(self.search_key(release.id, lang))
         return keys
 
     # -- the lock --------------------------------------------------------------------------
@@ -355,12 +351,11 @@ class ManifestStore:
         cache_key = (self.prefix, release_id, lang)
         rows = _search_index.get(cache_key)
         if rows is None:
-            raw = self.redis.hgetall(self.search_key(release_id, lang))
-            rows = []
-            for key, value in raw.items():
-                name, item_type, tier, class_type = _json_decode(value)
-                rows.append((name.casefold(), int(key), item_type, tier, class_type))
-            rows.sort()
+            # Built once per process and release from the items themselves, in slices, so that
+            # Redis never serves the whole table in one blocking reply.
+            key = self.table_key(release_id, lang, ITEM_TABLE)
+            items = self.redis.hscan_iter(key, count=SCAN_COUNT)
+            rows = sorted({search_row(item_hash, data) for item_hash, data in items})
             with _search_index_lock:
                 # Keep the two newest releases per prefix: the live one and the one before.
                 same = [k for k in _search_index if k[0] == self.prefix]
@@ -508,7 +503,6 @@ class TableWriter:
         self._redis = store.redis
         self._data_key = store.table_key(release_id, lang, table)
         self._sums_key = store.sums_key(release_id, lang, table)
-        self._search_key = store.search_key(release_id, lang) if table == ITEM_TABLE else None
         self._old_sums_key = store.sums_key(live_id, lang, table) if live_id and diff else None
         self.diff = diff
         self.count = 0
@@ -522,9 +516,6 @@ class TableWriter:
                 batch = entries[start : start + WRITE_BATCH]
                 pipe.hset(self._data_key, mapping={key: data for key, data, _ in batch})
                 pipe.hset(self._sums_key, mapping={key: digest for key, _, digest in batch})
-                if self._search_key:
-                    rows = {key: search_row(data) for key, data, _ in batch}
-                    pipe.hset(self._search_key, mapping=rows)
             if self._old_sums_key:
                 pipe.hmget(self._old_sums_key, [key for key, _, _ in entries])
             replies = pipe.execute()

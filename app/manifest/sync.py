@@ -13,6 +13,8 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -37,6 +39,7 @@ from app.manifest.release import compare
 from app.manifest.store import ManifestStore
 from app.manifest.store import ReleaseInfo
 from app.manifest.store import SyncLock
+from app.manifest.store import TableWriter
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +204,14 @@ def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, A
         log.warning("Could not record the outcome of sync %s: Redis is unavailable", result.run_id)
 
 
+@dataclass
+class _Step:
+    """How many of a sync's tables are done."""
+
+    total: int
+    done: int = 0
+
+
 class _Sync:
     """One run of the flow, holding the lock."""
 
@@ -219,9 +230,12 @@ class _Sync:
         self.context = context
         self.progress = progress
         self.timings: dict[str, float] = {}
-        # The file being downloaded and the table size when known, for progress reports.
+        # Where the ingest is, for progress reports: the file being downloaded, the table's
+        # size when known, the entries written so far, and the tables done.
         self._download: ContentDownload | None = None
         self._entries_total: int | None = None
+        self._entries = 0
+        self._step = _Step(total=0)
 
     def run(self) -> SyncResult:
         self.progress(Progress("checking"))
@@ -339,36 +353,54 @@ class _Sync:
         self, release: Release, live: ReleaseInfo | None
     ) -> tuple[dict[str, dict[str, int]], list[TableDiff]]:
         codecs = {t: EntryCodec(Projection.of(self.settings.projection(t))) for t in release.tables}
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[str, int]] = {lang: {} for lang in release.languages}
         diffs: list[TableDiff] = []
-        total = len(release.languages) * len(release.tables)
-        done = 0
-        for lang in release.languages:
-            counts[lang] = {}
-            sources = (
-                self._sqlite_sources(release, lang, codecs)
-                if release.format == "sqlite"
-                else self._json_sources(release, lang, codecs)
-            )
-            for table, batches in sources:
-                table_started = time.monotonic()
-                # The diff is counted for the first language; the others are its translations.
-                diff = TableDiff(table) if lang == release.languages[0] else None
-                writer = self.store.table_writer(
-                    release, lang, table, diff, live.id if live else None
-                )
-                for batch in batches:
-                    writer.write(batch)
-                    self.lock.keep_alive()
-                    self._report(lang, table, done, total, writer.count)
-                live_count = live.counts.get(lang, {}).get(table) if live else None
-                self._check_size(lang, table, writer.count, live_count)
-                counts[lang][table] = writer.count
-                if diff is not None:
-                    diffs.append(diff.finish(live_count or 0))
-                done += 1
-                self.timings[f"{lang}:{table}"] = round(time.monotonic() - table_started, 3)
+        step = self._step = _Step(total=len(release.languages) * len(release.tables))
+        # One writer thread: Redis stores batch n while this thread decodes batch n + 1.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest-writer") as writes:
+            for lang in release.languages:
+                for table, batches in self._sources(release, lang, codecs):
+                    live_count = live.counts.get(lang, {}).get(table) if live else None
+                    # The diff is counted for the first language; the others are translations.
+                    diff = TableDiff(table) if lang == release.languages[0] else None
+                    writer = self.store.table_writer(
+                        release, lang, table, diff, live.id if live else None
+                    )
+                    started = time.monotonic()
+                    self._write_all(writes, writer, batches, lang, table)
+                    self._check_size(lang, table, writer.count, live_count)
+                    counts[lang][table] = writer.count
+                    if diff is not None:
+                        diffs.append(diff.finish(live_count or 0))
+                    step.done += 1
+                    self.timings[f"{lang}:{table}"] = round(time.monotonic() - started, 3)
         return counts, diffs
+
+    def _write_all(
+        self,
+        writes: ThreadPoolExecutor,
+        writer: TableWriter,
+        batches: Iterator[list[Any]],
+        lang: str,
+        table: str,
+    ) -> None:
+        in_flight: Future[None] | None = None
+        for batch in batches:
+            if in_flight is not None:
+                in_flight.result()  # At most one batch waits for Redis: memory stays flat.
+            in_flight = writes.submit(writer.write, batch)
+            self.lock.keep_alive()
+            self._entries = writer.count
+            self._report("ingesting", lang, table)
+        if in_flight is not None:
+            in_flight.result()
+
+    def _sources(
+        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
+    ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+        if release.format == "sqlite":
+            return self._sqlite_sources(release, lang, codecs)
+        return self._json_sources(release, lang, codecs)
 
     def _check_size(self, lang: str, table: str, count: int, live_count: int | None) -> None:
         minimum = (live_count or 0) * self.settings.min_table_ratio
@@ -378,16 +410,16 @@ class _Sync:
                 f"{self.settings.min_table_ratio:.0%} of the live release's {live_count:,}"
             )
 
-    def _report(self, lang: str, table: str, done: int, total: int, entries: int) -> None:
+    def _report(self, phase: str, lang: str, table: str | None) -> None:
         download = self._download
         self.progress(
             Progress(
-                "ingesting",
+                phase,
                 language=lang,
                 table=table,
-                tables_done=done,
-                tables_total=total,
-                entries_done=entries,
+                tables_done=self._step.done,
+                tables_total=self._step.total,
+                entries_done=self._entries,
                 entries_total=self._entries_total,
                 bytes_done=download.received if download else 0,
                 bytes_total=download.size if download else None,
@@ -398,15 +430,18 @@ class _Sync:
         self, release: Release, lang: str, codecs: dict[str, EntryCodec]
     ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
         for table in release.tables:
-            self.progress(Progress("downloading", language=lang, table=table))
+            self._entries, self._entries_total = 0, None
+            self._report("downloading", lang, table)
             with self.client.download(release.paths[lang][table]) as download:
-                self._download, self._entries_total = download, None
-                yield table, iter_json_table(self._watched(download), codecs[table])
+                self._download = download
+                yield table, iter_json_table(self._watched(download, lang, table), codecs[table])
             self._download = None
 
-    def _watched(self, download: ContentDownload) -> Iterator[bytes]:
+    def _watched(self, download: ContentDownload, lang: str, table: str | None) -> Iterator[bytes]:
+        """Pass the download's chunks on, keeping the lock and the progress up to date."""
         for chunk in download:
             self.lock.keep_alive()
+            self._report("ingesting" if self._entries else "downloading", lang, table)
             yield chunk
 
     def _sqlite_sources(
@@ -415,18 +450,17 @@ class _Sync:
         with tempfile.TemporaryDirectory(prefix="manifest-") as workdir:
             database = self._fetch_sqlite(release.paths[lang][SQLITE_FILE], lang, Path(workdir))
             for table in release.tables:
-                self._entries_total = count_sqlite_rows(database, table)
+                self._entries, self._entries_total = 0, count_sqlite_rows(database, table)
                 yield table, iter_sqlite_table(database, table, codecs[table])
 
     def _fetch_sqlite(self, path: str, lang: str, workdir: Path) -> str:
         """Download the zipped SQLite database to disk and unpack it; return the database path."""
-        self.progress(Progress("downloading", language=lang))
+        self._report("downloading", lang, None)
         archive = workdir / "manifest.zip"
         with self.client.download(path) as download, archive.open("wb") as out:
             self._download = download
-            for chunk in self._watched(download):
+            for chunk in self._watched(download, lang, None):
                 out.write(chunk)
-                self._report(lang, SQLITE_FILE, 0, 0, 0)
         self._download = None
         try:
             with zipfile.ZipFile(archive) as bundle:
