@@ -173,6 +173,8 @@ class Config:
     # A table that comes back with fewer entries than this share of the live one fails the sync.
     MANIFEST_MIN_TABLE_RATIO = env_float("MANIFEST_MIN_TABLE_RATIO", 0.5)
     MANIFEST_POLL_SECONDS = env_int("MANIFEST_POLL_SECONDS", 300)
+    # Player profiles from Bungie are kept this long, so a reload does not ask again.
+    PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 60)
 
 
 class DevelopmentConfig(Config):

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from werkzeug.exceptions import BadRequest
 
+from app.extensions import get_store
+from app.manifest.store import SearchPage
+
 # Names from Bungie's enums (Destiny.DestinyItemType, Destiny.TierType, Destiny.DestinyClass).
 ITEM_TYPES = {
     0: "None", 1: "Currency", 2: "Armor", 3: "Weapon", 7: "Message", 8: "Engram",
@@ -57,6 +60,18 @@ def parse_item_query(args: Mapping[str, str]) -> ItemQuery:
         class_type=_choice(args, "class", CLASSES),
         page=_number(args, "page", 1, 1, MAX_PAGE),
         per_page=_number(args, "per_page", PER_PAGE, 1, 200),
+    )
+
+
+def search_items(query: ItemQuery) -> SearchPage:
+    """Run an item search on the live release."""
+    return get_store().search(
+        query.q,
+        item_type=query.item_type,
+        tier=query.tier,
+        class_type=query.class_type,
+        page=query.page,
+        per_page=query.per_page,
     )
 
 

@@ -26,6 +26,7 @@ from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from app.queries import parse_hash
 from app.queries import parse_item_query
+from app.queries import search_items
 from app.tickets import BrokerUnavailable
 from app.tickets import known_task
 from app.tickets import request_sync
@@ -105,14 +106,7 @@ def manifest() -> ResponseReturnValue:
 def items() -> ResponseReturnValue:
     """Search the live release's items by name, type, tier and class, one page at a time."""
     query = parse_item_query(request.args)
-    found = get_store().search(
-        query.q,
-        item_type=query.item_type,
-        tier=query.tier,
-        class_type=query.class_type,
-        page=query.page,
-        per_page=query.per_page,
-    )
+    found = search_items(query)
     return jsonify(
         release_id=found.release_id,
         total=found.total,

@@ -41,6 +41,7 @@ from app.queries import PER_PAGE
 from app.queries import TIERS
 from app.queries import parse_hash
 from app.queries import parse_item_query
+from app.queries import search_items
 from app.tickets import BrokerUnavailable
 from app.tickets import Ticket
 from app.tickets import known_task
@@ -128,14 +129,7 @@ def update_manifest() -> ResponseReturnValue:
 def items() -> ResponseReturnValue:
     """Search the live release's items by name, type, tier and class."""
     query = parse_item_query(request.args)
-    found = get_store().search(
-        query.q,
-        item_type=query.item_type,
-        tier=query.tier,
-        class_type=query.class_type,
-        page=query.page,
-        per_page=query.per_page,
-    )
+    found = search_items(query)
     chosen = {"q": query.q, "type": query.item_type, "tier": query.tier, "class": query.class_type}
     filters: dict[str, Any] = {k: v for k, v in chosen.items() if v not in ("", None)}
     if query.per_page != PER_PAGE:
