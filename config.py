@@ -100,6 +100,7 @@ class Config:
     """Defaults shared by every environment; each can be overridden from the environment."""
 
     SECRET_KEY = env_str("SECRET_KEY")
+    LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
     # TLS certificate checks for rediss:// URLs: "required", "optional" or "none" (Heroku
     # Redis serves a self-signed certificate, so Heroku needs "none").

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import click
 from flask.cli import FlaskGroup
 
 from app import create_app
 from app.demo.cli import demo_origin_command
+from config import DevelopmentConfig
+from config import env_str
 
 cli = FlaskGroup(create_app=create_app, help=__doc__)
 
 
 @cli.command("dev")
-def dev_command() -> None:
-    """Run everything on embedded defaults (not yet: the web app comes next)."""
-    raise SystemExit(
-        "`make dev` is not ready yet: the web app and worker are the next step.\n"
-        "Meanwhile: `python manage.py demo-origin` in one terminal, then "
-        "`python manage.py manifest sync` and `python manage.py manifest status`."
-    )
+@click.option("--port", default=5000, show_default=True, help="Port of the web server.")
+@click.option(
+    "--demo-items", default=2000, show_default=True, help="Items in the demo origin's manifest."
+)
+def dev_command(port: int, demo_items: int) -> None:
+    """Run everything on embedded defaults: Redis, the demo origin, worker, beat and web."""
+    from app import devstack
+
+    try:
+        devstack.run(
+            port,
+            configured_redis=DevelopmentConfig.REDIS_URL,
+            configured_bungie=env_str("BUNGIE_BASE_URL"),
+            demo_items=demo_items,
+        )
+    except devstack.DevError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 cli.add_command(demo_origin_command)

@@ -33,11 +33,13 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     from app import cli
     from app import extensions
     from app import health
+    from app import logs
     from app import main
     from app import tasks  # noqa: F401 - registers the Celery tasks
     from app import web
     from app.notify import slack
 
+    logs.init_app(app)
     extensions.init_app(app)
     auth.init_app(app)
     web.init_app(app)

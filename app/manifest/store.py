@@ -7,7 +7,7 @@ release or all of the new one. The previous release is kept (rollback, readers m
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -27,6 +27,8 @@ from app.manifest.errors import ManifestError
 from app.manifest.ingest import Entry
 from app.manifest.release import Release
 from app.manifest.settings import ManifestSettings
+
+log = logging.getLogger(__name__)
 
 ITEM_TABLE = "DestinyInventoryItemDefinition"
 WRITE_BATCH = 500
@@ -97,9 +99,19 @@ class SyncLock:
         self._extended_at = time.monotonic()
 
     def release(self) -> None:
-        """Let go of the lock if this run still holds it."""
-        with contextlib.suppress(LockError):
+        """Let go of the lock if this run still holds it.
+
+        Never raises: a lock that cannot be released (Redis blinked) expires by itself, and
+        the run it guarded is over either way.
+        """
+        try:
             self._lock.release()
+        except LockError:
+            pass
+        except redis.RedisError as exc:
+            log.warning(
+                "Could not release the sync lock (%s); it expires in %.0fs", exc, self.timeout
+            )
 
 
 @dataclass

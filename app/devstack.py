@@ -1,0 +1,253 @@
+"""`manage.py dev`: the whole app in one terminal, on embedded defaults.
+
+Redis is REDIS_URL if it answers, else an embedded Redis-compatible server (fakeredis with
+Lua); Bungie is BUNGIE_BASE_URL if set, else the local demo origin. The worker, beat and the
+web server run as supervised child processes whose output is prefixed; Ctrl+C stops them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import IO
+
+import redis
+import requests
+
+from app.demo.control import DemoOriginProcess
+
+WINDOWS = sys.platform == "win32"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"web": "36", "worker": "35", "beat": "33", "dev": "32"}
+STOP_GRACE = 10.0
+
+
+class DevError(RuntimeError):
+    """`manage.py dev` cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Child:
+    """One supervised process and the thread that relays its output."""
+
+    name: str
+    process: subprocess.Popen[str]
+    relay: threading.Thread = field(init=False)
+
+
+class DevStack:
+    """Start, watch and stop everything `make dev` runs."""
+
+    def __init__(self, port: int, demo_items: int, out: IO[str] | None = None) -> None:
+        self.port = port
+        self.demo_items = demo_items
+        self.out = out or sys.stdout
+        self.colour = self.out.isatty() and not WINDOWS
+        self.children: list[Child] = []
+        self._print_lock = threading.Lock()
+        self._stack = contextlib.ExitStack()
+        self.workdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory("-dev")))
+
+    # -- output ----------------------------------------------------------------------------
+
+    def say(self, name: str, line: str) -> None:
+        """Print one line prefixed with the name of the process it comes from."""
+        prefix = f"{name:>6} |"
+        if self.colour:
+            prefix = f"\033[{COLOURS.get(name, '0')}m{prefix}\033[0m"
+        with self._print_lock:
+            print(f"{prefix} {line}", file=self.out, flush=True)
+
+    # -- the pieces ------------------------------------------------------------------------
+
+    def check_port(self) -> None:
+        """Refuse to start when the web port is taken (e.g. by another `make dev`)."""
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise DevError(
+                    f"Port {self.port} is taken: is another `make dev` running? "
+                    f"Stop it, or pick another port with `python manage.py dev --port N`."
+                ) from None
+
+    def redis_url(self, configured: str | None) -> str:
+        """Return REDIS_URL if it answers, else the address of an embedded server."""
+        if configured:
+            with contextlib.suppress(redis.RedisError, ValueError):
+                if redis.Redis.from_url(configured, socket_connect_timeout=1).ping():
+                    self.say("dev", f"Redis: {configured}")
+                    return configured
+        from fakeredis import TcpFakeServer
+
+        server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._stack.callback(server.shutdown)
+        host, port = server.server_address[:2]
+        url = f"redis://{host}:{port}/0"
+        why = f"{configured} does not answer" if configured else "REDIS_URL is not set"
+        self.say("dev", f"Redis: {why}; using an embedded server at {url} (data is not kept)")
+        return url
+
+    def bungie_url(self, configured: str | None) -> str:
+        """Return BUNGIE_BASE_URL if set, else start the demo origin and return its address."""
+        if configured:
+            self.say("dev", f"Bungie: {configured}")
+            return configured
+        origin = DemoOriginProcess("--items", str(self.demo_items))
+        self._stack.enter_context(origin)
+        self.say("dev", f"Bungie: the demo origin at {origin.url} ({self.demo_items} items)")
+        return origin.url
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        """Start a child process whose output is relayed with its name in front."""
+        options: dict[str, object] = {}
+        if WINDOWS:
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:
+            options["start_new_session"] = True  # Ctrl+C reaches us; we stop the children.
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and entry points
+            args,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            **options,  # type: ignore[call-overload]
+        )
+        child = Child(name, process)
+        child.relay = threading.Thread(target=self._relay, args=(child,), daemon=True)
+        child.relay.start()
+        self.children.append(child)
+        self.say("dev", f"started {name} (pid {process.pid})")
+        return child
+
+    def _relay(self, child: Child) -> None:
+        assert child.process.stdout is not None
+        for line in child.process.stdout:
+            self.say(child.name, line.rstrip())
+
+    def wait_for_web(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
+                    return
+            self.check_alive()
+            time.sleep(0.2)
+        raise DevError(f"The web server did not answer on port {self.port} within {timeout:.0f}s")
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                raise DevError(f"{child.name} stopped (exit code {code}); see its lines above")
+
+    def stop(self) -> None:
+        """Stop every child (whole process groups), then the origin and embedded Redis."""
+        for child in reversed(self.children):
+            _signal(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for child in self.children:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say("dev", f"{child.name} did not stop in {STOP_GRACE:.0f}s: killing it")
+            _signal(child.process, signal.SIGKILL if not WINDOWS else signal.SIGTERM)
+        for child in self.children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(5)
+        self._stack.close()
+
+
+def _signal(process: subprocess.Popen[str], sig: int) -> None:
+    """Signal a child's whole process group (pool children, the reloader's child)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if WINDOWS:
+            process.terminate()
+        else:
+            os.killpg(process.pid, sig)
+
+
+def commands(port: int, schedule: Path) -> dict[str, list[str]]:
+    """The processes `make dev` supervises: the same entry points as Procfile and compose."""
+    python = sys.executable
+    celery = [python, "-m", "celery", "-A", "celery_worker.celery"]
+    # Celery refuses -B on Windows, and its prefork pool does not work there.
+    pool = ["--pool=solo"] if WINDOWS else ["--concurrency=2"]
+    return {
+        "worker": [*celery, "worker", "--loglevel=INFO", *pool],
+        "beat": [*celery, "beat", "--loglevel=INFO", f"--schedule={schedule}"],
+        "web": [
+            *[python, "-m", "flask", "--app", "app:create_app", "run", "--debug"],
+            f"--port={port}",
+        ],
+    }
+
+
+@contextlib.contextmanager
+def running(stack: DevStack) -> Iterator[DevStack]:
+    """Stop everything on the way out, also on Ctrl+C and SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield stack
+    except KeyboardInterrupt:
+        stack.say("dev", "stopping...")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stack.stop()
+        stack.say("dev", "stopped")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(
+    port: int, configured_redis: str | None, configured_bungie: str | None, demo_items: int
+) -> None:
+    """Run the whole app until Ctrl+C."""
+    from app import create_app
+    from app import tickets
+
+    stack = DevStack(port, demo_items)
+    stack.check_port()
+    with running(stack):
+        redis_url = stack.redis_url(configured_redis)
+        bungie_url = stack.bungie_url(configured_bungie)
+        settings = {
+            "REDIS_URL": redis_url,
+            "BUNGIE_BASE_URL": bungie_url,
+            "SERVER_NAME": f"127.0.0.1:{port}",
+        }
+        env = {"FLASK_CONFIG": "development", **{f"FLASK_{k}": v for k, v in settings.items()}}
+        for name, args in commands(port, stack.workdir / "celerybeat-schedule").items():
+            stack.start(name, args, env)
+        stack.wait_for_web()
+        app = create_app("development", settings)
+        with app.test_request_context():
+            ticket = tickets.request_sync("dev", requested_by="make dev")
+        user = app.config["ADMIN_USERNAME"]
+        password = "(ADMIN_PASSWORD)" if os.environ.get("ADMIN_PASSWORD") else "dev"
+        for line in (
+            f"Dashboard:  http://127.0.0.1:{port}/",
+            f"Sign in:    {user} / {password}",
+            f"First sync: http://127.0.0.1:{port}/updateManifest?task={ticket.task_id}",
+            "Press Ctrl+C to stop everything.",
+        ):
+            stack.say("dev", line)
+        while True:
+            stack.check_alive()
+            time.sleep(0.5)
