@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from app import create_app
+from config import Config
 from config import ConfigurationError
 from config import DevelopmentConfig
 from config import ProductionConfig
@@ -109,3 +112,11 @@ def test_celery_is_set_up_for_long_syncs():
     task = app.extensions["celery"].tasks["manifest.sync"]
     assert task.acks_late is True
     assert task.ignore_result is False
+
+
+def test_the_readme_documents_every_setting():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert set(settings_dict(Config)) - {"DEBUG", "TESTING"} <= rows
+    quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
+    assert re.findall(r"^make \w+", quickstart, flags=re.MULTILINE) == ["make dev", "make test"]
