@@ -23,6 +23,8 @@ from app.demo.control import DemoOriginError
 from app.demo.control import DemoOriginProcess
 from app.demo.data import ITEM_TABLE
 from app.demo.data import TABLES
+from app.demo.data import DemoData
+from app.demo.origin import MAX_SEARCH_BODY
 
 ITEMS = 300
 TIMEOUT = (5, 30)
@@ -844,3 +846,182 @@ def test_api_key_and_startup_faults() -> None:
 def test_origin_that_cannot_start_reports_its_error() -> None:
     with pytest.raises(DemoOriginError, match="items"), DemoOriginProcess("--items", "0"):
         pass
+
+
+# -- players --------------------------------------------------------------------------------------
+
+SEARCH = "/Platform/Destiny2/SearchDestinyPlayerByBungieName/-1/"
+RESPONSES = "/components/responses"
+SEARCH_SCHEMA = f"{RESPONSES}/IEnumerableOfUserInfoCard/content/application~1json/schema"
+PROFILE_SCHEMA = (
+    f"{RESPONSES}/Destiny.Responses.DestinyProfileResponse/content/application~1json/schema"
+)
+SAMPLE_NAMES = ("Guardian#0001", "Private#0002", "Guardian#0003", "Wanderer#0004")
+
+
+def search(url: str, name: str, code: int, path: str = SEARCH) -> requests.Response:
+    body = {"displayName": name, "displayNameCode": code}
+    return requests.post(url + path, json=body, timeout=TIMEOUT)
+
+
+def cards(url: str, bungie_name: str) -> list[dict[str, Any]]:
+    name, _, code = bungie_name.partition("#")
+    response = search(url, name, int(code))
+    assert response.status_code == 200
+    return response.json()["Response"]
+
+
+def profile(url: str, card: dict[str, Any], components: str = "100,200,205") -> requests.Response:
+    path = f"/Platform/Destiny2/{card['membershipType']}/Profile/{card['membershipId']}/"
+    return get(url, path, params={"components": components})
+
+
+def equipped(url: str, bungie_name: str) -> dict[int, list[dict[str, Any]]]:
+    (card,) = cards(url, bungie_name)
+    data = profile(url, card).json()["Response"]["characterEquipment"]["data"]
+    return {int(cid): inventory["items"] for cid, inventory in data.items()}
+
+
+def test_player_search_and_profiles_validate_against_bungie_openapi(
+    origin: DemoOriginProcess, admin: DemoAdmin, openapi: dict[str, Any]
+) -> None:
+    search_schema = schema_validator(openapi, SEARCH_SCHEMA)
+    profile_schema = schema_validator(openapi, PROFILE_SCHEMA)
+    for bungie_name in SAMPLE_NAMES:
+        name, _, code = bungie_name.partition("#")
+        found = search(origin.url, name, int(code))
+        search_schema.validate(found.json())
+        for card in found.json()["Response"]:
+            assert card["bungieGlobalDisplayName"] == name
+            assert card["bungieGlobalDisplayNameCode"] == int(code)
+            answer = profile(origin.url, card)
+            profile_schema.validate(answer.json())
+    nobody = search(origin.url, "Nobody", 9999)
+    search_schema.validate(nobody.json())
+    assert (nobody.status_code, nobody.json()["Response"]) == (200, [])
+
+
+def test_profiles_answer_the_components_asked_for(
+    origin: DemoOriginProcess, admin: DemoAdmin
+) -> None:
+    (card,) = cards(origin.url, "Guardian#0001")
+
+    full = profile(origin.url, card).json()["Response"]
+    named = profile(origin.url, card, "Profiles,characters").json()["Response"]
+    none = profile(origin.url, card, "")
+
+    assert {"profile", "characters", "characterEquipment"} <= set(full)
+    assert {"profile", "characters"} <= set(named)
+    assert "characterEquipment" not in named
+    assert (none.status_code, none.json()["ErrorCode"]) == (400, 18)
+    data = full["profile"]["data"]
+    assert data["userInfo"] == card
+    assert [int(c) for c in full["characters"]["data"]] == data["characterIds"]
+    classes = sorted(c["classType"] for c in full["characters"]["data"].values())
+    assert classes == [0, 1, 2]
+    for part in ("profile", "characters", "characterEquipment"):
+        assert full[part]["privacy"] == 1
+
+
+def test_sample_players_wear_items_of_the_current_release(
+    origin: DemoOriginProcess, admin: DemoAdmin
+) -> None:
+    man = manifest(origin.url)
+    items = json.loads(fetch(origin.url, table_path(man)))
+    classes = json.loads(fetch(origin.url, table_path(man, "DestinyClassDefinition")))
+    (card,) = cards(origin.url, "Guardian#0001")
+    response = profile(origin.url, card).json()["Response"]
+
+    for character_id, character in response["characters"]["data"].items():
+        assert classes[str(character["classHash"])]["classType"] == character["classType"]
+        worn = response["characterEquipment"]["data"][character_id]["items"]
+        buckets = {items[str(i["itemHash"])]["inventory"]["bucketTypeHash"] for i in worn}
+        assert len(worn) >= 8
+        for item in worn:
+            definition = items[str(item["itemHash"])]
+            assert definition["inventory"]["bucketTypeHash"] == item["bucketHash"]
+        emblem = items[str(character["emblemHash"])]
+        assert emblem["itemType"] == 14
+        assert character["emblemPath"] == emblem["displayProperties"]["icon"]
+        assert len(buckets) == len(worn)
+
+
+def test_one_player_wears_items_that_only_the_next_release_has(
+    origin: DemoOriginProcess, admin: DemoAdmin
+) -> None:
+    before = json.loads(fetch(origin.url, table_path(manifest(origin.url))))
+    worn = {
+        item["itemHash"]
+        for items in equipped(origin.url, "Guardian#0003").values()
+        for item in items
+    }
+    new = {h for h in worn if str(h) not in before}
+
+    published = admin.publish()
+    after = json.loads(fetch(origin.url, table_path(manifest(origin.url))))
+
+    assert len(new) >= 2
+    assert new <= set(published["added"])
+    assert all(str(h) in after for h in worn)
+    for items in equipped(origin.url, "Guardian#0001").values():
+        assert all(str(i["itemHash"]) in before for i in items)
+
+
+def test_private_and_unknown_profiles_answer_bungie_errors(
+    origin: DemoOriginProcess, admin: DemoAdmin
+) -> None:
+    (private,) = cards(origin.url, "Private#0002")
+    unknown = {"membershipType": 3, "membershipId": 4611686018400000001}
+
+    hidden = profile(origin.url, private).json()
+    missing = profile(origin.url, unknown).json()
+    bad = get(origin.url, "/Platform/Destiny2/3/Profile/nope/", params={"components": "100"})
+
+    assert private["isPublic"] is False
+    assert (hidden["ErrorCode"], hidden["ErrorStatus"]) == (1665, "DestinyPrivacyRestriction")
+    assert "Response" not in hidden
+    assert (missing["ErrorCode"], missing["ErrorStatus"]) == (1601, "DestinyAccountNotFound")
+    assert (bad.status_code, bad.json()["ErrorCode"]) == (400, 7)
+
+
+def test_search_matches_any_case_filters_platforms_and_refuses_bad_bodies(
+    origin: DemoOriginProcess, admin: DemoAdmin
+) -> None:
+    both = cards(origin.url, "wanderer#0004")
+    steam = search(origin.url, "Wanderer", 4, SEARCH.replace("-1", "3")).json()["Response"]
+    garbage = requests.post(origin.url + SEARCH, data=b"{nope", timeout=TIMEOUT)
+    wrong = requests.post(origin.url + SEARCH, json={"displayName": "x"}, timeout=TIMEOUT)
+    huge = requests.post(origin.url + SEARCH, data=b" " * (MAX_SEARCH_BODY + 1), timeout=TIMEOUT)
+
+    assert sorted(c["membershipType"] for c in both) == [2, 3]
+    assert [c["membershipType"] for c in steam] == [3]
+    for response in (garbage, wrong, huge):
+        assert (response.status_code, response.json()["ErrorCode"]) == (400, 18)
+
+
+def test_platform_faults_apply_to_player_endpoints(
+    origin: DemoOriginProcess, admin: DemoAdmin
+) -> None:
+    (card,) = cards(origin.url, "Guardian#0001")
+    admin.fault("maintenance", count=2)
+
+    searched = search(origin.url, "Guardian", 1)
+    looked_up = profile(origin.url, card)
+
+    for response in (searched, looked_up):
+        assert (response.status_code, response.json()["ErrorCode"]) == (503, 5)
+    assert profile(origin.url, card).json()["ErrorCode"] == 1
+    assert [r["status"] for r in admin.requests_log()][-3:] == [503, 503, 200]
+
+
+def test_sample_players_follow_from_the_seed(tmp_path: Path) -> None:
+    def players(seed: int) -> Any:
+        data = DemoData(tmp_path / str(seed), seed=seed, items=300, languages=("en",))
+        return data.sample_players(data.initial())
+
+    first, again, other = players(1), players(1), players(2)
+
+    assert first == again
+    assert [p.bungie_name for p in first] == list(SAMPLE_NAMES)
+    ids = {p.profiles[0].membership_id for p in first}
+    assert ids.isdisjoint(p.profiles[0].membership_id for p in other)

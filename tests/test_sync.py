@@ -13,6 +13,7 @@ from app.manifest import sync
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ITEM_TABLE
+from app.manifest.store import WHOLE_TABLE
 from app.manifest.store import ManifestStore
 from tests.conftest import DEMO_ITEMS
 from tests.conftest import snapshot
@@ -296,3 +297,17 @@ def test_a_lock_left_by_a_crashed_run_expires(redis_client, store, bungie, admin
     assert sync.run(store, bungie).outcome == sync.BUSY
     threading.Event().wait(0.4)
     assert sync.run(store, bungie).outcome == sync.UPDATED
+
+
+def test_lookup_reads_several_tables_and_whole_small_ones_at_once(store, bungie, admin, origin):
+    sync.run(store, bungie)
+    some_hash = int(next(iter(item_file(admin, origin.url))))
+    release_id, found = store.lookup(
+        {ITEM_TABLE: [some_hash, 1], "DestinyDamageTypeDefinition": WHOLE_TABLE}
+    )
+    assert release_id == store.live_id()
+    assert found[ITEM_TABLE][some_hash]["hash"] == some_hash
+    assert found[ITEM_TABLE][1] is None
+    damage = found["DestinyDamageTypeDefinition"]
+    assert len(damage) == store.live_release().counts["en"]["DestinyDamageTypeDefinition"]
+    assert all(definition["hash"] == h for h, definition in damage.items())

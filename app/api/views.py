@@ -1,4 +1,5 @@
-"""The API's views: trigger a sync, poll its task, read the cached manifest, items and history."""
+"""The API's views: trigger a sync, poll its task, read the cached manifest, items, history and
+players."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 import uuid
 from collections.abc import Mapping
 
+import msgspec
 import redis
 from celery.exceptions import BackendError
 from flask import abort
@@ -23,7 +25,13 @@ from app.auth import rate_limited
 from app.auth import token_required
 from app.extensions import get_celery
 from app.extensions import get_store
+from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
+from app.players import PlayerError
+from app.players import http_error
+from app.players import load_page
+from app.players import open_players
+from app.players import parse_bungie_name
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items
@@ -144,3 +152,48 @@ def parse_limit(args: Mapping[str, str]) -> int:
     if not 1 <= limit <= MAX_HISTORY_LIMIT:
         raise BadRequest(f"limit must be a whole number between 1 and {MAX_HISTORY_LIMIT}")
     return limit
+
+
+# -- players --------------------------------------------------------------------------------
+
+
+@bp.errorhandler(PlayerError)
+@bp.errorhandler(BungieError)
+def player_unavailable(error: Exception) -> ResponseReturnValue:
+    """Answer why a player cannot be shown: 404, 403, or 503/502 when Bungie does not answer."""
+    return handle_http_error(http_error(error))
+
+
+@bp.get("/players")
+def players() -> ResponseReturnValue:
+    """Find a player by Bungie name (?name=Guardian%230001): their memberships, one per platform."""
+    name = parse_bungie_name(request.args.get("name"))
+    with open_players() as directory:
+        found = directory.search(name)
+    return jsonify(
+        name=str(name),
+        players=[
+            {
+                **msgspec.to_builtins(membership),
+                "platform": membership.platform,
+                "url": url_for(
+                    "api.player",
+                    membership_type=membership.membership_type,
+                    membership_id=membership.membership_id,
+                    _external=True,
+                ),
+            }
+            for membership in found
+        ],
+    )
+
+
+@bp.get("/players/<membership_type>/<membership_id>")
+def player(membership_type: str, membership_id: str) -> ResponseReturnValue:
+    """Show a player's characters and equipped items; unknown items ask for one sync."""
+    page, ticket = load_page(membership_type, membership_id, f"api from {client_address()}")
+    sync = None
+    if ticket is not None:
+        status_url = url_for("api.task_status", task_id=ticket.task_id, _external=True)
+        sync = {"task_id": ticket.task_id, "joined": ticket.joined, "status_url": status_url}
+    return jsonify(**page.to_record(), sync=sync)

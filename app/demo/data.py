@@ -250,6 +250,34 @@ _MOD_TYPES = (
 )  # fmt: skip
 _SUBCLASS_NAMES = ("Arcstrider", "Gunslinger", "Nightstalker", "Revenant", "Threadrunner")
 
+# -- sample players -------------------------------------------------------------------------------
+
+# (Bungie name, code, membership types, classes of each profile's characters, private, wears
+# the items of the next release). Other names are not found.
+SAMPLE_PLAYERS = (
+    ("Guardian", 1, (3,), (0, 1, 2), False, False),
+    ("Private", 2, (2,), (1,), True, False),
+    ("Guardian", 3, (1,), (2, 0, 1), False, True),
+    ("Wanderer", 4, (3, 2), (1,), False, False),
+)
+# What a character wears, slot by slot; the emblem is the one of the character's nameplate.
+EQUIPMENT_BUCKETS = (
+    "Kinetic Weapons", "Energy Weapons", "Power Weapons", "Helmet", "Gauntlets", "Chest Armor",
+    "Leg Armor", "Class Armor", "Ghost", "Emblems",
+)  # fmt: skip
+# Ids start like Bungie's: membership ids 4611686018..., character 2305843009..., item 6917529...
+MEMBERSHIP_ID_BASE = 4611686018400000000
+CHARACTER_ID_BASE = 2305843009200000000
+INSTANCE_ID_BASE = 6917529000000000000
+_ID_SPREAD = 100_000_000
+# Destiny.DestinyComponentType values the origin serves, with their names.
+PROFILE_COMPONENTS = {"profiles": 100, "characters": 200, "characterequipment": 205}
+_PLATFORM_ICONS = {
+    1: "/img/theme/bungienet/icons/xboxLiveLogo.png",
+    2: "/img/theme/bungienet/icons/psnLogo.png",
+    3: "/img/theme/bungienet/icons/steamLogo.png",
+}
+
 
 # -- hashing helpers ------------------------------------------------------------------------------
 
@@ -372,6 +400,44 @@ class PublishResult:
     added: tuple[int, ...] = ()
     removed: tuple[int, ...] = ()
     changed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SampleCharacter:
+    """One character of a sample player and what it has equipped."""
+
+    character_id: int
+    class_type: int
+    light: int
+    equipment: tuple[ItemRecord, ...]
+
+    @property
+    def emblem(self) -> ItemRecord | None:
+        """Return the equipped emblem, if any."""
+        return next((r for r in self.equipment if r.bucket == "Emblems"), None)
+
+
+@dataclass(frozen=True)
+class SampleProfile:
+    """One Destiny membership of a sample player (a platform account) and its characters."""
+
+    membership_type: int
+    membership_id: int
+    characters: tuple[SampleCharacter, ...]
+
+
+@dataclass(frozen=True)
+class SamplePlayer:
+    """A player the origin knows by Bungie name: one or more profiles, maybe private."""
+
+    name: str
+    code: int
+    private: bool
+    profiles: tuple[SampleProfile, ...]
+
+    @property
+    def bungie_name(self) -> str:
+        return f"{self.name}#{self.code:04d}"
 
 
 # -- content files --------------------------------------------------------------------------------
@@ -1326,6 +1392,190 @@ class DemoData:
         if path not in self.files:
             self._add_sqlite(path, tables)
         return path
+
+    # -- sample players --------------------------------------------------------------------------
+
+    def sample_players(self, current: Generation) -> tuple[SamplePlayer, ...]:
+        """Return the players of SAMPLE_PLAYERS, dressed in items of `current`.
+
+        They wear only items that the next default publish keeps; the one player
+        marked for it also wears items that publish adds (one per character), so those are
+        unknown to a cache of `current` and known once the next release is synced.
+        """
+        following = self.publish(current, current.number + 1)
+        removed = set(following.removed)
+        pools: dict[str, list[ItemRecord]] = {}
+        for record in current.items:
+            if record.hash not in removed:
+                pools.setdefault(record.bucket, []).append(record)
+        added = set(following.added)
+        novel = [record for record in following.generation.items if record.hash in added]
+        rng = random.Random(f"demo-origin/players/{self.seed}")
+        players = []
+        for name, code, types, classes, private, wears_next in SAMPLE_PLAYERS:
+            profiles = []
+            for membership_type in types:
+                membership_id = MEMBERSHIP_ID_BASE + (
+                    _hash32("membership", self.seed, name, code, membership_type) % _ID_SPREAD
+                )
+                characters = [
+                    self._sample_character(rng, pools, class_type, membership_id, position)
+                    for position, class_type in enumerate(classes)
+                ]
+                if wears_next:
+                    characters = [
+                        _wearing(character, novel[i]) if i < len(novel) else character
+                        for i, character in enumerate(characters)
+                    ]
+                profiles.append(SampleProfile(membership_type, membership_id, tuple(characters)))
+            players.append(SamplePlayer(name, code, private, tuple(profiles)))
+        return tuple(players)
+
+    @staticmethod
+    def _sample_character(
+        rng: random.Random,
+        pools: Mapping[str, Sequence[ItemRecord]],
+        class_type: int,
+        membership_id: int,
+        position: int,
+    ) -> SampleCharacter:
+        equipment = []
+        for bucket in EQUIPMENT_BUCKETS:
+            pool = pools.get(bucket, ())
+            # Armor of the character's class where the table has some, else any in the slot.
+            fitting = [r for r in pool if r.class_type in (class_type, 3)] or pool
+            if fitting:
+                equipment.append(rng.choice(fitting))
+        spread = _hash32("character", membership_id, position) % _ID_SPREAD
+        return SampleCharacter(
+            CHARACTER_ID_BASE + spread, class_type, rng.randint(1900, 2010), tuple(equipment)
+        )
+
+    def user_info(self, player: SamplePlayer, profile: SampleProfile) -> dict[str, Any]:
+        """Return the User.UserInfoCard of one of a player's profiles."""
+        return {
+            "iconPath": _PLATFORM_ICONS.get(profile.membership_type, ""),
+            "crossSaveOverride": 0,
+            "applicableMembershipTypes": [profile.membership_type],
+            "isPublic": not player.private,
+            "membershipType": profile.membership_type,
+            "membershipId": profile.membership_id,
+            "displayName": player.name,
+            "bungieGlobalDisplayName": player.name,
+            "bungieGlobalDisplayNameCode": player.code,
+        }
+
+    def profile_response(
+        self,
+        player: SamplePlayer,
+        profile: SampleProfile,
+        components: Iterable[int],
+        minted: datetime.datetime,
+    ) -> dict[str, Any]:
+        """Return the Destiny.Responses.DestinyProfileResponse with the asked-for components."""
+        wanted = set(components)
+        hours = range(1, 5 * len(profile.characters), 5)
+        played = [minted - datetime.timedelta(hours=h) for h in hours]
+        response: dict[str, Any] = {
+            "responseMintedTimestamp": _timestamp(minted),
+            "secondaryComponentsMintedTimestamp": _timestamp(minted),
+        }
+        if PROFILE_COMPONENTS["profiles"] in wanted:
+            response["profile"] = {
+                "data": {
+                    "userInfo": self.user_info(player, profile),
+                    "dateLastPlayed": _timestamp(played[0] if played else minted),
+                    "versionsOwned": 255,
+                    "characterIds": [c.character_id for c in profile.characters],
+                    "seasonHashes": list(self.season_hashes[:3]),
+                    "seasonPassHashes": [],
+                    "eventCardHashesOwned": [],
+                    "currentSeasonHash": self.season_hashes[0],
+                    "currentGuardianRank": 6,
+                    "lifetimeHighestGuardianRank": 8,
+                    "renewedGuardianRank": 3,
+                },
+                "privacy": 1,
+            }
+        if PROFILE_COMPONENTS["characters"] in wanted:
+            response["characters"] = {
+                "data": {
+                    str(c.character_id): self._character(profile, c, when)
+                    for c, when in zip(profile.characters, played, strict=True)
+                },
+                "privacy": 1,
+            }
+        if PROFILE_COMPONENTS["characterequipment"] in wanted:
+            response["characterEquipment"] = {
+                "data": {
+                    str(c.character_id): {
+                        "items": [self._equipped(c, record) for record in c.equipment]
+                    }
+                    for c in profile.characters
+                },
+                "privacy": 1,
+            }
+        return response
+
+    def _character(
+        self, profile: SampleProfile, character: SampleCharacter, played: datetime.datetime
+    ) -> dict[str, Any]:
+        emblem = character.emblem
+        display = self.item_definition(emblem) if emblem else None
+        rng = random.Random(f"demo-origin/character/{character.character_id}")
+        race, gender = rng.randrange(3), rng.randrange(2)
+        return {
+            "membershipId": profile.membership_id,
+            "membershipType": profile.membership_type,
+            "characterId": character.character_id,
+            "dateLastPlayed": _timestamp(played),
+            "minutesPlayedThisSession": rng.randrange(0, 180),
+            "minutesPlayedTotal": rng.randrange(1_000, 200_000),
+            "light": character.light,
+            "stats": {str(self.stat_hash["Power"]): character.light},
+            "raceHash": _hash32("race", race),
+            "genderHash": _hash32("gender", ("male", "female")[gender]),
+            "classHash": self.class_hash[character.class_type],
+            "raceType": race,
+            "classType": character.class_type,
+            "genderType": gender,
+            "emblemPath": display["displayProperties"]["icon"] if display else "",
+            "emblemBackgroundPath": display["secondaryIcon"] if display else "",
+            "emblemHash": emblem.hash if emblem else 0,
+            # No emblemColor: Bungie sends its channels as numbers, its OpenAPI as strings.
+            "baseCharacterLevel": 50,
+            "percentToNextLevel": 0.0,
+        }
+
+    def _equipped(self, character: SampleCharacter, record: ItemRecord) -> dict[str, Any]:
+        return {
+            "itemHash": record.hash,
+            "itemInstanceId": INSTANCE_ID_BASE
+            + _hash32("instance", character.character_id, record.hash) % _ID_SPREAD,
+            "quantity": 1,
+            "bindStatus": 0,
+            "location": 1,
+            "bucketHash": self.bucket_hash[record.bucket],
+            "transferStatus": 1,
+            "lockable": record.kind in _GEAR,
+            "state": 0,
+            "dismantlePermission": 0,
+            "isWrapper": False,
+            "tooltipNotificationIndexes": [],
+            "versionNumber": 0,
+        }
+
+
+def _wearing(character: SampleCharacter, record: ItemRecord) -> SampleCharacter:
+    """Return `character` with `record` equipped in its slot (added if it has none there)."""
+    equipment = [record if r.bucket == record.bucket else r for r in character.equipment]
+    if record not in equipment:
+        equipment.append(record)
+    return replace(character, equipment=tuple(equipment))
+
+
+def _timestamp(moment: datetime.datetime) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%S}Z"
 
 
 def _shrink_builder(files: ContentFiles, source: str) -> Callable[[Path], None]:

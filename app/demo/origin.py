@@ -1,4 +1,5 @@
-"""The demo origin's HTTP server: Bungie's manifest endpoint, content files, faults, an admin API.
+"""The demo origin's HTTP server: Bungie's manifest, player search and profiles, content files,
+faults, an admin API.
 
 One process, many threads: requests are served concurrently, and the origin's state (the
 current generation, active faults, the request log) changes only under a lock.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 import threading
 import time
@@ -28,6 +30,7 @@ import msgspec
 
 from app.demo.data import CONTENT_PREFIX
 from app.demo.data import ITEM_TABLE
+from app.demo.data import PROFILE_COMPONENTS
 from app.demo.data import TABLES
 from app.demo.data import ContentFile
 from app.demo.data import DemoData
@@ -36,11 +39,15 @@ from app.demo.data import Generation
 log = logging.getLogger(__name__)
 
 MANIFEST_PATH = "/Platform/Destiny2/Manifest/"
+SEARCH_PATH = re.compile(r"/Platform/Destiny2/SearchDestinyPlayerByBungieName/([^/]+)/?")
+PROFILE_PATH = re.compile(r"/Platform/Destiny2/([^/]+)/Profile/([^/]+)/?")
+ALL_MEMBERSHIPS = -1
+MAX_SEARCH_BODY = 64 * 1024
 ADMIN_PREFIX = "/_demo/"
 ELSEWHERE_PREFIX = "/elsewhere"
 EVIL_HOST = "evil.example.com"
 
-# Faults that replace the manifest endpoint's answer, checked in this order.
+# Faults that replace the answer of every /Platform endpoint, checked in this order.
 MANIFEST_FAULTS = (
     "maintenance",
     "html_503",
@@ -239,6 +246,12 @@ class DemoOrigin:
         self._last_number = 1
         self._faults: dict[str, Fault] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LENGTH)
+        self._players = data.sample_players(self._initial)
+        self._profiles = {
+            (profile.membership_type, profile.membership_id): (player, profile)
+            for player in self._players
+            for profile in player.profiles
+        }
         for name in faults:
             self.set_fault(parse_fault({"name": name}))
 
@@ -369,33 +382,101 @@ class DemoOrigin:
                 del self._faults[name]
         return fault
 
-    # -- the manifest endpoint ------------------------------------------------------------------
+    # -- /Platform: the gate every request passes, and the manifest ----------------------------
+
+    def _gate(self, api_key: str | None) -> Reply | None:
+        """Return the answer a fault or a missing/wrong API key gives a /Platform request."""
+        for name in MANIFEST_FAULTS:
+            fault = self._take(name)
+            if fault is not None:
+                return _manifest_fault_reply(fault)
+        if self.api_key is not None:
+            if not api_key:
+                return Reply(
+                    401,
+                    envelope(
+                        2102,
+                        "ApiKeyMissingFromRequest",
+                        "An API key is required for this request: send it in X-API-Key.",
+                    ),
+                )
+            if api_key != self.api_key:
+                return _bad_key_reply()
+        return None
 
     def manifest_reply(self, api_key: str | None) -> Reply:
         """Answer GET /Platform/Destiny2/Manifest/."""
         with self._lock:
-            for name in MANIFEST_FAULTS:
-                fault = self._take(name)
-                if fault is not None:
-                    return _manifest_fault_reply(fault)
-            if self.api_key is not None:
-                if not api_key:
-                    return Reply(
-                        401,
-                        envelope(
-                            2102,
-                            "ApiKeyMissingFromRequest",
-                            "An API key is required for this request: send it in X-API-Key.",
-                        ),
-                    )
-                if api_key != self.api_key:
-                    return _bad_key_reply()
+            refused = self._gate(api_key)
+            if refused is not None:
+                return refused
             generation = self._history[-1]
             path_faults = [f for f in (self._take(name) for name in PATH_FAULTS) if f]
         manifest = self.data.manifest(generation)
         for fault in path_faults:
             self._apply_path_fault(manifest, generation, fault)
         return Reply(200, envelope(1, "Success", "Ok", response=manifest))
+
+    # -- players --------------------------------------------------------------------------------
+
+    def search_reply(self, api_key: str | None, membership_type: str, body: bytes) -> Reply:
+        """Answer POST /Platform/Destiny2/SearchDestinyPlayerByBungieName/{membershipType}/."""
+        with self._lock:
+            refused = self._gate(api_key)
+        if refused is not None:
+            return refused
+        wanted = _int(membership_type)
+        try:
+            request = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            request = None
+        if wanted is None or not isinstance(request, dict):
+            return _invalid("Send a membershipType and a JSON body {displayName, displayNameCode}.")
+        name, code = request.get("displayName"), request.get("displayNameCode")
+        if not isinstance(name, str) or not isinstance(code, int) or isinstance(code, bool):
+            return _invalid("displayName must be a string and displayNameCode a number.")
+        cards = [
+            self.data.user_info(player, profile)
+            for player in self._players
+            if player.name.casefold() == name.casefold() and player.code == code
+            for profile in player.profiles
+            if wanted in (ALL_MEMBERSHIPS, profile.membership_type)
+        ]
+        return Reply(200, envelope(1, "Success", "Ok", response=cards))
+
+    def profile_reply(
+        self, api_key: str | None, membership_type: str, membership_id: str, query: str
+    ) -> Reply:
+        """Answer GET /Platform/Destiny2/{membershipType}/Profile/{destinyMembershipId}/."""
+        with self._lock:
+            refused = self._gate(api_key)
+            minted = self._history[-1].stamp
+        if refused is not None:
+            return refused
+        kind, number = _int(membership_type), _int(membership_id)
+        if kind is None or number is None:
+            return Reply(
+                400,
+                envelope(7, "ParameterParseFailure", "Unable to parse your parameters."),
+            )
+        components = _components(query)
+        if not components:
+            return _invalid("You must request at least one component.")
+        found = self._profiles.get((kind, number))
+        if found is None:
+            return _not_a_player()
+        player, profile = found
+        if player.private:
+            return Reply(
+                200,
+                envelope(
+                    1665,
+                    "DestinyPrivacyRestriction",
+                    "This user has chosen to keep their Destiny data private.",
+                ),
+            )
+        response = self.data.profile_response(player, profile, components, minted)
+        return Reply(200, envelope(1, "Success", "Ok", response=response))
 
     def _apply_path_fault(
         self, manifest: dict[str, Any], generation: Generation, fault: Fault
@@ -494,6 +575,37 @@ def _manifest_fault_reply(fault: Fault) -> Reply:
     raise AssertionError(f"not a manifest fault: {name}")
 
 
+def _int(value: str) -> int | None:
+    """Return a path segment as a whole number (Bungie's path parameters), or None."""
+    digits = value[1:] if value.startswith("-") else value
+    return int(value) if digits.isascii() and digits.isdigit() and len(digits) <= 19 else None
+
+
+def _components(query: str) -> set[int]:
+    """Return the component numbers asked for by ?components= (numbers or names)."""
+    asked = ",".join(parse_qs(query).get("components", []))
+    numbers = set()
+    for part in filter(None, (p.strip() for p in asked.split(","))):
+        number = int(part) if part.isascii() and part.isdigit() else None
+        numbers.add(number if number is not None else PROFILE_COMPONENTS.get(part.casefold(), 0))
+    return numbers - {0}
+
+
+def _invalid(message: str) -> Reply:
+    return Reply(400, envelope(18, "InvalidParameters", message))
+
+
+def _not_a_player() -> Reply:
+    return Reply(
+        200,
+        envelope(
+            1601,
+            "DestinyAccountNotFound",
+            "We were unable to find your Destiny account information.",
+        ),
+    )
+
+
 def _bad_key_reply() -> Reply:
     return Reply(
         401, envelope(2101, "ApiInvalidOrExpiredKey", "Please use a valid, unexpired API key.")
@@ -582,12 +694,26 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.origin.record(method, path, query, api_key, self.sent_status)
 
     def _public(self, method: str, path: str, query: str) -> None:
-        if method != "GET":
+        api_key = self.headers.get("X-API-Key")
+        search = SEARCH_PATH.fullmatch(path)
+        profile = PROFILE_PATH.fullmatch(path)
+        if method == "POST" and search:
+            body = self._read_body()
+            if body is None:
+                self._send_reply(_invalid(f"The body must be at most {MAX_SEARCH_BODY} bytes."))
+            else:
+                self._send_reply(self.origin.search_reply(api_key, search.group(1), body))
+        elif method != "GET":
             # Its body, if any, is unread: the connection cannot carry another request.
             self.close_connection = True
             self._send_reply(_json(405, {"error": "method not allowed"}))
         elif path in (MANIFEST_PATH, MANIFEST_PATH.rstrip("/")):
-            self._send_reply(self.origin.manifest_reply(self.headers.get("X-API-Key")))
+            self._send_reply(self.origin.manifest_reply(api_key))
+        elif profile:
+            membership_type, membership_id = profile.groups()
+            self._send_reply(
+                self.origin.profile_reply(api_key, membership_type, membership_id, query)
+            )
         elif path.startswith(ICON_PREFIX):
             self._send_reply(icon_reply(path))
         else:
@@ -600,6 +726,14 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
                 self._send_file(plan.file, plan.mode, plan.options)
             else:
                 self._send_reply(plan.reply or _not_found())
+
+    def _read_body(self) -> bytes | None:
+        """Read a request body of at most MAX_SEARCH_BODY bytes; None (and hang up) if bigger."""
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_SEARCH_BODY:
+            self.close_connection = True
+            return None
+        return self.rfile.read(int(length))
 
     # -- answers --------------------------------------------------------------------------------
 

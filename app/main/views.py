@@ -1,4 +1,5 @@
-"""The pages' views: read the cache, start or follow syncs, sign the admin in and out."""
+"""The pages' views: read the cache, start or follow syncs, show players, sign the admin in and
+out."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import ServiceUnavailable
 
 from app.auth import check_credentials
@@ -33,8 +35,15 @@ from app.auth import sign_in
 from app.auth import sign_out
 from app.extensions import get_store
 from app.main import bp
+from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.players import PlayerError
+from app.players import PlayerNotFound
+from app.players import http_error
+from app.players import load_page
+from app.players import open_players
+from app.players import parse_bungie_name
 from app.queries import CLASSES
 from app.queries import ITEM_TYPES
 from app.queries import PER_PAGE
@@ -302,3 +311,65 @@ def item_names(
     """Return [hash, name] of the items a diff names as "added" or "changed"."""
     named = [pair for d in diffs if d["table"] == ITEM_TABLE for pair in d[f"{kind}_names"]]
     return named[:most]
+
+
+# -- players --------------------------------------------------------------------------------
+
+
+@bp.errorhandler(PlayerError)
+@bp.errorhandler(BungieError)
+def player_unavailable(error: Exception) -> ResponseReturnValue:
+    """Say why a player cannot be shown: not found, private, or Bungie not answering."""
+    return handle_http_error(http_error(error))
+
+
+@bp.get("/players")
+def players() -> ResponseReturnValue:
+    """Find a player by Bungie name: go to their page, or list their memberships to choose."""
+    raw = request.args.get("name", "")
+    if not raw.strip():
+        return render_template("players.html", name="")
+    try:
+        name = parse_bungie_name(raw)
+        with open_players() as directory:
+            found = directory.search(name)
+    except BadRequest as exc:
+        return render_template("players.html", name=raw, error=exc.description), 400
+    except PlayerNotFound as exc:
+        return render_template("players.html", name=raw, error=str(exc)), 404
+    if len(found) == 1:
+        only = found[0]
+        return redirect(
+            url_for(
+                "main.player",
+                membership_type=only.membership_type,
+                membership_id=only.membership_id,
+            )
+        )
+    return render_template("players.html", name=str(name), memberships=found)
+
+
+@bp.get("/players/<membership_type>/<membership_id>")
+def player(membership_type: str, membership_id: str) -> ResponseReturnValue:
+    """Show a player's characters and what each has equipped, resolved through the cache."""
+    page, ticket = load_page(
+        membership_type, membership_id, f"players page from {client_address()}"
+    )
+    return render_template("player.html", page=page, ticket=ticket)
+
+
+@bp.app_template_global()
+def bungie_image(path: str | None) -> str | None:
+    """Return the URL of an image path on Bungie's host; None for anything but a plain path."""
+    if not path or not path.startswith("/") or path.startswith("//"):
+        return None
+    return current_app.config["BUNGIE_BASE_URL"].rstrip("/") + path
+
+
+@bp.app_template_filter("played")
+def format_played(moment: str) -> str:
+    """Format one of Bungie's ISO 8601 times as "2026-11-21 19:30 UTC" (as is if not one)."""
+    try:
+        return format_datetime(datetime.fromisoformat(moment).timestamp())
+    except ValueError:
+        return moment

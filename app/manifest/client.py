@@ -61,7 +61,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class BungieClient:
-    """Bungie's manifest endpoint and content files, with timeouts, retries and typed errors."""
+    """Bungie's /Platform endpoints and content files, with timeouts, retries and typed errors."""
 
     def __init__(
         self,
@@ -123,6 +123,17 @@ class BungieClient:
 
     def get_platform(self, path: str) -> Any:
         """GET a /Platform path with the API key; unwrap Bungie's envelope or raise its error."""
+        return self._call("GET", path)
+
+    def post_platform(self, path: str, body: Any) -> Any:
+        """POST `body` as JSON to a /Platform path, unwrapped like get_platform.
+
+        Retried like a GET: only for requests that read, such as Bungie's searches.
+        """
+        return self._call("POST", path, json=body)
+
+    def _call(self, method: str, path: str, json: Any = None) -> Any:
+        """Send one API request, retrying outages; return the envelope's Response or raise."""
         url = self.base_url + path
         last: errors.BungieUnavailable | None = None
         wait: float | None = None
@@ -131,9 +142,11 @@ class BungieClient:
                 self._pause(attempt, wait)
             wait = None
             try:
-                response = self.session.get(
+                response = self.session.request(
+                    method,
                     url,
                     headers={"X-API-Key": self._api_key or "", "Accept": "application/json"},
+                    json=json,
                     timeout=self.timeout,
                     allow_redirects=False,
                 )

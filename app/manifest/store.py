@@ -39,6 +39,8 @@ _json_decode = msgspec.json.decode
 
 # Resolve the live release and read definitions from it in one atomic round trip.
 # KEYS[1] = the pointer; ARGV = prefix, number of groups, then per group: suffix, n, n hashes.
+# n = -1 asks for the whole table (small reference tables): its field/value pairs follow,
+# preceded by their count.
 _LOOKUP = """
 local id = redis.call('GET', KEYS[1])
 if not id then return false end
@@ -47,7 +49,11 @@ local pos = 3
 for _ = 1, tonumber(ARGV[2]) do
   local suffix, count = ARGV[pos], tonumber(ARGV[pos + 1])
   pos = pos + 2
-  if count > 0 then
+  if count < 0 then
+    local pairs = redis.call('HGETALL', ARGV[1] .. id .. suffix)
+    out[#out + 1] = #pairs
+    for i = 1, #pairs do out[#out + 1] = pairs[i] end
+  elseif count > 0 then
     local values = redis.call('HMGET', ARGV[1] .. id .. suffix, unpack(ARGV, pos, pos + count - 1))
     for i = 1, count do out[#out + 1] = values[i] end
     pos = pos + count
@@ -55,6 +61,8 @@ for _ = 1, tonumber(ARGV[2]) do
 end
 return out
 """
+# Asks lookup() for every definition of a table.
+WHOLE_TABLE = None
 # Lua's unpack() has a stack limit of a few thousand values.
 _LOOKUP_MAX = 4000
 
@@ -271,30 +279,39 @@ class ManifestStore:
         return [m.decode() for m in self.redis.zrevrange(self.releases_key, 0, -1)]
 
     def lookup(
-        self, wanted: Mapping[str, Iterable[int]], lang: str | None = None
+        self, wanted: Mapping[str, Iterable[int] | None], lang: str | None = None
     ) -> tuple[str | None, dict[str, dict[int, dict[str, Any] | None]]]:
         """Read definitions of several tables from the live release in one round trip.
 
-        Returns the release id read from and, per table, each hash's definition (None if absent).
+        `wanted` maps a table to the hashes to read, or to WHOLE_TABLE for all of a (small)
+        table. Returns the release id read from and, per table, each hash's definition (None
+        if absent).
         """
         lang = lang or self.settings.languages[0]
         groups = [
-            (table, [int(h) & 0xFFFFFFFF for h in hashes]) for table, hashes in wanted.items()
+            (table, None if hashes is None else [int(h) & 0xFFFFFFFF for h in hashes])
+            for table, hashes in wanted.items()
         ]
-        if sum(len(h) for _, h in groups) > _LOOKUP_MAX:
+        if sum(len(h or ()) for _, h in groups) > _LOOKUP_MAX:
             raise ValueError(f"Ask for at most {_LOOKUP_MAX} definitions at once")
         args: list[Any] = [f"{self.prefix}:", len(groups)]
         for table, hashes in groups:
-            args += [f":{lang}:{table}", len(hashes), *hashes]
+            suffix = f":{lang}:{table}"
+            args += [suffix, -1] if hashes is None else [suffix, len(hashes), *hashes]
         reply = self._lookup(keys=[self.current_key], args=args)
         if not reply:
-            return None, {table: dict.fromkeys(hashes) for table, hashes in groups}
-        release_id, values = reply[0].decode(), iter(reply[1:])
-        found = {
-            table: {h: _json_decode(v) if v else None for h, v in zip(hashes, values, strict=False)}
-            for table, hashes in groups
-        }
-        return release_id, found
+            return None, {table: dict.fromkeys(hashes or ()) for table, hashes in groups}
+        values = iter(reply[1:])
+        found: dict[str, dict[int, dict[str, Any] | None]] = {}
+        for table, hashes in groups:
+            if hashes is None:
+                flat = [next(values) for _ in range(next(values))]
+                pairs = zip(flat[::2], flat[1::2], strict=True)
+                found[table] = {int(k): _json_decode(v) for k, v in pairs}
+            else:
+                read = zip(hashes, values, strict=False)
+                found[table] = {h: _json_decode(v) if v else None for h, v in read}
+        return reply[0].decode(), found
 
     def definitions(
         self, table: str, hashes: Iterable[int], lang: str | None = None

@@ -1,0 +1,432 @@
+"""Players: search, profiles and equipped items resolved through the cache, pages and JSON."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from app import create_app
+from app.demo.control import DemoAdmin
+from app.extensions import get_bungie
+from app.extensions import get_store
+from app.manifest import sync
+from app.manifest.store import ITEM_TABLE
+from config import TestingConfig
+from tests.conftest import API_KEY
+from tests.conftest import queued_task_ids
+
+GUARDIAN = "Guardian%230001"
+NEW_ITEMS = "Guardian%230003"
+PRIVATE = "Private%230002"
+TWO_PLATFORMS = "Wanderer%230004"
+NOBODY = "Nobody%239999"
+CLOSED_PORT = "redis://127.0.0.1:1/0"
+
+
+def text(response: TestResponse) -> str:
+    return html.unescape(response.get_data(as_text=True))
+
+
+def run_sync(app: Flask) -> None:
+    with app.app_context():
+        result = sync.run(get_store(), get_bungie(), trigger="test")
+    assert result.ok, result.summary()
+
+
+@pytest.fixture
+def synced(app: Flask) -> None:
+    """The cache holding the origin's first release."""
+    run_sync(app)
+
+
+def origin_items(admin: DemoAdmin) -> dict[str, dict[str, Any]]:
+    """Return the item table the demo origin serves now, by hash."""
+    return origin_table(admin, ITEM_TABLE)
+
+
+def origin_table(admin: DemoAdmin, table: str) -> dict[str, dict[str, Any]]:
+    """Return a table the demo origin serves now, by hash."""
+    path = admin.state()["paths"]["jsonWorldComponentContentPaths"]["en"][table]
+    response = requests.get(admin.url + path, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def player_path(client: FlaskClient, name: str) -> str:
+    """Search like a visitor and return the player page the search redirects to."""
+    response = client.get(f"/players?name={name}")
+    assert response.status_code == 302, text(response)
+    return response.headers["Location"]
+
+
+def origin_equipment(admin: DemoAdmin, path: str) -> dict[str, list[int]]:
+    """Ask the origin itself what each character of the player at `path` has equipped."""
+    _, _, membership_type, membership_id = path.split("/")
+    response = requests.get(
+        f"{admin.url}/Platform/Destiny2/{membership_type}/Profile/{membership_id}/",
+        params={"components": "205"},
+        headers={"X-API-Key": API_KEY},
+        timeout=30,
+    )
+    equipment = response.json()["Response"]["characterEquipment"]["data"]
+    return {cid: [item["itemHash"] for item in data["items"]] for cid, data in equipment.items()}
+
+
+def profile_requests(admin: DemoAdmin) -> list[dict[str, Any]]:
+    return [r for r in admin.requests_log() if "/Profile/" in r["path"]]
+
+
+def search_requests(admin: DemoAdmin) -> list[dict[str, Any]]:
+    return [r for r in admin.requests_log() if "SearchDestinyPlayer" in r["path"]]
+
+
+def assert_json_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error", "message"}
+    assert body["error"] == error
+    return body
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Record every Redis command sent from this process (pipelined ones too) while it lives."""
+    seen: list[tuple[str, ...]] = []
+    plain = redis.Redis.execute_command
+    piped = redis.client.Pipeline.execute_command
+
+    def record(original: Any) -> Any:
+        def execute(self: Any, *args: Any, **options: Any) -> Any:
+            seen.append(tuple(str(a) for a in args[:2]))
+            return original(self, *args, **options)
+
+        return execute
+
+    monkeypatch.setattr(redis.Redis, "execute_command", record(plain))
+    monkeypatch.setattr(redis.client.Pipeline, "execute_command", record(piped))
+    return seen
+
+
+# -- search and the player page ---------------------------------------------------------------
+
+
+def test_search_leads_to_the_page_with_the_players_items_and_tiers(client, admin, synced):
+    items = origin_items(admin)
+    damage_types = origin_table(admin, "DestinyDamageTypeDefinition")
+    path = player_path(client, GUARDIAN)
+    equipment = origin_equipment(admin, path)
+
+    response = client.get(path)
+    page = text(response)
+
+    assert response.status_code == 200
+    assert "Guardian#0001" in page
+    for class_name in ("Titan", "Hunter", "Warlock"):
+        assert f"<h2>{class_name}</h2>" in page
+    worn = [str(h) for hashes in equipment.values() for h in hashes]
+    assert len(worn) >= 3 * 8
+    for item_hash in worn:
+        item = items[item_hash]
+        inventory = item["inventory"]
+        assert f'href="/items/{item_hash}">{item["displayProperties"]["name"]}</a>' in page
+        assert f'tier-{inventory["tierType"]}">{inventory["tierTypeName"]}<' in page
+        assert item["displayProperties"]["icon"] in page
+        if item.get("defaultDamageTypeHash"):
+            damage = damage_types[str(item["defaultDamageTypeHash"])]["displayProperties"]["name"]
+            assert f"{item['itemTypeDisplayName']} · {damage} · " in page
+    assert "unknown item" not in page
+
+
+def test_search_ignores_case_and_lists_several_memberships(client, admin, synced):
+    assert player_path(client, "gUARDIAN%230001") == player_path(client, GUARDIAN)
+
+    response = client.get(f"/players?name={TWO_PLATFORMS}")
+    page = text(response)
+
+    assert response.status_code == 200
+    assert "more than one platform" in page
+    assert "Wanderer#0004 on Steam" in page
+    assert "Wanderer#0004 on PlayStation" in page
+    assert page.count('href="/players/') == 2
+
+
+def test_the_players_page_without_a_name_shows_the_form(client):
+    response = client.get("/players")
+
+    assert response.status_code == 200
+    assert 'name="name"' in text(response)
+    assert 'href="/players">Players</a>' in text(client.get("/"))
+
+
+# -- unknown items and the sync they ask for --------------------------------------------------
+
+
+def test_unknown_items_show_ask_for_one_sync_and_resolve_after_it(
+    app, client, admin, synced, redis_client, celery_queue
+):
+    path = player_path(client, NEW_ITEMS)
+
+    first = client.get(path)
+
+    assert first.status_code == 200
+    assert len(queued_task_ids(redis_client, celery_queue)) == 1
+    assert "A sync has been asked for" in text(first)
+    again = client.get(path)
+    unknown = client.get(f"/api/v1{path}").get_json()["unknown_items"]
+    assert again.status_code == 200
+    assert len(unknown) >= 2
+    for item_hash in unknown:
+        assert f"unknown item {item_hash}" in text(first)
+    assert len(queued_task_ids(redis_client, celery_queue)) == 1
+
+    published = admin.publish()
+    run_sync(app)
+    items = origin_items(admin)
+    page = text(client.get(path))
+
+    assert set(unknown) <= set(published["added"])
+    assert "unknown item" not in page
+    for item_hash in unknown:
+        assert items[str(item_hash)]["displayProperties"]["name"] in page
+    assert len(queued_task_ids(redis_client, celery_queue)) == 1
+
+
+def test_unknown_items_before_any_sync_ask_for_one(client, admin, redis_client, celery_queue):
+    page = text(client.get(player_path(client, GUARDIAN)))
+
+    assert "Nothing synced yet" in page
+    assert "unknown item" in page
+    assert len(queued_task_ids(redis_client, celery_queue)) == 1
+
+
+def test_a_broker_down_is_logged_and_the_page_still_shown(app_overrides, admin, caplog):
+    app = create_app("testing", {**app_overrides, "CELERY_BROKER_URL": CLOSED_PORT})
+    run_sync(app)
+    client = app.test_client()
+    path = player_path(client, NEW_ITEMS)
+
+    with caplog.at_level(logging.WARNING, logger="app.players"):
+        first = client.get(path)
+        second = client.get(path)
+
+    assert first.status_code == second.status_code == 200
+    assert "unknown item" in text(first)
+    # Each load tried: a sync that never reached the queue does not hold back the next.
+    asked = [r for r in caplog.records if "Could not ask for a sync" in r.getMessage()]
+    assert len(asked) == 2
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_a_private_profile_is_a_clear_403(client, admin, synced):
+    path = player_path(client, PRIVATE)
+
+    response = client.get(path)
+    body = assert_json_error(client.get(f"/api/v1{path}"), 403, "forbidden")
+
+    assert response.status_code == 403
+    assert "keeps their Destiny profile private" in text(response)
+    assert "keeps their Destiny profile private" in body["message"]
+
+
+def test_a_profile_without_its_components_counts_as_private(app, monkeypatch, admin):
+    hidden = {"profile": {"privacy": 2}, "characters": {"privacy": 2}}
+    monkeypatch.setattr("app.manifest.client.BungieClient.get_platform", lambda self, path: hidden)
+
+    response = app.test_client().get("/players/3/4611686018400000001")
+
+    assert response.status_code == 403
+    assert "private" in text(response)
+
+
+def test_a_name_nobody_has_is_404(client, admin, synced):
+    page = client.get(f"/players?name={NOBODY}")
+    body = assert_json_error(client.get(f"/api/v1/players?name={NOBODY}"), 404, "not_found")
+
+    assert page.status_code == 404
+    assert "No player is named Nobody#9999" in text(page)
+    assert 'name="name"' in text(page)
+    assert "Nobody#9999" in body["message"]
+
+
+def test_a_membership_bungie_does_not_know_is_404(client, admin, synced):
+    page = client.get("/players/3/4611686018400000001")
+    body = assert_json_error(client.get("/api/v1/players/3/4611686018400000001"), 404, "not_found")
+
+    assert page.status_code == 404
+    assert "no Destiny profile 4611686018400000001 on Steam" in text(page)
+    assert "4611686018400000001" in body["message"]
+
+
+def test_bungie_in_maintenance_is_a_clear_503(client, admin, synced):
+    path = player_path(client, GUARDIAN)
+    admin.fault("maintenance")
+
+    page = client.get(path)
+    # A name not searched before: a cached search would not ask Bungie.
+    search = client.get(f"/players?name={TWO_PLATFORMS}")
+    body = assert_json_error(client.get(f"/api/v1{path}"), 503, "service_unavailable")
+    api_search = client.get(f"/api/v1/players?name={TWO_PLATFORMS}")
+
+    for response in (page, search):
+        assert response.status_code == 503
+        assert "down for maintenance" in text(response)
+        assert "Traceback" not in text(response)
+    assert "down for maintenance" in body["message"]
+    assert api_search.status_code == 503
+    assert int(page.headers["Retry-After"]) >= 30
+
+
+def test_bungie_refusing_the_key_says_so_without_the_key(app_overrides, admin):
+    app = create_app("testing", {**app_overrides, "BUNGIE_API_KEY": "wrong-key-for-this-test"})
+
+    response = app.test_client().get(f"/api/v1/players?name={GUARDIAN}")
+
+    body = assert_json_error(response, 503, "service_unavailable")
+    assert "BUNGIE_API_KEY" in body["message"]
+    assert "wrong-key-for-this-test" not in body["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/players/abc/4611686018400000001",
+        "/players/0/4611686018400000001",
+        "/players/-1/4611686018400000001",
+        "/players/1000/4611686018400000001",
+        "/players/3/abc",
+        "/players/3/0",
+        "/players/3/-5",
+        "/players/3/99999999999999999999",
+        "/players/3/9223372036854775808",
+        "/players/3/1e5",
+        "/players/3/%EF%BC%91",
+    ],
+)
+def test_bad_membership_parameters_are_400(client, admin, path):
+    page = client.get(path)
+    body = assert_json_error(client.get(f"/api/v1{path}"), 400, "bad_request")
+
+    assert page.status_code == 400
+    assert "membership" in body["message"]
+    assert admin.requests_log() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "Guardian",
+        "Guardian%23",
+        "%230001",
+        "Guardian%2312345",
+        "Guardian%23abcd",
+        "x" * 65 + "%231",
+    ],
+)
+def test_bad_bungie_names_are_400(client, admin, name):
+    body = assert_json_error(client.get(f"/api/v1/players?name={name}"), 400, "bad_request")
+    assert "Bungie name" in body["message"]
+    if name:
+        page = client.get(f"/players?name={name}")
+        assert page.status_code == 400
+        assert 'name="name"' in text(page)
+    assert admin.requests_log() == []
+
+
+# -- caching and Redis round trips ------------------------------------------------------------
+
+
+def test_profiles_and_searches_are_cached_for_a_while(
+    client, admin, synced, redis_client, key_prefix
+):
+    path = player_path(client, GUARDIAN)
+    _, _, membership_type, membership_id = path.split("/")
+    client.get(path)
+    admin.clear_requests_log()
+
+    assert player_path(client, GUARDIAN) == path
+    assert client.get(path).status_code == 200
+    assert client.get(f"/api/v1{path}").status_code == 200
+
+    assert search_requests(admin) == profile_requests(admin) == []
+    key = f"{key_prefix}:profile:{membership_type}:{membership_id}"
+    assert 0 < redis_client.ttl(key) <= TestingConfig.PROFILE_CACHE_SECONDS
+
+
+def test_without_a_profile_cache_every_load_asks_bungie(app_overrides, admin):
+    app = create_app("testing", {**app_overrides, "PROFILE_CACHE_SECONDS": 0})
+    run_sync(app)
+    client = app.test_client()
+    path = player_path(client, GUARDIAN)
+
+    client.get(path)
+    client.get(path)
+
+    assert len(profile_requests(admin)) == 2
+
+
+def test_a_page_reads_its_definitions_in_one_redis_round_trip(client, admin, synced, commands):
+    path = player_path(client, GUARDIAN)
+    for _ in range(2):  # the first load of a fresh process too
+        commands.clear()
+
+        response = client.get(path)
+
+        assert response.status_code == 200
+        names = [command[0].upper() for command in commands if command[0].upper() != "SCRIPT"]
+        assert names.count("EVALSHA") + names.count("EVAL") == 1
+    # Besides the one lookup script, the second load only read the cached profile.
+    assert [c for c in names if c not in ("EVALSHA", "EVAL")] == ["GET"]
+    profile_key = path.replace("/players/", ":profile:").replace("/", ":")
+    assert commands[names.index("GET")][1].endswith(profile_key)
+    assert "Kinetic" in text(response) or "Arc" in text(response) or "Void" in text(response)
+
+
+# -- the JSON twin ----------------------------------------------------------------------------
+
+
+def test_json_search_and_player_match_the_page(client, admin, synced):
+    found = client.get(f"/api/v1/players?name={GUARDIAN}").get_json()
+    (membership,) = found["players"]
+    path = f"/players/{membership['membership_type']}/{membership['membership_id']}"
+
+    body = client.get(f"/api/v1{path}").get_json()
+    page = text(client.get(path))
+
+    assert found["name"] == "Guardian#0001"
+    assert membership["platform"] == "Steam"
+    assert membership["url"].endswith(f"/api/v1{path}")
+    assert body["player"]["bungie_name"] == "Guardian#0001"
+    assert body["unknown_items"] == []
+    assert body["sync"] is None
+    assert [c["class_name"] for c in body["characters"]] == ["Titan", "Hunter", "Warlock"]
+    for character in body["characters"]:
+        assert str(character["light"]) in page
+        for item in character["items"]:
+            assert item["known"]
+            assert item["name"] in page
+            assert item["bucket"]
+            assert item["tier"]
+
+
+def test_json_player_with_unknown_items_names_its_sync(client, admin, synced):
+    path = player_path(client.application.test_client(), NEW_ITEMS)
+
+    body = client.get(f"/api/v1{path}").get_json()
+
+    assert body["unknown_items"]
+    unknown = [i for c in body["characters"] for i in c["items"] if not i["known"]]
+    assert sorted(i["item_hash"] for i in unknown) == body["unknown_items"]
+    assert all(i["name"] == f"unknown item {i['item_hash']}" for i in unknown)
+    assert body["sync"]["joined"] is False
+    assert body["sync"]["status_url"].endswith(f"/api/v1/tasks/{body['sync']['task_id']}")
