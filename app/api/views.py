@@ -27,11 +27,11 @@ from app.extensions import get_celery
 from app.extensions import get_store
 from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
+from app.player_pages import http_error
+from app.player_pages import load_page
+from app.player_pages import open_players
+from app.player_pages import parse_bungie_name
 from app.players import PlayerError
-from app.players import http_error
-from app.players import load_page
-from app.players import open_players
-from app.players import parse_bungie_name
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items

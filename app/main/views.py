@@ -38,12 +38,12 @@ from app.main import bp
 from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.player_pages import http_error
+from app.player_pages import load_page
+from app.player_pages import open_players
+from app.player_pages import parse_bungie_name
 from app.players import PlayerError
 from app.players import PlayerNotFound
-from app.players import http_error
-from app.players import load_page
-from app.players import open_players
-from app.players import parse_bungie_name
 from app.queries import CLASSES
 from app.queries import ITEM_TYPES
 from app.queries import PER_PAGE
