@@ -287,7 +287,13 @@ def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "broker_connection_timeout": 3,
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         # An unacknowledged task is redelivered after this: longer than the longest task.
-        "broker_transport_options": {"visibility_timeout": hard_limit * 3},
+        "broker_transport_options": {
+            "visibility_timeout": hard_limit * 3,
+            # A broker that accepts connections but does not answer must not hang a trigger
+            # (Redis transport; RabbitMQ ignores these).
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+        },
         "result_expires": settings["TASK_RESULT_SECONDS"],
         # A result backend that hangs must not hang the task status API.
         "redis_socket_timeout": 5,

@@ -91,6 +91,7 @@ def safe_next(target: str | None) -> str:
         and target.startswith("/")
         and not target.startswith("//")
         and "\\" not in target
+        and not any(ch < " " or ch == "\x7f" for ch in target)
         and not urlsplit(target).netloc
     ):
         return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -107,6 +108,6 @@ def _number(args: Mapping[str, str], name: str, default: int, low: int, high: in
 
 
 def _to_int(raw: str, name: str) -> int:
-    if len(raw) > 12 or not raw.lstrip("-").isdigit():
+    if len(raw) > 12 or not re.fullmatch(r"-?[0-9]+", raw):
         raise BadRequest(f"{name} must be a whole number")
     return int(raw)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 from typing import NoReturn
 
+import redis
 from celery import shared_task
+from celery.exceptions import Retry
 from flask import current_app
 from flask import url_for
 from kombu.exceptions import OperationalError
@@ -23,6 +26,8 @@ from app.notify import slack
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.25  # seconds between progress writes to the result backend
+ANNOUNCE_RECENT = 10
+ANNOUNCE_WITHIN_SECONDS = 86400
 
 
 class SyncRetry(Exception):
@@ -57,15 +62,19 @@ def sync_manifest(
         after_check(result)
         max_retries = current_app.config["SYNC_MAX_RETRIES"]
         if result.transient and self.request.retries < max_retries:
-            retrying = True
             countdown = result.retry_after or 2 ** (self.request.retries + 1)
-            raise self.retry(
-                exc=SyncRetry(result.summary()), countdown=countdown, max_retries=max_retries
-            )
+            try:
+                raise self.retry(
+                    exc=SyncRetry(result.summary()), countdown=countdown, max_retries=max_retries
+                )
+            except Retry:
+                retrying = True  # Queued again: the ticket stays with it.
+                raise
         return result.to_dict()
     finally:
         if not retrying:
-            tickets.finished(task_id)
+            with contextlib.suppress(redis.RedisError):
+                tickets.finished(task_id)
 
 
 @shared_task(name="manifest.notify_slack", bind=True, ignore_result=True, acks_late=True)
@@ -136,9 +145,18 @@ def after_check(result: sync.SyncResult) -> None:
         return
     announcements = _announcements()
     store = get_store()
-    # Also re-queues a release whose message was given up on while Slack was down.
-    if result.ok and result.release_id and announcements.should_queue(result.release_id):
-        _send(notify_slack, result.release_id)
+    if result.ok:
+        # The latest release, and any recent one whose message was given up on while Slack was
+        # down (also once a newer one is live), oldest first. Not older ones: turning Slack on
+        # must not replay last month.
+        since = time.time() - ANNOUNCE_WITHIN_SECONDS
+        for entry in reversed(store.history(ANNOUNCE_RECENT)):
+            if (
+                entry["previous"]
+                and entry["at"] >= since
+                and announcements.should_queue(entry["id"])
+            ):
+                _send(notify_slack, entry["id"])
     check = store.last_check()
     alert = announcements.after_check(check, current_app.config["SLACK_ALERT_AFTER_SECONDS"])
     if alert is not None:

@@ -69,7 +69,7 @@ def request_sync(
 def _request_sync(trigger: str, requested_by: str | None, request_id: str | None) -> Ticket:
     client = get_redis()
     store = get_store()
-    for _attempt in range(3):
+    for _attempt in range(5):
         running = store.lock("trigger").holder()
         if running:
             return Ticket(running, joined=True)
@@ -79,9 +79,18 @@ def _request_sync(trigger: str, requested_by: str | None, request_id: str | None
             break
         queued = client.get(pending_key())
         if queued:
-            return Ticket(queued.decode(), joined=True)
+            queued_id = queued.decode()
+            if not _ran(queued_id):
+                return Ticket(queued_id, joined=True)
+            # It ran, so it took the lock before its state said so: the lock read *after* the
+            # state tells whether it still runs. Free means it ended or died without clearing
+            # its ticket (a killed worker never reaches its `finally`).
+            running = store.lock("trigger").holder()
+            if running:
+                return Ticket(running, joined=True)
+            client.eval(_RELEASE, 1, pending_key(), queued_id)
     else:
-        raise RuntimeError("Could not start or join a sync: the queue kept changing")
+        raise BrokerUnavailable("Syncs kept starting and ending under this request; retry.")
     remember_task(task_id, trigger=trigger, requested_by=requested_by, request_id=request_id)
     try:
         get_celery().send_task(
@@ -97,6 +106,15 @@ def _request_sync(trigger: str, requested_by: str | None, request_id: str | None
             "Check that the broker (CELERY_BROKER_URL or REDIS_URL) is up, then try again."
         ) from exc
     return Ticket(task_id, joined=False)
+
+
+def _ran(task_id: str) -> bool:
+    """Whether a sync task has started (and so, with the lock free, is over or dead).
+
+    Still queued (PENDING) or waiting for its retry (RETRY) keeps its ticket.
+    """
+    state = get_celery().backend.get_task_meta(task_id)["status"]
+    return state in ("STARTED", "PROGRESS", "SUCCESS", "FAILURE", "REVOKED")
 
 
 def remember_task(task_id: str, **info: Any) -> None:

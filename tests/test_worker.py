@@ -106,7 +106,9 @@ def test_update_manifest_runs_a_sync_on_the_worker(app, signed_in, admin):
 
 
 def test_fifty_concurrent_triggers_make_one_sync(app, admin):
-    admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.1)
+    # The sync lasts seconds, so all fifty arrive while it is queued or running (one arriving
+    # after it ended would rightly start the next).
+    admin.fault("slow_drip", table=ITEM_TABLE, chunk=32768, delay=0.2)
     barrier = threading.Barrier(50)
     answers: list[tuple[int, dict]] = []
 

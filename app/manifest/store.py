@@ -441,7 +441,10 @@ class ManifestStore:
     def discard(self, release_id: str) -> None:
         """Delete the data of a staged release that will not be committed."""
         keys = self.redis.hget(self.staging_key, release_id)
-        with self.redis.pipeline(transaction=True) as pipe:
+        # Not a transaction: over maxmemory Redis refuses a whole MULTI, deletes included, and
+        # this is when they are needed. Data first: a crash in between leaves the record, and
+        # the next run collects the keys again.
+        with self.redis.pipeline(transaction=False) as pipe:
             if keys:
                 pipe.unlink(*_json_decode(keys))
             pipe.hdel(self.staging_key, release_id)

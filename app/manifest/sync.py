@@ -129,8 +129,11 @@ def run(
     """Bring the cache in step with Bungie, one sync at a time across every process."""
     run_id = run_id or uuid.uuid4().hex
     lock = store.lock(run_id)
-    if not lock.acquire():
-        return SyncResult(BUSY, run_id, running_id=lock.holder())
+    try:
+        if not lock.acquire():
+            return SyncResult(BUSY, run_id, running_id=lock.holder())
+    except redis.RedisError as exc:
+        return _redis_failure(run_id, exc)
     context = {
         "trigger": trigger,
         "requested_by": requested_by,
@@ -143,9 +146,7 @@ def run(
     except errors.ManifestError as exc:
         result = _failure(run_id, exc)
     except redis.RedisError as exc:
-        result = SyncResult(
-            FAILED, run_id, error=type(exc).__name__, message=f"Redis: {exc}", transient=True
-        )
+        result = _redis_failure(run_id, exc)
     except Exception as exc:
         log.exception("Sync %s failed unexpectedly", run_id)
         result = SyncResult(FAILED, run_id, error=type(exc).__name__, message=str(exc)[:300])
@@ -159,6 +160,16 @@ def run(
 
 def _ignore(_: Progress) -> None:
     """Default progress callback: nobody is watching."""
+
+
+def _redis_failure(run_id: str, exc: redis.RedisError) -> SyncResult:
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        # Retrying would fill Redis again: someone has to give it more room.
+        message = f"Redis is full ({exc}); raise its maxmemory or cache fewer tables/languages"
+        return SyncResult(FAILED, run_id, error=type(exc).__name__, message=message)
+    return SyncResult(
+        FAILED, run_id, error=type(exc).__name__, message=f"Redis: {exc}", transient=True
+    )
 
 
 def _failure(run_id: str, exc: errors.ManifestError) -> SyncResult:

@@ -22,6 +22,10 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
 log = logging.getLogger(__name__)
+# slack_sdk logs request URLs (and a webhook URL is a secret) unless its logger's own level is
+# above DEBUG, some of them at INFO: give its clients a logger that stays at WARNING.
+_sdk_log = logging.getLogger(f"{__name__}.sdk")
+_sdk_log.setLevel(logging.WARNING)
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150  # Slack's limit for a header block's text
@@ -150,7 +154,9 @@ class WebhookSender:
     timeout: int = 10
 
     def send(self, message: Message) -> None:
-        client = WebhookClient(self.url, timeout=self.timeout, retry_handlers=_retry_handlers())
+        client = WebhookClient(
+            self.url, timeout=self.timeout, retry_handlers=_retry_handlers(), logger=_sdk_log
+        )
         try:
             response = client.send(text=message["text"], blocks=message["blocks"])
         except (SlackClientError, OSError) as exc:
@@ -181,6 +187,7 @@ class BotSender:
             base_url=self.base_url,
             timeout=self.timeout,
             retry_handlers=_retry_handlers(),
+            logger=_sdk_log,
         )
         try:
             client.chat_postMessage(
