@@ -148,6 +148,8 @@ class Config:
     PROXY_FIX_HOPS = env_int("PROXY_FIX_HOPS", 0)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
+    # The session is signed again only when it changes, not on every page.
+    SESSION_REFRESH_EACH_REQUEST = False
     MAX_CONTENT_LENGTH = 64 * 1024
 
     # Bungie. The demo origin (`manage.py demo-origin`) answers on this default address.

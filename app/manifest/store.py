@@ -7,6 +7,8 @@ release or all of the new one. The previous release is kept (rollback, readers m
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import threading
 import time
@@ -195,8 +197,60 @@ def search_row(item_hash: bytes, data: bytes) -> tuple[str, int, int, int, int]:
     return name.casefold(), int(item_hash), item.itemType, tier, item.classType
 
 
-# (prefix, release id, language) -> rows sorted by name; a release never changes once committed.
-_search_index: dict[tuple[str, str, str], list[tuple[str, int, int, int, int]]] = {}
+class SearchIndex:
+    """The items of one release sorted by name, searchable by substring at C speed.
+
+    The casefolded names are joined into one string: `str.find` finds a substring in all of
+    them at once, and `bisect` on the names' offsets says whose name it is. The filters then
+    only look at the matches.
+    """
+
+    def __init__(self, rows: list[tuple[str, int, int, int, int]]) -> None:
+        self.hashes = [row[1] for row in rows]
+        self.types = [row[2] for row in rows]
+        self.tiers = [row[3] for row in rows]
+        self.classes = [row[4] for row in rows]
+        # A newline separates the names, so no match can span two of them.
+        names = [row[0].replace("\n", " ") for row in rows]
+        self.starts = list(itertools.accumulate((len(n) + 1 for n in names[:-1]), initial=0))
+        self.text = "\n".join(names)
+
+    def matches(self, needle: str) -> Iterable[int]:
+        """Return the rows whose name contains `needle` (already casefolded), in name order."""
+        if not needle:
+            return range(len(self.hashes))
+        if "\n" in needle:
+            return ()
+        found = []
+        find, starts, count = self.text.find, self.starts, len(self.starts)
+        at = find(needle)
+        while at != -1:
+            row = bisect.bisect_right(starts, at) - 1
+            found.append(row)
+            at = find(needle, starts[row + 1]) if row + 1 < count else -1
+        return found
+
+    def filter(
+        self,
+        rows: Iterable[int],
+        item_type: int | None,
+        tier: int | None,
+        class_type: int | None,
+    ) -> Sequence[int]:
+        """Keep the rows that match every filter given."""
+        rows = rows if isinstance(rows, Sequence) else list(rows)
+        for values, wanted in (
+            (self.types, item_type),
+            (self.tiers, tier),
+            (self.classes, class_type),
+        ):
+            if wanted is not None:
+                rows = [row for row in rows if values[row] == wanted]
+        return rows
+
+
+# (prefix, release id, language) -> its index; a release never changes once committed.
+_search_indexes: dict[tuple[str, str, str], SearchIndex] = {}
 _search_index_lock = threading.Lock()
 
 
@@ -251,6 +305,24 @@ class ManifestStore:
         """Return the id of the live release, if there is one."""
         value = self.redis.get(self.current_key)
         return value.decode() if value else None
+
+    def glance(
+        self, release_id: str
+    ) -> tuple[str | None, dict[str, Any] | None, dict[str, dict[str, int]] | None]:
+        """Return the live release id, the last check, and `release_id`'s counts if it is kept.
+
+        One round trip: what a check needs to tell "unchanged" without taking the lock.
+        """
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.current_key)
+            pipe.get(self.last_check_key)
+            pipe.hget(self.release_key(release_id), "counts")
+            live, check, counts = pipe.execute()
+        return (
+            live.decode() if live else None,
+            _json_decode(check) if check else None,
+            _json_decode(counts) if counts else None,
+        )
 
     def release_info(self, release_id: str) -> ReleaseInfo | None:
         """Return what is known of a kept release (the live one or the previous one)."""
@@ -361,37 +433,31 @@ class ManifestStore:
     ) -> SearchPage | None:
         if release_id is None:
             return SearchPage(None, 0, page, per_page, [])
-        matches = [
-            row[1]
-            for row in self._search_rows(release_id, lang)
-            if needle in row[0]
-            and (item_type is None or row[2] == item_type)
-            and (tier is None or row[3] == tier)
-            and (class_type is None or row[4] == class_type)
-        ]
-        chosen = matches[(page - 1) * per_page : page * per_page]
+        index = self._search_index(release_id, lang)
+        matches = index.filter(index.matches(needle), item_type, tier, class_type)
+        chosen = [index.hashes[i] for i in matches[(page - 1) * per_page : page * per_page]]
         read_from, found = self.lookup({ITEM_TABLE: chosen}, lang)
         if read_from != release_id:
             return None
         items = [found[ITEM_TABLE][h] for h in chosen]
         return SearchPage(release_id, len(matches), page, per_page, [i for i in items if i])
 
-    def _search_rows(self, release_id: str, lang: str) -> list[tuple[str, int, int, int, int]]:
+    def _search_index(self, release_id: str, lang: str) -> SearchIndex:
         cache_key = (self.prefix, release_id, lang)
-        rows = _search_index.get(cache_key)
-        if rows is None:
+        index = _search_indexes.get(cache_key)
+        if index is None:
             # Built once per process and release from the items themselves, in slices, so that
             # Redis never serves the whole table in one blocking reply.
             key = self.table_key(release_id, lang, ITEM_TABLE)
             items = self.redis.hscan_iter(key, count=SCAN_COUNT)
-            rows = sorted({search_row(item_hash, data) for item_hash, data in items})
+            index = SearchIndex(sorted({search_row(item_hash, data) for item_hash, data in items}))
             with _search_index_lock:
                 # Keep the two newest releases per prefix: the live one and the one before.
-                same = [k for k in _search_index if k[0] == self.prefix]
+                same = [k for k in _search_indexes if k[0] == self.prefix]
                 for stale in same[:-1]:
-                    del _search_index[stale]
-                _search_index[cache_key] = rows
-        return rows
+                    del _search_indexes[stale]
+                _search_indexes[cache_key] = index
+        return index
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
         """Return the newest release records (updates and rollbacks), newest first."""

@@ -38,7 +38,6 @@ from app.manifest.release import Release
 from app.manifest.release import compare
 from app.manifest.store import ManifestStore
 from app.manifest.store import ReleaseInfo
-from app.manifest.store import SyncLock
 from app.manifest.store import TableWriter
 
 log = logging.getLogger(__name__)
@@ -126,14 +125,12 @@ def run(
     request_id: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> SyncResult:
-    """Bring the cache in step with Bungie, one sync at a time across every process."""
+    """Bring the cache in step with Bungie, one sync at a time across every process.
+
+    A check that finds the live release costs one request to Bungie and two Redis round trips,
+    and takes no lock; only a different release takes the lock, and looks again under it.
+    """
     run_id = run_id or uuid.uuid4().hex
-    lock = store.lock(run_id)
-    try:
-        if not lock.acquire():
-            return SyncResult(BUSY, run_id, running_id=lock.holder())
-    except redis.RedisError as exc:
-        return _redis_failure(run_id, exc)
     context = {
         "trigger": trigger,
         "requested_by": requested_by,
@@ -141,8 +138,9 @@ def run(
         "run_id": run_id,
     }
     started = time.monotonic()
+    flow = _Sync(store, client, run_id, context, progress or _ignore)
     try:
-        result = _Sync(store, client, lock, context, progress or _ignore).run()
+        result = flow.run()
     except errors.ManifestError as exc:
         result = _failure(run_id, exc)
     except redis.RedisError as exc:
@@ -150,10 +148,9 @@ def run(
     except Exception as exc:
         log.exception("Sync %s failed unexpectedly", run_id)
         result = SyncResult(FAILED, run_id, error=type(exc).__name__, message=str(exc)[:300])
-    finally:
-        lock.release()
     result.timings["total"] = round(time.monotonic() - started, 3)
-    _record_check(store, result, context)
+    if result.outcome != BUSY:
+        _record_check(store, result, context, flow.last_check)
     log.info("Sync %s (%s): %s", run_id, trigger, result.summary())
     return result
 
@@ -184,12 +181,14 @@ def _failure(run_id: str, exc: errors.ManifestError) -> SyncResult:
     )
 
 
-def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, Any]) -> None:
-    if result.outcome == BUSY:
-        return
+def _record_check(
+    store: ManifestStore, result: SyncResult, context: dict[str, Any], before: Any
+) -> None:
     now = time.time()
     try:
-        before = store.last_check() or {}
+        if before is _UNREAD:
+            before = store.last_check()
+        before = before or {}
         if result.ok:
             failing_since, last_success = None, now
         else:
@@ -215,6 +214,9 @@ def _record_check(store: ManifestStore, result: SyncResult, context: dict[str, A
         log.warning("Could not record the outcome of sync %s: Redis is unavailable", result.run_id)
 
 
+_UNREAD = object()  # The last check, before this run has read it.
+
+
 @dataclass
 class _Step:
     """How many of a sync's tables are done."""
@@ -224,20 +226,21 @@ class _Step:
 
 
 class _Sync:
-    """One run of the flow, holding the lock."""
+    """One run of the flow: a check, and when the release differs, the rest under the lock."""
 
     def __init__(
         self,
         store: ManifestStore,
         client: BungieClient,
-        lock: SyncLock,
+        run_id: str,
         context: dict[str, Any],
         progress: ProgressCallback,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = store.settings
-        self.lock = lock
+        self.lock = store.lock(run_id)
+        self.last_check: Any = _UNREAD
         self.context = context
         self.progress = progress
         self.timings: dict[str, float] = {}
@@ -253,12 +256,31 @@ class _Sync:
         started = time.monotonic()
         release = Release.from_manifest(self.client.get_manifest(), self.settings)
         self.timings["check"] = round(time.monotonic() - started, 3)
-        live = self.store.live_release()
-        if live is not None and live.id == release.id:
-            return self._result(UNCHANGED, live)
-        if live is not None and release.id in self.store.kept_ids():
-            return self._flip_back(release, live)
-        return self._build(release, live)
+        live_id, self.last_check, counts = self.store.glance(release.id)
+        if live_id == release.id:
+            return self._unchanged(release, counts or {})
+        if not self.lock.acquire():
+            return SyncResult(BUSY, self.lock.run_id, running_id=self.lock.holder())
+        try:
+            # Under the lock, look again: another run may have committed it meanwhile.
+            live = self.store.live_release()
+            if live is not None and live.id == release.id:
+                return self._unchanged(release, live.counts)
+            if live is not None and release.id in self.store.kept_ids():
+                return self._flip_back(release, live)
+            return self._build(release, live)
+        finally:
+            self.lock.release()
+
+    def _unchanged(self, release: Release, counts: dict[str, dict[str, int]]) -> SyncResult:
+        return SyncResult(
+            UNCHANGED,
+            self.lock.run_id,
+            release_id=release.id,
+            version=release.version,
+            counts=counts,
+            timings=self.timings,
+        )
 
     def _result(self, outcome: str, info: ReleaseInfo, **fields: Any) -> SyncResult:
         return SyncResult(
