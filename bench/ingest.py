@@ -1,7 +1,7 @@
-"""Measure how fast, and in how much memory, the item table gets from Bungie into Redis.
+"""Workload 1 (and 2): how fast, and in how much memory, the item table gets into Redis.
 
-Each route runs as a whole process of its own, one after the other, against a local demo origin
-(`app.demo`) and a real Redis, and ends with the projected item definitions in Redis:
+Each route runs as a whole process of its own against a local demo origin (`app.demo`) and a
+real Redis, and ends with the projected item definitions in Redis:
 
 - engine: this project's full sync (`sync.run`) of DestinyInventoryItemDefinition, on a fresh
   key prefix, so it downloads and ingests everything;
@@ -9,15 +9,19 @@ Each route runs as a whole process of its own, one after the other, against a lo
   projected fields (config.PROJECTIONS) and write them with pipelined HSET, 500 fields a command;
 - dvr: the original app's way: `json.loads` of the whole file, then one SET per definition.
 
-A route's time runs inside its process from the start of the download to the end of the last
+Runs go in rounds (every route once, then again), so that noise from elsewhere on the machine
+falls on every route alike; a route's figures are its best time and its highest RSS. A
+route's time runs inside its process from the start of the download to the end of the last
 Redis write; the process time is the whole process, seen from here. Peak RSS is the process's
 own high-water mark (VmHWM, so Linux only). For each table size this prints the routes, the
-engine's Redis footprint, and whether the targets of DESIGN.md ("Performance: what was measured
-here, and the targets") are met. From the project root:
+engine's Redis footprint (workload 2), and the targets of issue 7 and DESIGN.md: engine <= 1.5x
+the floor, >= 10x faster than DVR-style, peak RSS <= 150 MiB and flat, time linear in the size,
+Redis footprint <= 25% of the raw JSON. A size where a target is missed gets a profile of one
+more engine run. From the project root:
 
-    make bench                                    # python bench/ingest.py: 40,000 and 80,000 items
-    .venv/bin/python bench/ingest.py --quick      # 5,000 items: a smoke run
-    .venv/bin/python bench/ingest.py --repeat 3 --json bench/out/ingest.json --profile bench/out
+    .venv/bin/python bench/ingest.py                 # 10,000 to 80,000 items, 3 rounds
+    .venv/bin/python bench/ingest.py --quick         # 5,000 items: a smoke run
+    .venv/bin/python bench/ingest.py --items 40000 --repeat 1 --json bench/out/ingest.json
 
 Only keys under a prefix of this run's own (bench:<id>:...) are written, and they are deleted
 when the run ends, also on errors and Ctrl+C.
@@ -31,13 +35,12 @@ import gc
 import io
 import itertools
 import json
-import os
-import platform
 import pstats
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -52,6 +55,16 @@ import msgspec
 import orjson
 import redis
 import requests
+from stack import DEFAULT_REDIS_URL
+from stack import delete_keys
+from stack import describe_machine
+from stack import footprint
+from stack import print_machine
+from stack import run_id
+from stack import write_report
+from targets import Target
+from targets import Verdict
+from targets import print_verdicts
 
 from config import PROJECTIONS
 
@@ -59,7 +72,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TABLE = "DestinyInventoryItemDefinition"
 LANGUAGE = "en"
 SEED = 1
-DEFAULT_SIZES = (40_000, 80_000)
+DEFAULT_SIZES = (10_000, 20_000, 40_000, 80_000)
+DEFAULT_REPEAT = 3
 QUICK_SIZES = (5_000,)
 ROUTES = ("engine", "ijson", "orjson", "msgspec", "dvr")
 FLOOR_ROUTES = ("ijson", "orjson", "msgspec")
@@ -388,6 +402,7 @@ class SizeResult:
     file: ItemFile
     origin_ready_seconds: float
     routes: dict[str, RouteResult] = field(default_factory=dict)
+    profile: str | None = None
 
     def usable(self, route: str) -> RouteResult | None:
         result = self.routes.get(route)
@@ -414,17 +429,8 @@ class SizeResult:
             "floor_route": floor.route if floor else None,
             "engine_footprint_bytes": self.footprint_bytes,
             "routes": {name: result.to_record() for name, result in self.routes.items()},
+            "profile": self.profile,
         }
-
-
-@dataclass(frozen=True)
-class Target:
-    """A target of DESIGN.md: what is compared, and the limit it must stay within."""
-
-    name: str
-    rule: str
-    limit: float
-    at_most: bool
 
 
 FLOOR_TARGET = Target("engine time / floor time", "<= 1.5x", 1.5, at_most=True)
@@ -432,37 +438,9 @@ DVR_TARGET = Target("dvr time / engine time", ">= 10x", 10.0, at_most=False)
 RSS_TARGET = Target("engine peak RSS", "<= 150 MiB", 150.0, at_most=True)
 GROWTH_TARGET = Target("engine peak RSS growth", "<= +15%", 0.15, at_most=True)
 FOOTPRINT_TARGET = Target("Redis footprint / raw JSON", "<= 25%", 0.25, at_most=True)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A target judged at one size (or across sizes); no value when a route is broken."""
-
-    target: Target
-    scope: str
-    value: float | None
-    shown: str
-
-    @property
-    def met(self) -> bool | None:
-        if self.value is None:
-            return None
-        limit = self.target.limit
-        return self.value <= limit if self.target.at_most else self.value >= limit
-
-    @property
-    def word(self) -> str:
-        return {None: "n/a", True: "MET", False: "MISSED"}[self.met]
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "target": self.target.name,
-            "rule": self.target.rule,
-            "scope": self.scope,
-            "value": self.value,
-            "shown": self.shown,
-            "verdict": self.word,
-        }
+LINEAR_TARGET = Target(
+    "engine time per item, largest size vs smaller", "<= 1.25x", 1.25, at_most=True
+)
 
 
 def route_command(
@@ -509,21 +487,6 @@ def count_in_redis(client: redis.Redis, prefix: str, key: str | None) -> int:
     return sum(1 for _ in client.scan_iter(match=f"{prefix}:*", count=1000))
 
 
-def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
-    """Return the bytes Redis uses for each key under `prefix` (MEMORY USAGE, all samples)."""
-    return {
-        key.decode()[len(prefix) + 1 :]: int(client.memory_usage(key, samples=0) or 0)
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000)
-    }
-
-
-def delete_keys(client: redis.Redis, prefix: str) -> None:
-    """UNLINK every key under `prefix`, a thousand at a time."""
-    keys = client.scan_iter(match=f"{prefix}:*", count=1000)
-    while batch := list(itertools.islice(keys, 1000)):
-        client.unlink(*batch)
-
-
 def measure_route(
     route: str,
     item_file: ItemFile,
@@ -565,7 +528,7 @@ def inspect_item_file(base_url: str, path: str) -> ItemFile:
 def bench_size(
     items: int, args: argparse.Namespace, client: redis.Redis, run_prefix: str
 ) -> SizeResult:
-    """Start an origin serving `items` definitions and run every route against it, in turn."""
+    """Start an origin serving `items` definitions and run every route against it, in rounds."""
     # Imported here: importing the app loads Flask, which the floor routes' processes do without.
     from app.demo.control import DemoOriginProcess
 
@@ -577,10 +540,11 @@ def bench_size(
         item_file = inspect_item_file(origin.url, path)
         size = SizeResult(items, item_file, time.perf_counter() - started)
         print_size_header(size)
-        for route in ROUTES:
-            result = RouteResult(route, item_file.entries)
-            size.routes[route] = result
-            for attempt in range(args.repeat):
+        size.routes = {route: RouteResult(route, item_file.entries) for route in ROUTES}
+        for attempt in range(args.repeat):
+            for route, result in size.routes.items():
+                if result.error:
+                    continue
                 prefix = f"{run_prefix}:{items}:{route}:{attempt}"
                 try:
                     result.runs.append(
@@ -588,58 +552,42 @@ def bench_size(
                     )
                 except RouteFailed as exc:
                     result.error = str(exc)
-                    break
+        for result in size.routes.values():
             print_route(result)
         print_size_footer(size)
-        if args.profile is not None:
-            profile_engine(item_file, client, args, f"{run_prefix}:{items}:profile")
+        if args.profile is not None or any(v.met is False for v in size_verdicts(size)):
+            size.profile = profile_engine(item_file, client, args, f"{run_prefix}:{items}:prof")
     return size
 
 
 def profile_engine(
     item_file: ItemFile, client: redis.Redis, args: argparse.Namespace, prefix: str
-) -> None:
-    """Run the engine once more under cProfile (untimed) and print where its time goes."""
-    out = args.profile.resolve() / f"engine-{item_file.entries}.prof"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        run = measure_route("engine", item_file, client, args.redis_url, prefix, profile_out=out)
-    except RouteFailed as exc:
-        print(f"  profile: the engine failed: {exc}")
-        return
-    print(f"  profile of one more engine run ({run.seconds:.2f} s under cProfile), saved to {out}")
-    for order, lines in (("tottime", 25), ("cumulative", 25)):
+) -> str | None:
+    """Run the engine once more under cProfile (untimed); print and return where time goes."""
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as scratch:
+        folder = args.profile.resolve() if args.profile is not None else Path(scratch)
+        out = folder / f"engine-{item_file.entries}.prof"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run = measure_route(
+                "engine", item_file, client, args.redis_url, prefix, profile_out=out
+            )
+        except RouteFailed as exc:
+            print(f"  profile: the engine failed: {exc}")
+            return None
         text = io.StringIO()
-        pstats.Stats(str(out), stream=text).strip_dirs().sort_stats(order).print_stats(lines)
-        body = text.getvalue()
-        listing = body[body.index("   ncalls") :] if "   ncalls" in body else body
-        print(f"  -- by {order} --")
-        print("\n".join("    " + line for line in listing.rstrip().splitlines()))
+        pstats.Stats(str(out), stream=text).strip_dirs().sort_stats("tottime").print_stats(20)
+    body = text.getvalue()
+    listing = body[body.index("   ncalls") :] if "   ncalls" in body else body
+    kept = f", saved to {out}" if args.profile is not None else ""
+    print(
+        f"  profile of one more engine run ({run.seconds:.2f} s under cProfile){kept}, by tottime:"
+    )
+    print("\n".join("    " + line for line in listing.rstrip().splitlines()))
+    return listing
 
 
 # -- reporting ----------------------------------------------------------------------------------
-
-
-def describe_machine(client: redis.Redis, redis_url: str) -> dict[str, Any]:
-    """Return what the figures depend on: CPUs, Python, Redis and the parsers' versions."""
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "redis": client.info("server")["redis_version"],
-        "redis_url": redis_url,
-        "msgspec": msgspec.__version__,
-        "orjson": orjson.__version__,
-        "ijson": f"{ijson.__version__} ({ijson.get_backend('yajl2_c').backend_name})",
-    }
-
-
-def print_machine(machine: dict[str, Any]) -> None:
-    print(
-        f"machine: nproc {machine['nproc']}, {machine['python']}, Redis {machine['redis']} "
-        f"at {machine['redis_url']}, {machine['platform']}; msgspec {machine['msgspec']}, "
-        f"orjson {machine['orjson']}, ijson {machine['ijson']}"
-    )
 
 
 def print_size_header(size: SizeResult) -> None:
@@ -710,9 +658,10 @@ def size_verdicts(size: SizeResult) -> list[Verdict]:
     else:
         ratio = dvr.seconds / engine.seconds
         whole = dvr.process_seconds / engine.process_seconds
-        found.append(
-            Verdict(DVR_TARGET, scope, ratio, f"{ratio:.1f}x (whole processes {whole:.1f}x)")
-        )
+        shown = f"{ratio:.1f}x (whole processes {whole:.1f}x)"
+        if floor is not None:
+            shown += f"; the floor itself: {dvr.seconds / floor.seconds:.1f}x"
+        found.append(Verdict(DVR_TARGET, scope, ratio, shown))
     found.append(Verdict(RSS_TARGET, scope, engine.peak_rss_mib, f"{engine.peak_rss_mib:.1f} MiB"))
     share = (size.footprint_bytes or 0) / size.file.size
     found.append(Verdict(FOOTPRINT_TARGET, scope, share, f"{share:.1%}"))
@@ -734,12 +683,43 @@ def growth_verdict(sizes: list[SizeResult]) -> Verdict:
     return Verdict(GROWTH_TARGET, scope, growth, shown)
 
 
-def print_verdicts(found: list[Verdict]) -> None:
-    print()
-    print("== targets (DESIGN.md, Performance); times are each route's own work ==")
-    for verdict in found:
-        target = f"{verdict.target.name} {verdict.target.rule}"
-        print(f"  {target:<38} {verdict.scope:<24} {verdict.word:<7} {verdict.shown}")
+def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Return slope, intercept and R² of the least-squares line through `points`."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+    intercept = mean_y - slope * mean_x
+    total = sum((y - mean_y) ** 2 for _, y in points)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in points)
+    return slope, intercept, 1 - residual / total if total else 1.0
+
+
+def linear_verdict(sizes: list[SizeResult]) -> Verdict:
+    """Judge whether the engine's time grows linearly: the time per item does not grow.
+
+    A linear sync with a fixed part takes less time per item as the table grows; the largest
+    table's time per item is compared with the median of the smaller tables' (one noisy size
+    cannot decide it), and the least-squares line through every size is shown.
+    """
+    engines = sorted(
+        (size.items, engine.seconds)
+        for size in sizes
+        if (engine := size.usable("engine")) is not None
+    )
+    if len(engines) < 2:
+        return Verdict(LINEAR_TARGET, "across sizes", None, "needs two sizes")
+    *smaller, (last, t_last) = engines
+    before = statistics.median(t / n for n, t in smaller)
+    ratio = (t_last / last) / before
+    slope, intercept, r2 = linear_fit(engines)
+    shown = (
+        f"{ratio:.2f}x ({t_last / last * 1e6:.1f} us per item at {last:,}, median "
+        f"{before * 1e6:.1f} below); fit {slope * 1e6:.1f} us per item {intercept:+.2f} s, "
+        f"R² {r2:.3f}"
+    )
+    return Verdict(LINEAR_TARGET, f"{engines[0][0]:,} -> {last:,} items", ratio, shown)
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -765,13 +745,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=1,
+        default=DEFAULT_REPEAT,
         metavar="N",
-        help="runs per route: the best time and the highest RSS count (default: %(default)s)",
+        help="rounds of every route: the best time and the highest RSS count "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--redis-url",
-        default="redis://127.0.0.1:6379/0",
+        default=DEFAULT_REDIS_URL,
         help="the Redis to write to (default: %(default)s)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure here")
@@ -779,7 +760,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="run the engine once more per size under cProfile; keep the stats in DIR",
+        help="profile one more engine run at every size (not only where a target is missed); "
+        "keep the stats in DIR",
     )
     # One route in a process of its own: how the benchmark calls itself.
     parser.add_argument("--route", choices=ROUTES, help=argparse.SUPPRESS)
@@ -795,13 +777,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Measure every size; print the figures and the targets; 1 if a route is BROKEN."""
-    sys.stdout.reconfigure(line_buffering=True)  # progress shows through a pipe (tee) too
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every size; print and return the figures and the verdicts."""
     client = redis.Redis.from_url(args.redis_url)
-    run_prefix = f"bench:{uuid.uuid4().hex[:12]}"
-    machine = describe_machine(client, args.redis_url)
-    print_machine(machine)
+    run_prefix = f"bench:{run_id()}:ingest"
+    print()
+    print(
+        f"== workload 1: sync time and memory vs size, {', '.join(f'{n:,}' for n in args.items)} "
+        f"items, {args.repeat} round(s) =="
+    )
     sizes: list[SizeResult] = []
     try:
         for items in args.items:
@@ -809,20 +793,15 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         delete_keys(client, run_prefix)
     found = [verdict for size in sizes for verdict in size_verdicts(size)]
-    found.append(growth_verdict(sizes))
-    print_verdicts(found)
-    if args.json:
-        report = {
-            "command": [Path(sys.executable).name, *sys.argv],
-            "machine": machine,
-            "sizes": [size.to_record() for size in sizes],
-            "targets": [verdict.to_record() for verdict in found],
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {args.json}")
-    broken = any(not route.ok for size in sizes for route in size.routes.values())
-    return 1 if broken else 0
+    found += [growth_verdict(sizes), linear_verdict(sizes)]
+    print_verdicts(found, "sync time and memory (times are each route's own work)")
+    return {
+        "workload": "ingest",
+        "repeat": args.repeat,
+        "sizes": [size.to_record() for size in sizes],
+        "targets": [verdict.to_record() for verdict in found],
+        "broken": any(not route.ok for size in sizes for route in size.routes.values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -830,12 +809,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.route:
         run_route(args)
         return 0
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows through a pipe (tee) too
     try:
-        return run_bench(args)
+        client = redis.Redis.from_url(args.redis_url)
+        print_machine(describe_machine(client, args.redis_url))
+        report = run(args)
     except KeyboardInterrupt:
         # The origins are stopped and the keys deleted by now (context managers, finally).
         print("interrupted", file=sys.stderr)
         return 130
+    write_report(args.json, report)
+    return 1 if report["broken"] else 0
 
 
 if __name__ == "__main__":

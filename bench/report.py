@@ -1,0 +1,336 @@
+"""Render docs/BENCHMARKS.md from the figures of one run of bench/run_all.py.
+
+Every number in the document comes from the run's figures. The explanations of missed
+targets (why, and what would fix it) are written here, one per target, and shown only when
+that target is missed in the run, next to the profile the run took.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import fixes
+
+MIB = 1024 * 1024
+MB = 1_000_000
+
+
+def render(
+    run: dict[str, Any], reports: dict[str, dict[str, Any]], drawn: list[Path], folder: Path
+) -> str:
+    """Return the whole document."""
+    plots = {path.name: os.path.relpath(path, folder) for path in drawn}
+    parts = [header(run), summary(reports)]
+    sections = {
+        "ingest": ingest_section,
+        "footprint": footprint_section,
+        "unchanged": unchanged_section,
+        "trigger_load": trigger_section,
+        "reading": reading_section,
+        "swap_readers": swap_section,
+    }
+    for name, figures in reports.items():
+        parts.append(sections[name](figures, plots))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# -- the frame ------------------------------------------------------------------------------
+
+
+def header(run: dict[str, Any]) -> str:
+    machine = run["machine"]
+    before = " ".join(f"{x:.2f}" for x in machine["load_before"])
+    after = " ".join(f"{x:.2f}" for x in machine["load_after"])
+    quick = (
+        "\n**This is a quick smoke run (small sizes, short loads): its figures are not the "
+        "benchmark.**\n"
+        if run["quick"]
+        else ""
+    )
+    return f"""# Benchmarks
+
+Written by `{run["command"]}` on {run["date"]}; the run took {run["minutes"]:.1f}
+minutes. Every figure below comes from that one run: re-run `make bench`
+to refresh this page and the plots in `docs/bench/`. Each workload is a script in `bench/` that
+can also be run alone (its docstring says how). Targets are those of issue 7 and of
+`../shared/DESIGN.md` ("Performance"): ratios measured in the same run, or counts, because
+absolute times on these machines move with whatever else runs.
+{quick}
+**Machine**: {machine["nproc"]} CPUs ({machine["cpu"]}), {machine["memory_gib"]} GiB,
+{machine["platform"]}; {machine["python"]}; Redis {machine["redis"]} on loopback
+({machine["redis_url"]}); msgspec {machine["msgspec"]}, orjson {machine["orjson"]},
+ijson {machine["ijson"]}, redis-py {machine["redis_py"]}. Load average before the run
+{before}, after it {after} (other work shares this machine).
+"""
+
+
+def summary(reports: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, figures in reports.items():
+        if "error" in figures:
+            rows.append(f"| {TITLES[name]} | (the workload failed) | | | FAILED |")
+        for target in figures["targets"]:
+            rows.append(
+                f"| {TITLES[name]} | {target['target']} {target['rule']} | {target['scope']} "
+                f"| {target['shown']} | {badge(target['verdict'])} |"
+            )
+    met = sum(1 for f in reports.values() for t in f["targets"] if t["verdict"] == "MET")
+    total = sum(len(f["targets"]) for f in reports.values())
+    return (
+        f"## Summary: {met} of {total} targets met\n\n"
+        "| workload | target | scope | figure | verdict |\n| --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
+TITLES = {
+    "ingest": "1. sync time and memory",
+    "footprint": "2. Redis memory",
+    "unchanged": "3. unchanged check",
+    "trigger_load": "4. triggers under load",
+    "reading": "5. reading pages",
+    "swap_readers": "6. readers during a swap",
+}
+
+
+def badge(verdict: str) -> str:
+    return {"MET": "met", "MISSED": "**MISSED**"}.get(verdict, verdict)
+
+
+def targets_table(figures: dict[str, Any]) -> str:
+    rows = [
+        f"| {t['target']} {t['rule']} | {t['scope']} | {t['shown']} | {badge(t['verdict'])} |"
+        for t in figures["targets"]
+    ]
+    return (
+        "| target | scope | figure | verdict |\n| --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
+def section(name: str, figures: dict[str, Any], how: str, body: str) -> str:
+    """Frame a workload's section: how it was measured, its figures, its targets, the misses."""
+    script = f"bench/{name}.py"
+    argv = " ".join(figures.get("argv", [])[:-2])
+    command = f"`.venv/bin/python {script}{' ' + argv if argv else ''}`"
+    took = f"{figures.get('wall_seconds', 0):.0f} s"
+    if "error" in figures:
+        return (
+            f"## {TITLES[name]}\n\n{command} failed after {took}: `{figures['error']}`. See the "
+            "output of `make bench` for the traceback.\n"
+        )
+    missed = [t for t in figures["targets"] if t["verdict"] == "MISSED"]
+    out = [f"## {TITLES[name]}\n", f"{command} ({took}). {how}\n", body, targets_table(figures)]
+    if missed:
+        out.append(fixes.explain(name, missed, figures))
+    return "\n".join(out)
+
+
+# -- the workloads --------------------------------------------------------------------------
+
+
+def ingest_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    sizes = sorted(figures.get("sizes", []), key=lambda s: s["items"])
+    routes = list(sizes[0]["routes"]) if sizes else []
+    head = "| route | " + " | ".join(f"{s['items']:,}" for s in sizes) + " |"
+    rule = "| --- |" + " --- |" * len(sizes)
+
+    def table(field: str, unit: str, digits: int) -> str:
+        rows = []
+        for route in routes:
+            cells = []
+            for size in sizes:
+                found = size["routes"][route]
+                cells.append(f"{found[field]:.{digits}f}" if field in found else found["status"])
+            rows.append(f"| {route} | " + " | ".join(cells) + " |")
+        return f"{unit}\n\n{head}\n{rule}\n" + "\n".join(rows) + "\n"
+
+    raw = " | ".join(f"{s['raw_bytes'] / MIB:.1f} MiB" for s in sizes)
+    share = " | ".join(
+        f"{s['engine_footprint_bytes'] / s['raw_bytes']:.1%}"
+        if s["engine_footprint_bytes"]
+        else "-"
+        for s in sizes
+    )
+    body = (
+        "| table | " + " | ".join(f"{s['items']:,}" for s in sizes) + " |\n"
+        f"{rule}\n| raw JSON | {raw} |\n| engine's keys in Redis / raw | {share} |\n\n"
+        + table(
+            "seconds", "Time from the start of the download to the last write (s), best run:", 2
+        )
+        + "\n"
+        + table("process_seconds", "Whole process, start to exit (s), best run:", 2)
+        + "\n"
+        + table("peak_rss_mib", "Peak RSS (VmHWM, MiB), highest run:", 1)
+        + "\n"
+        + plot_lines(plots, "ingest_time.png", "ingest_rss.png")
+    )
+    how = (
+        "Each route runs as a process of its own against a demo origin on loopback and ends "
+        f"with the projected items in Redis; {figures.get('repeat', 1)} rounds of every route, "
+        "interleaved, best time and highest RSS kept. engine = this app's `sync.run`; ijson, "
+        "orjson, msgspec = the floor (plain download, projection, pipelined HSET); dvr = the "
+        "original app's way (whole file, `json.loads`, one SET per definition)."
+    )
+    return section("ingest", figures, how, body)
+
+
+def footprint_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    projection = figures.get("projection", {})
+    body = ""
+    if projection:
+        body = f"""| figure | demo ({figures["items"]:,} items) | projected: ~136 MB of item JSON |
+| --- | --- | --- |
+| raw item JSON | {figures["raw_bytes"] / MB:.1f} MB | {projection["real_item_json"] / MB:.0f} MB |
+| one release in Redis (table + digests) | {figures["release_bytes"] / MB:.1f} MB \
+({figures["share"]:.1%}) | {projection["release"] / MB:.1f} MB |
+| at rest: live + previous release | {figures["rest_bytes"] / MB:.1f} MB \
+({figures["rest_over_release"]:.2f}x) | {projection["rest"] / MB:.1f} MB |
+| during a swap: live + previous + new | {figures["peak_bytes"] / MB:.1f} MB \
+({figures["peak_over_release"]:.2f}x) | {projection["peak"] / MB:.1f} MB |
+| empty Redis (used_memory_startup) | {figures["used_memory_startup"] / MB:.1f} MB | same |
+| broker and results ({projection["polls_kept"]} polls kept a day) | - | \
+{projection["broker"] / MB:.2f} MB |
+
+{plot_lines(plots, "redis_projection.png")}"""
+    how = (
+        "`MEMORY USAGE` (all samples) summed over the keys of a cache on a prefix of its own, "
+        "after one sync, after two (at rest), and in the progress callback of the third sync's "
+        "commit (the peak); then scaled to today's real item table and set against a 100 MB plan."
+    )
+    return section("footprint", figures, how, body)
+
+
+def unchanged_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    s = figures.get("summary", {})
+    body = ""
+    if s:
+        sent = ", ".join(f"{k} {v:g}" for k, v in s["commands_per_sync"].items())
+        executed = ", ".join(f"{k} {v}" for k, v in s["executed_by_command"].items())
+        body = f"""| figure | median | p90 |
+| --- | --- | --- |
+| bare `requests.get` of the manifest | {s["bare_median_ms"]:.2f} ms | {s["bare_p90_ms"]:.2f} ms |
+| unchanged sync (new client, `sync.run`) | {s["sync_median_ms"]:.2f} ms \
+| {s["sync_p90_ms"]:.2f} ms |
+
+Per unchanged sync: {s["http_requests_max"]} HTTP request (most in any round),
+{s["content_requests_max"]} content requests, {s["content_bytes_max"]} content bytes;
+Redis commands sent: {s["commands_total"]:g} in {s["round_trips"]:g} round trips ({sent});
+executed by Redis (INFO commandstats, Lua's inner commands included, fewest of the rounds):
+{s["executed_min"]:g} ({executed}). Outcomes: {s["outcomes"]}.
+"""
+    how = (
+        "A cache is filled and a second release synced (so the live one has a diff); then in "
+        "alternating order, a bare GET of /Platform/Destiny2/Manifest/ and an unchanged sync, "
+        f"{figures.get('summary', {}).get('rounds', '?')} times. Requests come from the origin's "
+        "request log; commands sent are counted in the client's connection (others using the "
+        "same Redis do not blur them)."
+    )
+    return section("unchanged", figures, how, body)
+
+
+def trigger_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    body = ""
+    if "healthz" in figures:
+        rows = []
+        for name, label in (
+            ("healthz", "GET /healthz"),
+            ("api", "POST /api/v1/manifest/sync"),
+            ("page", "GET /updateManifest"),
+        ):
+            g = figures[name]
+            rows.append(
+                f"| {label} | {g['requests']:,} | {g['rps']:.0f} | {g['p50_ms']:.1f} | "
+                f"{g['p99_ms']:.1f} | {g['max_ms']:.0f} | {g['statuses']} |"
+            )
+        body = (
+            "| endpoint | requests | req/s | p50 ms | p99 ms | max ms | statuses |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+            f"The triggers together: {figures['trigger_rps']:.0f} requests/s, "
+            f"{figures['ratio']:.0%} of /healthz. The sync's download was dripped over "
+            f"{figures['download_seconds']:.0f} s; it was "
+            f"{'still running' if figures['sync_running_after_load'] else 'over'} when the "
+            f"load ended and ended `{figures['sync_outcome']}`. Syncs started: "
+            f"{figures['item_downloads']} item-table download(s) in the origin's log, "
+            f"{figures['task_records']} task record(s), {figures['worker_received']} "
+            f"`manifest.sync` task(s) received by the worker, {len(figures['api_task_ids'])} "
+            "task id(s) in the API's answers.\n\n" + plot_lines(plots, "web_throughput.png")
+        )
+    how = (
+        "gunicorn (2 sync workers) and a Celery worker on a prefix and queue of their own; the "
+        f"load generator (`bench/loadgen.py`, its own process, {figures.get('connections', '?')} "
+        f"connections) takes turns, {figures.get('rounds', '?')} times, between /healthz and "
+        f"the triggers ({figures.get('seconds', '?'):g} s each in all; half the connections on "
+        "each trigger) while one sync, its download slowed, runs. The rate limit is raised for "
+        "the load; any 429 is counted apart."
+    )
+    return section("trigger_load", figures, how, body)
+
+
+def reading_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    body = ""
+    if "healthz" in figures:
+        rows = []
+        for page in (figures["healthz"], *figures["pages"].values()):
+            ratio = f"{page['ratio']:.0%}" if "ratio" in page else "-"
+            rows.append(
+                f"| {page['label']} | {page['requests']:,} | {page['rps']:.0f} | {ratio} | "
+                f"{page['p50_ms']:.1f} | {page['p99_ms']:.1f} | {page['statuses']} |"
+            )
+        s = figures["search"]
+        body = (
+            "| endpoint | requests | req/s | vs /healthz | p50 ms | p99 ms | statuses |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+            f"`store.search` in process: the index is built in {s['index_build_ms']:.0f} ms "
+            f"(once per process and release); then {s['calls']} searches over "
+            f"{s['distinct_queries']} queries (words, fragments, misses, filters; median "
+            f"{s['median_hits']:g} hits): p50 {s['p50_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms, "
+            f"p99 {s['p99_ms']:.2f} ms, max {s['max_ms']:.2f} ms.\n\n"
+            + plot_lines(plots, "web_throughput.png")
+        )
+    how = (
+        "A cache of the demo release on a prefix of its own, served by gunicorn (2 sync "
+        f"workers); the load generator (its own process, {figures.get('connections', '?')} "
+        f"connections) takes turns, {figures.get('rounds', '?')} times, between the endpoints "
+        f"({figures.get('seconds', '?'):g} s each in all), paths varied (search words, result "
+        "pages)."
+    )
+    return section("reading", figures, how, body)
+
+
+def swap_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    rows = []
+    for swap in figures.get("swaps", []):
+        lookup, hmget = swap["by_kind"]["lookup"], swap["by_kind"]["hmget"]
+        rows.append(
+            f"| {swap['swap']} | {swap['sync_seconds']:.2f} s | {swap['commit_ms']:.0f} ms | "
+            f"{swap['reads']:,} ({swap['reads_during_sync']:,}) | {swap['mixed']} | "
+            f"{lookup['p50_ms']:.2f} / {lookup['p99_ms']:.2f} / {lookup['max_ms']:.1f} | "
+            f"{hmget['p50_ms']:.2f} / {hmget['p99_ms']:.2f} / {hmget['max_ms']:.1f} | "
+            f"{swap['worst_near_commit_ms']:.1f} ms |"
+        )
+    body = (
+        "| swap | sync | commit | reads (while syncing) | mixed | lookup p50 / p99 / max ms "
+        "| GET+HMGET p50 / p99 / max ms | worst around the commit |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + plot_lines(plots, "swap_latency.png")
+    )
+    how = (
+        "For each swap the origin publishes a release; a reader process reads 200 items "
+        "(some changed, added, removed by the new release) in a tight loop, in turns through "
+        "`store.lookup` (one Lua round trip) and a plain GET + HMGET, while this process syncs "
+        "and commits. Every read's values are checked against the release it names. The reader "
+        "keeps its figures in flat arrays and freezes its imports out of the garbage collector, "
+        "whose full collections would otherwise add 30-90 ms pauses of its own."
+    )
+    return section("swap_readers", figures, how, body)
+
+
+def plot_lines(plots: dict[str, str], *names: str) -> str:
+    return "".join(f"![{name}]({plots[name]})\n" for name in names if name in plots)
