@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.jsonprovider import MsgspecJSONProvider
 from config import check
 from config import get_config
 
@@ -19,6 +20,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     """
     config = get_config(config_name)
     app = Flask(__name__)
+    app.json = MsgspecJSONProvider(app)
     app.config.from_object(config)
     app.config.from_prefixed_env()
     if overrides:

@@ -239,6 +239,9 @@ def profile_triggers(env: dict[str, str]) -> list[RequestProfile]:
     settings = {name.removeprefix("FLASK_"): value for name, value in env.items()}
     del settings["CONFIG"]
     settings["TRIGGER_RATE_LIMIT"] = UNLIMITED
+    # Its own keys and queue: the profile's triggers must not count as syncs of the load.
+    settings["MANIFEST_KEY_PREFIX"] += ":profile"
+    settings["CELERY_QUEUE"] += "-profile"
     app = create_app("testing", {**settings, "SERVER_NAME": "localhost"})
     browser, api = app.test_client(), app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text)
