@@ -48,6 +48,7 @@ def sync_manifest(
     """
     task_id = self.request.id
     tickets.remember_task(task_id, trigger=trigger, requested_by=requested_by)
+    tickets.started(task_id)
     retrying = False
     try:
         result = sync.run(

@@ -51,6 +51,16 @@ def task_key(task_id: str) -> str:
     return f"{get_store().prefix}:task:{task_id}"
 
 
+def alive_key(task_id: str) -> str:
+    return f"{task_key(task_id)}:alive"
+
+
+def started(task_id: str) -> None:
+    """Say that a sync task runs; it lapses after MANIFEST_LOCK_TIMEOUT if the worker dies."""
+    ttl = max(1, int(current_app.config["MANIFEST_LOCK_TIMEOUT"]))
+    get_redis().set(alive_key(task_id), 1, ex=ttl)
+
+
 def request_sync(
     trigger: str, requested_by: str | None = None, request_id: str | None = None
 ) -> Ticket:
@@ -82,12 +92,14 @@ def _request_sync(trigger: str, requested_by: str | None, request_id: str | None
             queued_id = queued.decode()
             if not _ran(queued_id):
                 return Ticket(queued_id, joined=True)
-            # It ran, so it took the lock before its state said so: the lock read *after* the
-            # state tells whether it still runs. Free means it ended or died without clearing
-            # its ticket (a killed worker never reaches its `finally`).
+            # It ran. It still runs if it holds the lock (building) or is alive (checking,
+            # which takes no lock); read after its state, these tell. Neither means it ended or
+            # died without clearing its ticket (a killed worker never reaches its `finally`).
             running = store.lock("trigger").holder()
             if running:
                 return Ticket(running, joined=True)
+            if client.exists(alive_key(queued_id)):
+                return Ticket(queued_id, joined=True)
             client.eval(_RELEASE, 1, pending_key(), queued_id)
     else:
         raise BrokerUnavailable("Syncs kept starting and ending under this request; retry.")
@@ -132,7 +144,9 @@ def known_task(task_id: str) -> dict[str, Any] | None:
 
 def finished(task_id: str) -> None:
     """Let the next trigger start a new sync: this one is done (or gave up)."""
-    get_redis().eval(_RELEASE, 1, pending_key(), task_id)
+    client = get_redis()
+    client.eval(_RELEASE, 1, pending_key(), task_id)
+    client.delete(alive_key(task_id))
 
 
 def forget(task_id: str) -> None:
