@@ -1,0 +1,1 @@
+"""Reliability and security: faults, crashes, load and hostile input (issue 8)."""
