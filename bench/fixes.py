@@ -196,21 +196,15 @@ def unchanged_time(target: dict[str, Any], figures: dict[str, Any]) -> str:
     summary = figures.get("summary", {})
     return (
         f"An unchanged sync sends {summary.get('commands_total', 0):g} Redis commands in "
-        f"{summary.get('round_trips', 0):g} round trips around the one HTTP request, and "
-        "decodes the whole live release record (diffs, change, trigger) only to compare ids. "
-        "The step timings below show it: the lock (2 round trips), `live_release` (2 round "
-        "trips and the decode), `_record_check` (2 round trips).\n\n"
-        "Fix, in `app/manifest/sync.py`:\n\n"
-        '1. In `_Sync.run`, decide "unchanged" with one pipelined read after the manifest '
-        "request: `GET <p>:current`, `HGET <p>:release:<new id> counts` and `GET "
-        "<p>:last_check` (the candidate id is known from the manifest); load the full record "
-        "with `live_release()` only when the ids differ. Pass the last check read here to "
-        "`_record_check` instead of reading it again.\n"
-        "2. In `run`, take the lock only when the release differs (then check again under "
-        "it): an unchanged check writes nothing but its check record, which needs no lock.\n\n"
-        "Expected, from a prototype of both measured the same way as here "
-        f"({PROTOTYPED}): 1.83x today, 1.63x with (1) alone, 1.36x with (1) and (2), the "
-        "Redis part going from 6 round trips to 2.\n"
+        f"{summary.get('round_trips', 0):g} round trips around the one HTTP request. That is "
+        "already the applied fix of this workload's first miss (1.74x): the check takes no "
+        'lock, decides "unchanged" from one pipelined read (`ManifestStore.glance`: the '
+        "live id, the last check, the candidate's counts) and records the check in one more "
+        "round trip, where it made 6 round trips and decoded the whole live release before.\n\n"
+        "What is left is work in this process around the request (decoding the envelope, "
+        "digesting the content paths into the release id, encoding the check record), about "
+        "half a millisecond; the step timings below show where. Not profiled further: "
+        "moving the check record to a fire-and-forget write would save one round trip.\n"
     )
 
 
@@ -281,34 +275,21 @@ def page_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
     label = target["scope"]
     if "/items?q" in label:
         return (
-            "Each search scans the 40,000 rows of the search index in a Python list "
-            "comprehension (`ManifestStore._search_page`), 2-12 ms a request depending on the "
-            "query and how busy the machine is, and the page then renders 50 rows, each with "
-            "`item_facts` and a `url_for`.\n\n"
-            "Fix, in `app/manifest/store.py`: keep, per release, the casefolded names joined "
-            "by newlines in one string with an array of row offsets, and find matches with "
-            "`str.find` (C speed), stepping to the next row after each hit (`bisect` on the "
-            "offsets gives the row); filter type/tier/class on the matched rows only, and "
-            "slice the hashes directly when there is no query and no filter. A prototype "
-            "returned the same results for every benchmark query, took the in-process search "
-            f"from p50 2-3 ms to 0.8 ms, this page from 10.6 to 2.8 ms in process and from "
-            f"3-4% to 14-15% of /healthz served ({PROTOTYPED}). The rest is the template: 50 "
-            "rows cost ~1.5 ms (profile below); building the item link from one `url_for` "
-            "with a placeholder, and fewer rows a page, are the next steps.\n"
+            "Applied: the search index is now one joined string of names searched with `str.find`"
+            " and `bisect` (`SearchIndex` in `app/manifest/store.py`; `store.search` p50 0.87 ms,"
+            " was 8 ms), which took this page from 4% to 17% of /healthz served. What is left is "
+            "the template: 50 rows, each with `item_facts` and a `url_for`, about 1.5 ms (profile"
+            " below), and two Redis round trips (the live id, then the lookup). Next steps: build"
+            " the item link from one `url_for` with a placeholder, compute the image base once "
+            "per page, fewer rows a page. "
         )
     if "per_page=200" in label:
         return (
-            "The API page runs the same search scan (all 40,000 rows match an empty query), "
-            "then encodes 200 definitions with Flask's default JSON provider (the standard "
-            "library's encoder) into ~100 KB.\n\n"
-            "Fixes: the search index above (slicing directly when there is no query); and a "
-            "JSON provider on msgspec (`app.json = MsgspecJSONProvider(app)` in `create_app`, "
-            "`dumps` = `msgspec.json.encode`). Prototypes measured this page at 16.0 ms in "
-            "process today, 2.3 ms with the index, 1.6 ms with both; served, 3% -> 15-17% "
-            f"-> 14-18% of /healthz ({PROTOTYPED}). Past that, the cost is the 200 values' "
-            "round trip and decoding, and the response's size: sending the stored JSON "
-            "through without decoding and re-encoding it would save the rest of the JSON "
-            "work.\n"
+            "Applied: the search index above (an empty query slices the hashes directly) and a "
+            "JSON provider on msgspec (`app/jsonprovider.py`), which took this page from 3% to "
+            "18% of /healthz served. Past that, the cost is the 200 values' round trip and "
+            "decoding, and the response's size: sending the stored JSON through without decoding "
+            "and re-encoding it would save the rest of the JSON work. "
         )
     return (
         "The player's page renders every equipped item of every character (10 slots each), "
@@ -322,11 +303,9 @@ def page_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
 
 def search_p50(target: dict[str, Any], figures: dict[str, Any]) -> str:
     return (
-        "`store.search` scans all 40,000 rows of its index in Python for every query "
-        "(`ManifestStore._search_page`), whose speed depends on how much of the index the CPU "
-        "caches hold: 2 ms on a quiet machine, 5-9 ms on a busy one. The joined-string "
-        "index described under the search page above makes the scan a `str.find` in C: a "
-        f"prototype measured p50 0.8 ms, p90 1.4 ms on the same queries ({PROTOTYPED}).\n"
+        "`store.search` finds names with `str.find` over one joined string of the release's "
+        "names (`SearchIndex`); it depends on how many names match and how busy the machine "
+        "is. Profile the query mix above if it is missed again.\n"
     )
 
 
