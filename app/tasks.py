@@ -173,7 +173,8 @@ def _send(task: Any, *args: Any) -> None:
 
 
 def _announcements() -> announce.Announcements:
-    return announce.Announcements(get_store().redis, get_store().prefix)
+    store = get_store()
+    return announce.Announcements(store.redis, store.prefix)
 
 
 def _url(endpoint: str, **values: Any) -> str:

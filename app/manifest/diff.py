@@ -7,7 +7,6 @@ ever held twice in memory nor scanned again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,9 +103,3 @@ class TableDiff:
             added_names=[(int(h), str(n)) for h, n in record["added_names"]],
             changed_names=[(int(h), str(n)) for h, n in record["changed_names"]],
         )
-
-
-def summarize(diffs: Iterable[TableDiff]) -> str:
-    """Return one line per table with changes, e.g. "DestinyInventoryItemDefinition +3 ~2 -1"."""
-    lines = [f"{d.table} +{d.added} ~{d.changed} -{d.removed}" for d in diffs if not d.is_empty]
-    return "\n".join(lines) or "no definitions changed"
