@@ -7,6 +7,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -173,32 +174,43 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+@dataclass(frozen=True)
+class RateWindow:
+    """A client's count of one kind of request in the current window, and what it may reach."""
+
+    key: str
+    allowed: int
+    seconds: int
+    retry_after: int
+
+    @property
+    def expires(self) -> int:
+        """Seconds a window's count is kept: past the window's end, never less."""
+        return self.seconds + 1
+
+    def check(self, count: int) -> None:
+        """Raise RateLimited (429) when `count` requests are more than allowed."""
+        if count > self.allowed:
+            raise RateLimited(
+                self.retry_after,
+                f"Too many requests: at most {self.allowed} per {self.seconds}s. Retry later.",
+            )
+
+
+def rate_window(bucket: str, allowed: int) -> RateWindow:
+    """Return this request's client's window for `bucket` (RATE_LIMIT_WINDOW seconds long)."""
+    seconds = current_app.config["RATE_LIMIT_WINDOW"]
+    now = int(time.time())
+    start = now - now % seconds
+    key = f"{get_store().prefix}:rate:{bucket}:{client_address()}:{start}"
+    return RateWindow(key, allowed, seconds, max(1, start + seconds - now))
+
+
 def limit(bucket: str, allowed: int) -> None:
     """Count this request against `allowed` per RATE_LIMIT_WINDOW for its client; 429 past it."""
-    window = current_app.config["RATE_LIMIT_WINDOW"]
-    now = int(time.time())
-    start = now - now % window
-    key = f"{get_store().prefix}:rate:{bucket}:{client_address()}:{start}"
+    window = rate_window(bucket, allowed)
     with get_redis().pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, window + 1)
+        pipe.incr(window.key)
+        pipe.expire(window.key, window.expires)
         count = pipe.execute()[0]
-    if count > allowed:
-        retry_after = max(1, start + window - now)
-        raise RateLimited(
-            retry_after, f"Too many requests: at most {allowed} per {window}s. Retry later."
-        )
-
-
-def rate_limited(bucket: str, setting: str) -> Callable[[View], View]:
-    """Decorate a view so each client may call it at most `config[setting]` times a window."""
-
-    def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            limit(bucket, current_app.config[setting])
-            return view(*args, **kwargs)
-
-        return wrapped  # type: ignore[return-value]
-
-    return decorate
+    window.check(count)

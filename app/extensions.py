@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
@@ -25,6 +26,7 @@ def init_app(app: Flask) -> None:
         url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30, **tls
     )
     app.extensions["manifest_settings"] = ManifestSettings.from_mapping(app.config)
+    app.extensions["bungie_by_thread"] = threading.local()
     celery_init_app(app)
 
 
@@ -70,5 +72,19 @@ def get_store() -> ManifestStore:
 
 
 def get_bungie() -> BungieClient:
-    """Return a Bungie client configured for the current app."""
+    """Return a new Bungie client configured for the current app (close it when done)."""
     return BungieClient.from_settings(get_settings())
+
+
+def get_shared_bungie() -> BungieClient:
+    """Return this thread's Bungie client for the current app, kept from request to request.
+
+    Pages that ask Bungie (players) keep its connections alive between requests, and a page
+    that needs no call costs nothing to set one up. One per thread: a requests Session is
+    not to be shared between threads.
+    """
+    local = current_app.extensions["bungie_by_thread"]
+    client = getattr(local, "client", None)
+    if client is None:
+        client = local.client = BungieClient.from_settings(get_settings())
+    return client

@@ -4,9 +4,7 @@ sync when a page meets items the cache does not know yet.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 from flask import current_app
 from werkzeug.exceptions import BadGateway
@@ -16,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import NotFound
 from werkzeug.exceptions import ServiceUnavailable
 
-from app.extensions import get_bungie
+from app.extensions import get_shared_bungie
 from app.extensions import get_store
 from app.manifest import errors
 from app.players import MAX_MEMBERSHIP_ID
@@ -94,20 +92,15 @@ def http_error(error: Exception) -> HTTPException:
     return BadGateway(f"Bungie answered an error ({error.error_status or error.error_code}).")
 
 
-@contextlib.contextmanager
-def open_players() -> Iterator[Players]:
-    """Yield the current app's Players (its store, a Bungie client, its settings)."""
+def current_players() -> Players:
+    """Return the current app's Players (its store, this thread's Bungie client, its settings)."""
     config = current_app.config
-    bungie = get_bungie()
-    try:
-        yield Players(
-            get_store(),
-            bungie,
-            cache_seconds=config["PROFILE_CACHE_SECONDS"],
-            sync_cooldown=config["MANIFEST_POLL_SECONDS"],
-        )
-    finally:
-        bungie.close()
+    return Players(
+        get_store(),
+        get_shared_bungie(),
+        cache_seconds=config["PROFILE_CACHE_SECONDS"],
+        sync_cooldown=config["MANIFEST_POLL_SECONDS"],
+    )
 
 
 def load_page(
@@ -119,15 +112,15 @@ def load_page(
     joins any sync queued or running; a broker that is down is logged, the page still shown.
     """
     kind, number = parse_membership_type(membership_type), parse_membership_id(membership_id)
-    with open_players() as players:
-        page = players.page(kind, number)
-        if not page.unknown_items or not players.claim_sync(page.release_id):
-            return page, None
-        try:
-            return page, request_sync("players", requested_by=requested_by)
-        except BrokerUnavailable as exc:
-            log.warning(
-                "Could not ask for a sync for %d unknown items: %s", len(page.unknown_items), exc
-            )
-            players.release_sync_claim(page.release_id)
-            return page, None
+    players = current_players()
+    page = players.page(kind, number)
+    if not page.unknown_items or not players.claim_sync(page.release_id):
+        return page, None
+    try:
+        return page, request_sync("players", requested_by=requested_by)
+    except BrokerUnavailable as exc:
+        log.warning(
+            "Could not ask for a sync for %d unknown items: %s", len(page.unknown_items), exc
+        )
+        players.release_sync_claim(page.release_id)
+        return page, None

@@ -115,7 +115,6 @@ class Profile(msgspec.Struct, frozen=True):
     characters: tuple[Character, ...]
 
 
-_decode_profile = msgspec.json.Decoder(Profile).decode
 _decode_memberships = msgspec.json.Decoder(list[Membership]).decode
 
 
@@ -163,6 +162,16 @@ class PlayerPage(msgspec.Struct):
     def to_record(self) -> dict[str, Any]:
         """Return plain data for JSON."""
         return msgspec.to_builtins(self)
+
+
+class KeptProfile(msgspec.Struct, frozen=True):
+    """What the profile cache keeps: a profile, and its page as resolved against a release."""
+
+    profile: Profile
+    page: PlayerPage
+
+
+_decode_kept = msgspec.json.Decoder(KeptProfile).decode
 
 
 @dataclass(frozen=True)
@@ -217,21 +226,49 @@ class Players:
 
     def profile(self, membership_type: int, membership_id: str) -> Profile:
         """Return a profile from the cache, else from Bungie (then kept for cache_seconds)."""
-        key = self.profile_key(membership_type, membership_id)
-        cached = self._cached(key, _decode_profile)
-        if cached is not None:
-            return cached
-        path = PROFILE_PATH.format(membership_type=membership_type, membership_id=membership_id)
-        platform = membership_type_name(membership_type)
-        missing = f"There is no Destiny profile {membership_id} on {platform}."
-        with _player_errors(missing):
-            found = parse_profile(self.bungie.get_platform(path))
-        self._keep(key, msgspec.json.encode(found))
-        return found
+        return self._kept_page(membership_type, membership_id)[0]
 
     def page(self, membership_type: int, membership_id: str) -> PlayerPage:
         """Return a player's characters with every equipped item resolved through the cache."""
-        return self.resolve(self.profile(membership_type, membership_id))
+        return self._kept_page(membership_type, membership_id)[1]
+
+    def _kept_page(self, membership_type: int, membership_id: str) -> tuple[Profile, PlayerPage]:
+        """Return a profile and its page, from the profile cache when they are there.
+
+        The cache keeps a profile with its page as resolved against a release: while that
+        release is live, a load is one round trip (the live pointer and the kept profile, read
+        together) and resolves nothing. Once another release is live, the kept profile is
+        resolved again, and kept for what is left of its time.
+        """
+        key = self.profile_key(membership_type, membership_id)
+        live, kept = self._read_kept(key)
+        if kept is not None and kept.page.release_id == live:
+            return kept.profile, kept.page
+        if kept is not None:
+            profile = kept.profile
+        else:
+            path = PROFILE_PATH.format(membership_type=membership_type, membership_id=membership_id)
+            platform = membership_type_name(membership_type)
+            with _player_errors(f"There is no Destiny profile {membership_id} on {platform}."):
+                profile = parse_profile(self.bungie.get_platform(path))
+        page = self.resolve(profile)
+        self._keep(key, msgspec.json.encode(KeptProfile(profile, page)), again=kept is not None)
+        return profile, page
+
+    def _read_kept(self, key: str) -> tuple[str | None, KeptProfile | None]:
+        """Return the live release id and the kept profile at `key` (if kept), in one trip."""
+        if self.cache_seconds <= 0:
+            return None, None
+        # A pipeline, not a MULTI: reads go on while Redis is full (it refuses transactions).
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.store.current_key)
+        pipe.get(key)
+        live, value = pipe.execute()
+        try:
+            kept = _decode_kept(value) if value is not None else None
+        except msgspec.DecodeError:
+            kept = None  # Kept by an older version of this app: ask Bungie again.
+        return (live.decode() if live else None), kept
 
     def resolve(self, profile: Profile) -> PlayerPage:
         """Resolve a profile's items, classes, buckets and damage types through the cache."""
@@ -286,8 +323,13 @@ class Players:
             # Kept by an older version of this app: ask Bungie again.
             return None
 
-    def _keep(self, key: str, value: bytes) -> None:
-        if self.cache_seconds > 0:
+    def _keep(self, key: str, value: bytes, *, again: bool = False) -> None:
+        """Keep `value` for cache_seconds; `again` replaces a kept one, keeping its expiry."""
+        if self.cache_seconds <= 0:
+            return
+        if again:
+            self.redis.set(key, value, xx=True, keepttl=True)
+        else:
             self.redis.set(key, value, ex=self.cache_seconds)
 
 

@@ -30,6 +30,8 @@ TIERS = {
     6: "Exotic",
 }
 CLASSES = {0: "Titan", 1: "Hunter", 2: "Warlock", 3: "Any class"}
+# The item filters by their parameter name.
+FILTER_CHOICES = {"type": ITEM_TYPES, "tier": TIERS, "class": CLASSES}
 
 MAX_QUERY_LENGTH = 100
 MAX_PAGE = 10_000

@@ -18,12 +18,29 @@ import redis
 from flask import current_app
 from kombu.exceptions import OperationalError
 
+from app.auth import RateWindow
 from app.extensions import get_celery
 from app.extensions import get_redis
 from app.extensions import get_store
 
 SYNC_TASK = "manifest.sync"
 
+# What a trigger needs to know, read in one round trip: the sync running (the lock's holder),
+# the one queued (the ticket), and the record of whichever it would join; first, when a rate
+# window is given (KEYS[3]), this request is counted in it.
+# KEYS: lock, ticket[, rate window]; ARGV: window seconds, task record key prefix.
+_GLANCE = """
+local count = 0
+if #KEYS == 3 then
+  count = redis.call('INCR', KEYS[3])
+  if count == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+end
+local holder = redis.call('GET', KEYS[1])
+local queued = redis.call('GET', KEYS[2])
+local record = false
+if holder or queued then record = redis.call('GET', ARGV[2] .. (holder or queued)) end
+return {count, holder, queued, record}
+"""
 # Delete a key only while it still names this task (another may have replaced it).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -37,10 +54,11 @@ class BrokerUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Ticket:
-    """The sync a trigger started or joined."""
+    """The sync a trigger started or joined, and its record when the trigger read it."""
 
     task_id: str
     joined: bool
+    record: dict[str, Any] | None = None
 
 
 def pending_key() -> str:
@@ -62,48 +80,79 @@ def started(task_id: str) -> None:
 
 
 def request_sync(
-    trigger: str, requested_by: str | None = None, request_id: str | None = None
+    trigger: str,
+    requested_by: str | None = None,
+    request_id: str | None = None,
+    *,
+    rate: RateWindow | None = None,
 ) -> Ticket:
     """Queue a sync unless one is queued or running; return the task id either way.
 
-    Raises BrokerUnavailable (and leaves no trace) when the broker does not take the task.
+    With `rate`, the request is counted in that rate window first, in the same round trip that
+    finds the sync to join: a trigger while a sync runs costs one round trip. Raises
+    RateLimited past the window's limit, and BrokerUnavailable (leaving no trace) when the
+    broker does not take the task.
     """
     try:
-        return _request_sync(trigger, requested_by, request_id)
+        return _request_sync(trigger, requested_by, request_id, rate)
     except redis.RedisError as exc:
         raise BrokerUnavailable(
             "Redis is not answering, so the sync was not started. Check REDIS_URL, then retry."
         ) from exc
 
 
-def _request_sync(trigger: str, requested_by: str | None, request_id: str | None) -> Ticket:
-    client = get_redis()
+def _glance(rate: RateWindow | None) -> tuple[int, str | None, str | None, dict[str, Any] | None]:
+    """Return (this request's count in `rate`, running task, queued task, its record)."""
     store = get_store()
+    keys = [store.lock_key, pending_key()]
+    if rate is not None:
+        keys.append(rate.key)
+    window = rate.expires if rate is not None else 0
+    script = current_app.extensions.get("trigger_glance")
+    if script is None:
+        script = current_app.extensions["trigger_glance"] = get_redis().register_script(_GLANCE)
+    count, holder, queued, record = script(keys=keys, args=[window, f"{store.prefix}:task:"])
+    return (
+        int(count),
+        holder.decode() if holder else None,
+        queued.decode() if queued else None,
+        msgspec.json.decode(record) if record else None,
+    )
+
+
+def _request_sync(
+    trigger: str, requested_by: str | None, request_id: str | None, rate: RateWindow | None
+) -> Ticket:
+    client = get_redis()
+    count, running, queued, record = _glance(rate)
+    if rate is not None:
+        rate.check(count)
     for _attempt in range(5):
-        running = store.lock("trigger").holder()
         if running:
-            return Ticket(running, joined=True)
+            return Ticket(running, joined=True, record=record)
+        if queued:
+            if not _ran(queued):
+                return Ticket(queued, joined=True, record=record)
+            # It ran. It still runs if it holds the lock (building) or is alive (checking,
+            # which takes no lock); read after its state, these tell. Neither means it ended or
+            # died without clearing its ticket (a killed worker never reaches its `finally`).
+            _, running, _, record = _glance(None)
+            if running:
+                return Ticket(running, joined=True, record=record)
+            if client.exists(alive_key(queued)):
+                return Ticket(queued, joined=True, record=known_task(queued))
+            client.eval(_RELEASE, 1, pending_key(), queued)
         task_id = uuid.uuid4().hex
         ttl = current_app.config["SYNC_TIME_LIMIT"] + 60
         if client.set(pending_key(), task_id, nx=True, ex=ttl):
             break
-        queued = client.get(pending_key())
-        if queued:
-            queued_id = queued.decode()
-            if not _ran(queued_id):
-                return Ticket(queued_id, joined=True)
-            # It ran. It still runs if it holds the lock (building) or is alive (checking,
-            # which takes no lock); read after its state, these tell. Neither means it ended or
-            # died without clearing its ticket (a killed worker never reaches its `finally`).
-            running = store.lock("trigger").holder()
-            if running:
-                return Ticket(running, joined=True)
-            if client.exists(alive_key(queued_id)):
-                return Ticket(queued_id, joined=True)
-            client.eval(_RELEASE, 1, pending_key(), queued_id)
+        # Another trigger queued one meanwhile: join it (or clear it, if it already ended).
+        _, running, queued, record = _glance(None)
     else:
         raise BrokerUnavailable("Syncs kept starting and ending under this request; retry.")
-    remember_task(task_id, trigger=trigger, requested_by=requested_by, request_id=request_id)
+    record = remember_task(
+        task_id, trigger=trigger, requested_by=requested_by, request_id=request_id
+    )
     try:
         get_celery().send_task(
             SYNC_TASK,
@@ -117,7 +166,7 @@ def _request_sync(trigger: str, requested_by: str | None, request_id: str | None
             "The task queue is not answering, so the sync was not started. "
             "Check that the broker (CELERY_BROKER_URL or REDIS_URL) is up, then try again."
         ) from exc
-    return Ticket(task_id, joined=False)
+    return Ticket(task_id, joined=False, record=record)
 
 
 def _ran(task_id: str) -> bool:
@@ -129,11 +178,12 @@ def _ran(task_id: str) -> bool:
     return state in ("STARTED", "PROGRESS", "SUCCESS", "FAILURE", "REVOKED")
 
 
-def remember_task(task_id: str, **info: Any) -> None:
+def remember_task(task_id: str, **info: Any) -> dict[str, Any]:
     """Record that `task_id` is a sync this app started, so its status can be looked up."""
-    record = msgspec.json.encode({"at": time.time(), **info})
+    record = {"at": time.time(), **info}
     ttl = current_app.config["TASK_RESULT_SECONDS"]
-    get_redis().set(task_key(task_id), record, ex=ttl, nx=True)
+    get_redis().set(task_key(task_id), msgspec.json.encode(record), ex=ttl, nx=True)
+    return record
 
 
 def known_task(task_id: str) -> dict[str, Any] | None:

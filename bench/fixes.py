@@ -166,18 +166,13 @@ def swap_peak(target: dict[str, Any], figures: dict[str, Any]) -> str:
     two = projection.get("peak_if_two", 0) / MB
     return (
         "During a sync Redis holds three releases: the live one, the previous one (kept for a "
-        "rollback by pointer flip) and the one being staged; `ManifestStore._flip` drops the "
-        "previous one only at the commit. The previous release is not needed once a new one "
-        "is being built: a rollback to it is detected before `_build` (the flip-back path), "
-        "and readers read the live release atomically.\n\n"
-        "Fix, in `app/manifest/sync.py`, `_Sync._build`: before `self.store.stage(release)`, "
-        "drop the data of every kept release but the live one (a new `ManifestStore` method "
-        "doing what `_flip` does for `drop`: ZREM from `<p>:releases`, UNLINK the data keys "
-        "and the release record, under the lock). Expected: the peak falls from three "
-        f"releases to two, {two:.1f} MB projected. A prototype of exactly this measured "
-        f"78.1 -> 52.3 MB at the commit of the third release ({PROTOTYPED}). The cost: if "
-        "that build fails and Bungie then rolls back to the dropped release, it is downloaded "
-        "again instead of flipped to.\n"
+        "rollback by pointer flip) and the one being staged. Applied: the previous release "
+        "keeps its definitions but not its digests (`ManifestStore._flip` unlinks them when a "
+        "release stops being live; a rollback works them out again), 100.9 -> 97.3 MB "
+        f"projected ({PROTOTYPED}). What is left, if this is missed again: drop the previous "
+        "release's definitions too before a build (under the lock, in `_Sync._build`), "
+        f"{two:.1f} MB projected, at the price of a download if Bungie rolls back to it "
+        "after that build failed; or shrink a release (see the share above).\n"
     )
 
 
@@ -196,15 +191,12 @@ def unchanged_time(target: dict[str, Any], figures: dict[str, Any]) -> str:
     summary = figures.get("summary", {})
     return (
         f"An unchanged sync sends {summary.get('commands_total', 0):g} Redis commands in "
-        f"{summary.get('round_trips', 0):g} round trips around the one HTTP request. That is "
-        "already the applied fix of this workload's first miss (1.74x): the check takes no "
-        'lock, decides "unchanged" from one pipelined read (`ManifestStore.glance`: the '
-        "live id, the last check, the candidate's counts) and records the check in one more "
-        "round trip, where it made 6 round trips and decoded the whole live release before.\n\n"
-        "What is left is work in this process around the request (decoding the envelope, "
-        "digesting the content paths into the release id, encoding the check record), about "
-        "half a millisecond; the step timings below show where. Not profiled further: "
-        "moving the check record to a fire-and-forget write would save one round trip.\n"
+        f"{summary.get('round_trips', 0):g} round trips around the one HTTP request. Applied "
+        "so far: no lock for a check (1.74x -> 1.56x), then one round trip that both tells "
+        '"unchanged" and records the check (`ManifestStore.glance` with `record_if_live`; '
+        f"1.56x -> 1.36x, {PROTOTYPED}). What is left is work in this process around the "
+        "request (decoding the envelope, digesting the content paths into the release id, "
+        "encoding the check record); the step timings below show where.\n"
     )
 
 
@@ -223,30 +215,15 @@ def unchanged_requests(target: dict[str, Any], figures: dict[str, Any]) -> str:
 def trigger_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
     return (
         "With gunicorn's sync workers a worker waits, idle, through every Redis round trip, "
-        "so round trips cost throughput well beyond their CPU time. A trigger takes 2 (API: "
-        "the rate limit's MULTI/INCR/EXPIRE/EXEC, then `GET <p>:lock`) or 3 (page: the same, "
-        "then `known_task`'s GET); the page also re-signs the session cookie on every request "
-        "(Flask refreshes permanent sessions) and renders a template with a dozen `url_for`. "
-        "See the in-process profiles below.\n\n"
-        "Fixes, by expected gain:\n\n"
-        "1. One round trip per trigger: a Lua script in `app/tickets.py` that does the rate "
-        "limit's INCR/EXPIRE, reads the lock holder, else the queued task, and that task's "
-        'record, called from `auth.limit` for the "trigger" bucket; `_request_sync` and '
-        "`known_task` use what it returned (through `flask.g`) instead of reading again. "
-        "Measured in process with a prototype "
-        f"({PROTOTYPED}): API 562 -> 411 us, page 1067 -> 739 us.\n"
-        "2. `SESSION_REFRESH_EACH_REQUEST = False` in `config.Config` (the session still "
-        "expires after PERMANENT_SESSION_LIFETIME from sign-in): page 739 -> 660 us on top "
-        "of (1).\n"
-        "3. In `progress.html` and `base.html`, build the links once per process (they do "
-        "not depend on the request) instead of calling `url_for` a dozen times a page.\n\n"
-        "Served, a prototype of (1) and (2) measured 37% and 46% in two runs where the app "
-        f"as it is measured 37% and 38% ({PROTOTYPED}): a real gain, but within this "
-        "machine's noise (the app as it is has measured from 31% to 45% here, run to run, "
-        "as Redis round trips slow down with whatever else the machine runs). 50% needs "
-        "a trigger's whole cost, HTTP included, under twice /healthz's: beyond (1)-(3), a "
-        "gthread worker class (`--threads 4`) would let a worker serve others "
-        "while one request waits for Redis; that changes the deployment, not just the code.\n"
+        "so round trips cost throughput well beyond their CPU time. Applied "
+        f"({PROTOTYPED}): one round trip per trigger (a Lua script in `app/tickets.py` counts "
+        "the request in its rate window and reads the lock holder, the ticket and the task's "
+        "record), no session re-signed on every request, the progress page's links built "
+        "once per process; 37-45% -> 50-51% on this machine. What is left is Flask's own "
+        "work per request and the page's session cookie (decoded and verified on every "
+        "load) and template; see the in-process profiles below. A gthread worker class "
+        "(`--threads 4`) would let a worker serve others while one waits for Redis: that "
+        "changes the deployment, not the code.\n"
     )
 
 
@@ -273,38 +250,39 @@ def syncs_started(target: dict[str, Any], figures: dict[str, Any]) -> str:
 
 def page_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
     label = target["scope"]
+    applied = (
+        f"Applied ({PROTOTYPED}), on every page: reads in one pipeline between two reads of "
+        "the live pointer, from the release the process last saw live (no Lua copy of the values); "
+        "lists prepared in one call per list, not three calls a row from the template; "
+        "links filled into patterns made once per process. "
+    )
     if "/items?q" in label:
-        return (
-            "Applied: the search index is now one joined string of names searched with `str.find`"
-            " and `bisect` (`SearchIndex` in `app/manifest/store.py`; `store.search` p50 0.87 ms,"
-            " was 8 ms), which took this page from 4% to 17% of /healthz served. What is left is "
-            "the template: 50 rows, each with `item_facts` and a `url_for`, about 1.5 ms (profile"
-            " below), and two Redis round trips (the live id, then the lookup). Next steps: build"
-            " the item link from one `url_for` with a placeholder, compute the image base once "
-            "per page, fewer rows a page. "
+        return applied + (
+            "For this page also: a trigram index (`SearchIndex`; the search's median 780 -> "
+            "7 us), and the rows' fields decoded straight from the stored JSON into a struct; "
+            "17% -> 35-38%. What is left is Jinja's work per row (about six escaped "
+            "expressions) and the base template; fewer rows a page would be next.\n"
         )
     if "per_page=200" in label:
-        return (
-            "Applied: the search index above (an empty query slices the hashes directly) and a "
-            "JSON provider on msgspec (`app/jsonprovider.py`), which took this page from 3% to "
-            "18% of /healthz served. Past that, the cost is the 200 values' round trip and "
-            "decoding, and the response's size: sending the stored JSON through without decoding "
-            "and re-encoding it would save the rest of the JSON work. "
+        return applied + (
+            "For this page also: the stored JSON is passed through (`msgspec.Raw`), never "
+            "decoded and encoded again; 18% -> 38-45%. What is left is the 200 values' "
+            "transfer from Redis (95 kB) and the response's size.\n"
         )
-    return (
-        "The player's page renders every equipped item of every character (10 slots each), "
-        "each with `bungie_image` (a configuration lookup) and a `url_for`: the template is "
-        "most of its time (see its profile below), the round trips (the cached profile, the "
-        "one lookup) the rest. Building the item link from one `url_for` per page (a "
-        "placeholder replaced per item, as the progress page already does) and the image "
-        "base once per page are the first steps.\n"
+    return applied + (
+        "For this page also: the profile cache keeps the page as resolved against a release "
+        "(one round trip while it is live, nothing resolved), and one Bungie client per "
+        "thread instead of one built and closed per page; 22% -> 37-38%. What is left is the "
+        "template: three characters of ten items, each row with half a dozen escaped "
+        "expressions.\n"
     )
 
 
 def search_p50(target: dict[str, Any], figures: dict[str, Any]) -> str:
     return (
-        "`store.search` finds names with `str.find` over one joined string of the release's "
-        "names (`SearchIndex`); it depends on how many names match and how busy the machine "
+        "`store.search` looks a needle of three characters or more up in the names holding "
+        "its rarest trigram, and scans every name (one joined string, `str.find`) for shorter "
+        "ones (`SearchIndex`); it depends on how many names match and how busy the machine "
         "is. Profile the query mix above if it is missed again.\n"
     )
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import redis
 import requests
-from stack import DEFAULT_REDIS_URL
 from stack import ITEM_TABLE
 from stack import LANGUAGE
 from stack import SEED
@@ -40,6 +38,7 @@ from stack import engine_store
 from stack import footprint
 from stack import item_path
 from stack import run_id
+from stack import workload_parser
 from stack import write_report
 from targets import Target
 from targets import Verdict
@@ -210,10 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=40_000, help="(default: %(default)s)")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="(default: %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    parser = workload_parser(__doc__)
     return parser.parse_args(argv)
 
 

@@ -26,7 +26,6 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -39,10 +38,10 @@ from profiles import RequestProfile
 from profiles import print_profiles
 from profiles import profile_call
 from profiles import to_record
-from stack import DEFAULT_REDIS_URL
 from stack import ITEM_TABLE
 from stack import LANGUAGE
 from stack import SEED
+from stack import add_load_arguments
 from stack import app_env
 from stack import bungie_client
 from stack import delete_keys
@@ -50,6 +49,7 @@ from stack import engine_settings
 from stack import engine_store
 from stack import run_id
 from stack import web_server
+from stack import workload_parser
 from stack import write_report
 from targets import Target
 from targets import Verdict
@@ -298,20 +298,8 @@ def print_search(search: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=40_000, help="(default: %(default)s)")
-    parser.add_argument("--connections", type=int, default=50, help="(default: %(default)s)")
-    parser.add_argument(
-        "--seconds", type=float, default=10.0, help="measured seconds per endpoint (default: 10)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="turns each endpoint's time is cut in (default: 3)"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=1.0, help="unmeasured seconds per turn (default: 1)"
-    )
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="(default: %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    parser = workload_parser(__doc__)
+    add_load_arguments(parser, "endpoint", seconds=10.0, rounds=3)
     return parser.parse_args(argv)
 
 

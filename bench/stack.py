@@ -7,6 +7,7 @@ Every process runs in a process group of its own, so stopping it stops its child
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
@@ -49,6 +50,37 @@ API_TOKEN = "test-api-token-0123456789"  # noqa: S105 - TestingConfig's, known t
 ADMIN = ("admin", "test-password")
 STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 10.0
+
+
+def workload_parser(doc: str, items: int = 40_000) -> argparse.ArgumentParser:
+    """Return a workload script's parser with what they all take: --items, --redis-url, --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--items", type=int, default=items, help="(default: %(default)s)")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="(default: %(default)s)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    return parser
+
+
+def add_load_arguments(
+    parser: argparse.ArgumentParser, part: str, seconds: float, rounds: int
+) -> None:
+    """Add what a load on the web server takes: connections, and time cut in rounds of `part`s."""
+    parser.add_argument("--connections", type=int, default=50, help="(default: %(default)s)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=seconds,
+        help=f"measured seconds per {part} (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=rounds,
+        help=f"turns each {part}'s time is cut in (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="unmeasured seconds per turn (default: 1)"
+    )
 
 
 def run_id() -> str:

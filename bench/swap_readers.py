@@ -35,7 +35,6 @@ from typing import Any
 
 import msgspec
 import redis
-from stack import DEFAULT_REDIS_URL
 from stack import ITEM_TABLE
 from stack import LANGUAGE
 from stack import PROJECT_ROOT
@@ -45,6 +44,7 @@ from stack import delete_keys
 from stack import engine_settings
 from stack import engine_store
 from stack import run_id
+from stack import workload_parser
 from stack import write_report
 from targets import Target
 from targets import Verdict
@@ -324,11 +324,8 @@ def verdicts(swaps: list[dict[str, Any]]) -> list[Verdict]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=40_000, help="(default: %(default)s)")
+    parser = workload_parser(__doc__)
     parser.add_argument("--swaps", type=int, default=3, help="(default: %(default)s)")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="(default: %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     # How the benchmark starts its reader process.
     parser.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)

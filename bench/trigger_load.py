@@ -25,7 +25,6 @@ import json
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -38,9 +37,9 @@ from profiles import profile_call
 from profiles import to_record
 from stack import ADMIN
 from stack import API_TOKEN
-from stack import DEFAULT_REDIS_URL
 from stack import LANGUAGE
 from stack import SEED
+from stack import add_load_arguments
 from stack import app_env
 from stack import celery_worker
 from stack import delete_celery_keys
@@ -48,6 +47,7 @@ from stack import delete_keys
 from stack import item_path
 from stack import run_id
 from stack import web_server
+from stack import workload_parser
 from stack import write_report
 from targets import Target
 from targets import Verdict
@@ -322,20 +322,8 @@ def print_figures(figures: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=40_000, help="(default: %(default)s)")
-    parser.add_argument("--connections", type=int, default=50, help="(default: %(default)s)")
-    parser.add_argument(
-        "--seconds", type=float, default=20.0, help="measured seconds per phase (default: 20)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="turns each phase's time is cut in (default: 4)"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=1.0, help="unmeasured seconds per turn (default: 1)"
-    )
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="(default: %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    parser = workload_parser(__doc__)
+    add_load_arguments(parser, "phase", seconds=20.0, rounds=4)
     return parser.parse_args(argv)
 
 

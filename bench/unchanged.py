@@ -29,7 +29,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field
-from pathlib import Path
 from typing import Any
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -37,7 +36,6 @@ from urllib.parse import urlsplit
 import redis
 import requests
 from redis.connection import Connection
-from stack import DEFAULT_REDIS_URL
 from stack import LANGUAGE
 from stack import SEED
 from stack import bungie_client
@@ -45,6 +43,7 @@ from stack import delete_keys
 from stack import engine_settings
 from stack import engine_store
 from stack import run_id
+from stack import workload_parser
 from stack import write_report
 from targets import Target
 from targets import Verdict
@@ -382,16 +381,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=40_000, help="(default: %(default)s)")
+    parser = workload_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=50, help="rounds (default: %(default)s)")
     parser.add_argument(
         "--profile",
         action="store_true",
         help="time the steps of 200 unchanged syncs even if the time target is met",
     )
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="(default: %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     return parser.parse_args(argv)
 
 

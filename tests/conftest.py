@@ -162,6 +162,36 @@ def signed_in(client: FlaskClient) -> FlaskClient:
     return client
 
 
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, ...]]]:
+    """Record each Redis round trip this process makes while the test runs.
+
+    A round trip is one command, or one pipeline (a MULTI/EXEC transaction too) with all the
+    commands queued in it; each command is recorded as its name and first argument.
+    """
+    trips: list[list[tuple[str, ...]]] = []
+    plain = redis.Redis.execute_command
+    piped = redis.client.Pipeline.execute
+
+    def execute_command(client: redis.Redis, *args: Any, **options: Any) -> Any:
+        trips.append([_named(args)])
+        return plain(client, *args, **options)
+
+    def execute(pipe: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
+        if pipe.command_stack:
+            queued = [_named(command) for command, _ in pipe.command_stack]
+            trips.append([("MULTI",), *queued, ("EXEC",)] if pipe.transaction else queued)
+        return piped(pipe, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    return trips
+
+
+def _named(args: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(a.decode() if isinstance(a, bytes) else str(a) for a in args[:2])
+
+
 def snapshot(client: redis.Redis, prefix: str, skip: tuple[str, ...] = ()) -> dict[bytes, bytes]:
     """Return every key under `prefix` with its DUMP, to prove that nothing was written."""
     skipped = tuple(f"{prefix}:{name}".encode() for name in skip)

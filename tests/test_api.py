@@ -447,3 +447,29 @@ def test_no_api_answer_is_html(client: FlaskClient, synced):
     for response in answers:
         assert response.mimetype == "application/json", response.request.path
         assert not response.get_data(as_text=True).lstrip().startswith("<")
+
+
+def test_a_trigger_while_a_sync_runs_joins_it_in_one_round_trip(
+    app, client, redis_client, key_prefix, round_trips
+):
+    with app.app_context():
+        remember_task("running-task-0001", trigger="beat")
+    redis_client.set(f"{key_prefix}:lock", "running-task-0001", ex=60)
+    with client.session_transaction() as session:
+        session["user"] = TestingConfig.ADMIN_USERNAME
+    round_trips.clear()
+
+    api = client.post("/api/v1/manifest/sync", headers=AUTH)
+    api_trips = list(round_trips)
+    round_trips.clear()
+    page = client.get("/updateManifest")
+
+    assert api.status_code == 202
+    assert api.get_json()["task_id"] == "running-task-0001"
+    assert api.get_json()["joined"] is True
+    assert page.status_code == 200
+    assert "running-task-0001" in page.get_data(as_text=True)
+    # Counted in the rate window, and the sync to join (with its record) found: one trip each.
+    assert [[command[0] for command in trip] for trip in api_trips] == [["EVALSHA"]]
+    assert [[command[0] for command in trip] for trip in round_trips] == [["EVALSHA"]]
+    assert redis_client.keys(f"{key_prefix}:rate:trigger:*")

@@ -520,3 +520,34 @@ def test_every_page_is_html_with_security_headers_and_no_inline_code(app, signed
 def test_the_static_files_are_served(client):
     for name in ("style.css", "progress.js", "favicon.svg"):
         assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_links_follow_the_mount_point(app, client):
+    run_sync(app)
+    # The same process serves the app at / and, behind a proxy, under /sync.
+    at_root = client.get("/items?q=a").get_data(as_text=True)
+    mounted = client.get("/items?q=a", base_url="http://localhost/sync")
+    page = mounted.get_data(as_text=True)
+
+    for found, root in ((at_root, ""), (page, "/sync")):
+        assert f'href="{root}/static/style.css"' in found
+        assert f'<a href="{root}/players">Players</a>' in found
+        assert f'<a href="{root}/items">Items</a>' in found
+        assert re.search(rf'<a href="{root}/items/\d+">', found)
+    assert 'href="/static/style.css"' not in page
+
+
+def test_an_item_with_odd_field_types_is_listed_not_fatal(app, client, redis_client):
+    result = run_sync(app)
+    with app.app_context():
+        table = get_store().table_key(result.release_id, "en", ITEM_TABLE)
+    odd = b'{"hash": 7, "displayProperties": {"name": 12, "icon": ["x"]}, "itemType": "3"}'
+    redis_client.hset(table, "7", odd)
+
+    listing = client.get("/items", query_string={"per_page": 200})
+    item = client.get("/items/7")
+
+    assert listing.status_code == item.status_code == 200
+    assert 'href="/items/7">Unnamed item 7</a>' in text(listing)
+    assert "Unnamed item 7" in text(item)
+    assert client.get("/items", query_string={"q": "a"}).status_code == 200

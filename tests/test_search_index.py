@@ -42,3 +42,22 @@ def test_an_empty_release():
     index = SearchIndex([])
     assert list(index.matches("")) == []
     assert index.matches("a") == []
+
+
+def test_needles_of_every_length_find_exactly_the_names_that_hold_them():
+    rows = [
+        ("ace of spades", 1, 3, 6, 3),
+        ("the lament", 2, 3, 5, 3),
+        ("la lame", 3, 3, 5, 3),
+        ("lamentable", 4, 3, 5, 3),
+        ("ménagerie", 5, 3, 5, 3),
+    ]
+    index = SearchIndex(rows)
+    needles = ["la", "lam", "lame", "ament", "lamentable", "of sp", "ées", "ménag", "e", "zz"]
+    needles += ["mentab", "lamentabl", "ce of spades", "lament"]
+    for needle in needles:
+        # In the rows' order (the store gives them sorted by name).
+        expected = [row[1] for row in rows if needle in row[0]]
+        assert hashes(index, index.matches(needle)) == expected, needle
+    # Every trigram of the needle is held by some name, but no name holds the needle.
+    assert index.matches("lamentables") == []

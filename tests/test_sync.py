@@ -92,15 +92,42 @@ def test_search_finds_items_by_name_any_case(
     assert store.search("no such item name at all").total == 0
 
 
+def test_a_search_reads_the_release_live_now_in_one_round_trip(
+    store: ManifestStore, bungie: BungieClient, admin, origin, round_trips
+):
+    first = sync.run(store, bungie)
+    assert store.search("", per_page=200).release_id == first.release_id
+    old_items = item_file(admin, origin.url)
+    admin.publish(changed=DEMO_ITEMS // 2, added=0, removed=0)
+    second = sync.run(store, bungie)
+    new_items = item_file(admin, origin.url)
+
+    # This process last searched the first release: the search notices, and reads the live one.
+    page = store.search("", per_page=200)
+    assert page.release_id == second.release_id
+    names = {str(i["hash"]): i["displayProperties"]["name"] for i in page.items}
+    assert names == {h: new_items[h]["displayProperties"]["name"] for h in names}
+    assert names != {h: old_items[h]["displayProperties"]["name"] for h in names}
+
+    round_trips.clear()
+    assert store.search("a", per_page=50).items
+    (trip,) = round_trips
+    assert [command[0] for command in trip] == ["GET", "HMGET", "GET"]
+    assert trip[1][1] == store.table_key(second.release_id, "en", ITEM_TABLE)
+
+
 def test_second_sync_is_unchanged_and_writes_nothing(
-    store, bungie, admin, key_prefix, redis_client
+    store, bungie, admin, key_prefix, redis_client, round_trips
 ):
     first = sync.run(store, bungie)
     before = snapshot(redis_client, key_prefix, skip=BOOKKEEPING)
     admin.clear_requests_log()
+    round_trips.clear()
 
     second = sync.run(store, bungie)
 
+    # One request to Bungie, and one Redis round trip that tells and records the check.
+    assert [[command[0] for command in trip] for trip in round_trips] == [["EVALSHA"]]
     assert second.outcome == sync.UNCHANGED
     assert second.release_id == first.release_id
     assert content_requests(admin) == []
@@ -173,15 +200,27 @@ def test_readers_never_see_a_mixed_release(store, bungie, admin, origin, redis_c
     assert names_now() == names["new"]
 
 
+def definitions_snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes]:
+    """Every release's definitions (the tables, not their digests) and records."""
+    found = snapshot(client, prefix, skip=(*BOOKKEEPING, "current", "history", "releases"))
+    return {key: value for key, value in found.items() if not key.endswith(b":sums")}
+
+
+def digests_kept(client: redis.Redis, prefix: str) -> dict[str, dict[bytes, bytes]]:
+    """The digests kept, by key."""
+    return {key.decode(): client.hgetall(key) for key in client.scan_iter(match=f"{prefix}:*:sums")}
+
+
 def test_a_rollback_is_a_pointer_flip(store, bungie, admin, key_prefix, redis_client):
     first = sync.run(store, bungie)
+    first_digests = digests_kept(redis_client, key_prefix)
     admin.publish()
     second = sync.run(store, bungie)
+    # Only the live release keeps the digests a build compares with.
+    assert all(second.release_id in key for key in digests_kept(redis_client, key_prefix))
     admin.rollback()
     admin.clear_requests_log()
-    data_before = snapshot(
-        redis_client, key_prefix, skip=(*BOOKKEEPING, "current", "history", "releases")
-    )
+    data_before = definitions_snapshot(redis_client, key_prefix)
 
     back = sync.run(store, bungie)
 
@@ -190,10 +229,9 @@ def test_a_rollback_is_a_pointer_flip(store, bungie, admin, key_prefix, redis_cl
     assert back.release_id == first.release_id
     assert store.live_id() == first.release_id
     assert content_requests(admin) == []
-    assert (
-        snapshot(redis_client, key_prefix, skip=(*BOOKKEEPING, "current", "history", "releases"))
-        == data_before
-    )
+    assert definitions_snapshot(redis_client, key_prefix) == data_before
+    # The release live again has its digests back, worked out from its definitions.
+    assert digests_kept(redis_client, key_prefix) == first_digests
     forward = next(d for d in second.diffs if d.table == ITEM_TABLE)
     backward = next(d for d in back.diffs if d.table == ITEM_TABLE)
     assert (backward.added, backward.removed, backward.changed) == (
@@ -202,6 +240,13 @@ def test_a_rollback_is_a_pointer_flip(store, bungie, admin, key_prefix, redis_cl
         forward.changed,
     )
     assert store.history()[0]["rollback"] is True
+
+    # The next build after the rollback compares with those digests.
+    published = admin.publish(changed=7, added=3, removed=2)
+    after = sync.run(store, bungie)
+    items = next(d for d in after.diffs if d.table == ITEM_TABLE)
+    assert (items.added, items.removed, items.changed) == (3, 2, 7)
+    assert len(published["changed"]) == 7
 
 
 def test_only_two_releases_are_kept(store, bungie, admin, key_prefix, redis_client):

@@ -11,6 +11,7 @@ import msgspec
 import redis
 from celery.exceptions import BackendError
 from flask import abort
+from flask import current_app
 from flask import jsonify
 from flask import request
 from flask import url_for
@@ -21,15 +22,15 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from app.api import bp
 from app.auth import client_address
-from app.auth import rate_limited
+from app.auth import rate_window
 from app.auth import token_required
 from app.extensions import get_celery
 from app.extensions import get_store
 from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
+from app.player_pages import current_players
 from app.player_pages import http_error
 from app.player_pages import load_page
-from app.player_pages import open_players
 from app.player_pages import parse_bungie_name
 from app.players import PlayerError
 from app.queries import parse_hash
@@ -61,16 +62,19 @@ def redis_unavailable(error: redis.RedisError) -> ResponseReturnValue:
 
 
 @bp.post("/manifest/sync")
-@rate_limited("trigger", "TRIGGER_RATE_LIMIT")
 @token_required
 def trigger_sync() -> ResponseReturnValue:
-    """Queue a sync, or join the one queued or running; point to its status."""
+    """Queue a sync, or join the one queued or running; point to its status.
+
+    Rate limited per client; the count is kept in the round trip that finds the sync to join.
+    """
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     try:
         ticket = request_sync(
             "api",
             requested_by=f"api from {client_address()}",
             request_id=request_id[:MAX_REQUEST_ID],
+            rate=rate_window("trigger", current_app.config["TRIGGER_RATE_LIMIT"]),
         )
     except BrokerUnavailable as exc:
         abort(503, description=str(exc))
@@ -121,7 +125,8 @@ def items() -> ResponseReturnValue:
         page=found.page,
         per_page=found.per_page,
         pages=found.pages,
-        items=found.items,
+        # As stored: JSON passed through as it is, never decoded and encoded again.
+        items=[msgspec.Raw(value) for value in found.raw],
     )
 
 
@@ -168,8 +173,7 @@ def player_unavailable(error: Exception) -> ResponseReturnValue:
 def players() -> ResponseReturnValue:
     """Find a player by Bungie name (?name=Guardian%230001): their memberships, one per platform."""
     name = parse_bungie_name(request.args.get("name"))
-    with open_players() as directory:
-        found = directory.search(name)
+    found = current_players().search(name)
     return jsonify(
         name=str(name),
         players=[

@@ -3,24 +3,31 @@ out."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
 from collections.abc import Iterable
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
+import msgspec
 import redis
 from flask import abort
 from flask import current_app
 from flask import flash
+from flask import g
 from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import ServiceUnavailable
 
@@ -29,7 +36,7 @@ from app.auth import client_address
 from app.auth import current_user
 from app.auth import limit
 from app.auth import login_required
-from app.auth import rate_limited
+from app.auth import rate_window
 from app.auth import safe_next
 from app.auth import sign_in
 from app.auth import sign_out
@@ -38,13 +45,15 @@ from app.main import bp
 from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.player_pages import current_players
 from app.player_pages import http_error
 from app.player_pages import load_page
-from app.player_pages import open_players
 from app.player_pages import parse_bungie_name
+from app.players import ItemSlot
 from app.players import PlayerError
 from app.players import PlayerNotFound
 from app.queries import CLASSES
+from app.queries import FILTER_CHOICES
 from app.queries import ITEM_TYPES
 from app.queries import PER_PAGE
 from app.queries import TIERS
@@ -74,10 +83,40 @@ def redis_unavailable(error: redis.RedisError) -> ResponseReturnValue:
     return handle_http_error(ServiceUnavailable("Redis is not answering. Retry in a moment."))
 
 
+# The links every page shows: name -> (endpoint, values).
+SITE_LINKS: dict[str, tuple[str, dict[str, str]]] = {
+    "favicon": ("static", {"filename": "favicon.svg"}),
+    "stylesheet": ("static", {"filename": "style.css"}),
+    "dashboard": ("main.dashboard", {}),
+    "items": ("main.items", {}),
+    "players": ("main.players", {}),
+    "history": ("main.history", {}),
+    "check_now": ("main.update_manifest", {}),
+    "logout": ("main.logout", {}),
+    "progress_script": ("static", {"filename": "progress.js"}),
+    # Patterns: ID_PLACEHOLDER is filled in (the `fill` filter, Links, progress.js).
+    "item_page": ("main.item", {"item_hash": ID_PLACEHOLDER}),
+    "release_page": ("main.release", {"release_id": ID_PLACEHOLDER}),
+    "sync_page": ("main.update_manifest", {"task": ID_PLACEHOLDER}),
+    "task_status": ("api.task_status", {"task_id": ID_PLACEHOLDER}),
+}
+
+
 @bp.app_context_processor
 def page_globals() -> dict[str, Any]:
-    """Give every template the signed-in user."""
-    return {"user": current_user()}
+    """Give every template the signed-in user and the site's links."""
+    return {"user": current_user(), "site": site_links()}
+
+
+def site_links() -> SimpleNamespace:
+    """Return the links every page shows: built once per process and mount point (the same
+    on every page, they would otherwise be a good part of a page's url_for calls)."""
+    made: dict[str, SimpleNamespace] = current_app.extensions.setdefault("site_links", {})
+    links = made.get(request.script_root)
+    if links is None:
+        urls = {name: url_for(endpoint, **args) for name, (endpoint, args) in SITE_LINKS.items()}
+        links = made[request.script_root] = SimpleNamespace(**urls)
+    return links
 
 
 # -- pages ----------------------------------------------------------------------------------
@@ -101,7 +140,6 @@ def dashboard() -> ResponseReturnValue:
 
 @bp.post("/sync")
 @login_required
-@rate_limited("trigger", "TRIGGER_RATE_LIMIT")
 def check_now() -> ResponseReturnValue:
     """Start a sync (or join the running one) and go to its progress page."""
     ticket = start_sync("dashboard")
@@ -113,24 +151,15 @@ def check_now() -> ResponseReturnValue:
 def update_manifest() -> ResponseReturnValue:
     """Follow the sync named by ?task=, else start one (or join the running one) and follow it."""
     task_id = request.args.get("task", "")
-    joined: bool | None = None
-    if not task_id:
-        limit("trigger", current_app.config["TRIGGER_RATE_LIMIT"])
+    if task_id:
+        joined, task = None, known_task(task_id)
+    else:
         ticket = start_sync("web")
-        task_id, joined = ticket.task_id, ticket.joined
-    task = known_task(task_id)
+        task_id, joined, task = ticket.task_id, ticket.joined, ticket.record
     if task is None and joined is None:
         abort(404, description="No sync with this id was started here (or its record expired).")
     return render_template(
-        "progress.html",
-        task_id=task_id,
-        task=task or {},
-        joined=joined,
-        status_url=url_for("api.task_status", task_id=ID_PLACEHOLDER),
-        page_url=url_for("main.update_manifest", task=ID_PLACEHOLDER),
-        item_url=url_for("main.item", item_hash=ID_PLACEHOLDER),
-        release_url=url_for("main.release", release_id=ID_PLACEHOLDER),
-        item_table=ITEM_TABLE,
+        "progress.html", task_id=task_id, task=task or {}, joined=joined, item_table=ITEM_TABLE
     )
 
 
@@ -143,15 +172,7 @@ def items() -> ResponseReturnValue:
     filters: dict[str, Any] = {k: v for k, v in chosen.items() if v not in ("", None)}
     if query.per_page != PER_PAGE:
         filters["per_page"] = query.per_page
-    return render_template(
-        "items.html",
-        query=query,
-        found=found,
-        filters=filters,
-        item_types=ITEM_TYPES,
-        tiers=TIERS,
-        classes=CLASSES,
-    )
+    return render_template("items.html", query=query, found=found, filters=filters)
 
 
 @bp.get("/items/<item_hash>")
@@ -218,13 +239,17 @@ def logout() -> ResponseReturnValue:
 
 
 def start_sync(trigger: str) -> Ticket:
-    """Queue a sync for the signed-in user, or join the one queued or running; 503 if refused."""
+    """Queue a sync for the signed-in user, or join the one queued or running; 503 if refused.
+
+    Rate limited per client (429); the count is kept in the round trip that finds the sync.
+    """
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     try:
         return request_sync(
             trigger,
             requested_by=f"{current_user()} from {client_address()}",
             request_id=request_id[:MAX_REQUEST_ID],
+            rate=rate_window("trigger", current_app.config["TRIGGER_RATE_LIMIT"]),
         )
     except BrokerUnavailable as exc:
         abort(503, description=str(exc))
@@ -284,24 +309,197 @@ def format_number(value: int | None) -> str:
 
 
 @bp.app_template_global()
-def item_facts(item: Mapping[str, Any]) -> dict[str, Any]:
+@functools.cache
+def choice_options(field: str, chosen: int | None) -> Markup:
+    """Return the <option>s of an item filter with `chosen` selected.
+
+    The same few fragments on every search page: made once per process, not once per page.
+    """
+    options = [Markup('<option value="">any</option>')]
+    for number, name in FILTER_CHOICES[field].items():
+        selected = Markup(" selected") if number == chosen else ""
+        options.append(Markup('<option value="{}"{}>{}</option>').format(number, selected, name))
+    return Markup("").join(options)
+
+
+class _Display(msgspec.Struct, frozen=True):
+    name: str | None = None
+    description: str | None = None
+    icon: str | None = None
+
+
+class _Inventory(msgspec.Struct, frozen=True):
+    tierTypeName: str | None = None
+    tierType: int | None = None
+
+
+class StoredItem(msgspec.Struct, frozen=True):
+    """The fields of a stored item definition the pages show; the others are skipped unread."""
+
+    hash: int | None = None
+    displayProperties: _Display | None = None
+    itemTypeDisplayName: str | None = None
+    itemType: int | None = None
+    classType: int | None = None
+    inventory: _Inventory | None = None
+    redacted: bool | None = None
+
+
+_decode_stored_item = msgspec.json.Decoder(StoredItem).decode
+
+
+def stored_item(value: bytes | Mapping[str, Any]) -> StoredItem:
+    """Read what the pages show of an item from its stored JSON (or its decoded definition).
+
+    A field of an unexpected type costs that item its details, never the page.
+    """
+    try:
+        if isinstance(value, bytes):
+            return _decode_stored_item(value)
+        return msgspec.convert(value, StoredItem)
+    except msgspec.ValidationError:
+        found = msgspec.json.decode(value) if isinstance(value, bytes) else value
+        number = found.get("hash") if isinstance(found, Mapping) else None
+        return StoredItem(hash=number if isinstance(number, int) else None)
+
+
+class ItemFacts(msgspec.Struct, frozen=True):
+    """What the pages show of an item (attributes: quick to read in a template's loop)."""
+
+    url: str
+    name: str
+    description: str
+    icon: str | None
+    type: str | None
+    tier: str | None
+    tier_type: int | None
+    class_name: str | None
+    redacted: bool
+
+
+@bp.app_template_global()
+def item_facts(item: Mapping[str, Any]) -> ItemFacts:
     """Return what the pages show of an item; any of its fields may be missing."""
-    display = item.get("displayProperties") or {}
-    inventory = item.get("inventory") or {}
-    tier = inventory.get("tierType")
-    icon = display.get("icon") or ""
-    base = current_app.config["BUNGIE_BASE_URL"].rstrip("/")
-    return {
-        "name": display.get("name") or f"Unnamed item {item.get('hash', '')}".strip(),
-        "description": display.get("description") or "",
-        # Icons are paths on Bungie's host; anything else is not shown (and CSP would block it).
-        "icon": base + icon if icon.startswith("/") and not icon.startswith("//") else None,
-        "type": item.get("itemTypeDisplayName") or ITEM_TYPES.get(item.get("itemType")),
-        "tier": inventory.get("tierTypeName") or TIERS.get(tier),
-        "tier_type": tier,
-        "class_name": CLASSES.get(item.get("classType")),
-        "redacted": bool(item.get("redacted")),
-    }
+    return _facts(stored_item(item), links())
+
+
+@bp.app_template_global()
+def item_rows(stored: Iterable[bytes]) -> list[ItemFacts]:
+    """Return what a list of items shows, from their stored JSON, in one call for the list.
+
+    Each call from a template costs several microseconds, and decoding whole definitions to
+    read a few fields costs more: a page of 50 items would spend more in them than in the rest
+    of its rendering.
+    """
+    made = links()
+    return [_facts(stored_item(value), made) for value in stored]
+
+
+def _facts(item: StoredItem, made: Links) -> ItemFacts:
+    display = item.displayProperties or _NO_DISPLAY
+    inventory = item.inventory or _NO_INVENTORY
+    number = "" if item.hash is None else item.hash
+    return ItemFacts(
+        url=made.item(number),
+        name=display.name or f"Unnamed item {number}".strip(),
+        description=display.description or "",
+        icon=made.image(display.icon),
+        type=item.itemTypeDisplayName or ITEM_TYPES.get(item.itemType),
+        tier=inventory.tierTypeName or TIERS.get(inventory.tierType),
+        tier_type=inventory.tierType,
+        class_name=CLASSES.get(item.classType),
+        redacted=bool(item.redacted),
+    )
+
+
+_NO_DISPLAY = _Display()
+_NO_INVENTORY = _Inventory()
+
+
+@dataclass(frozen=True, slots=True)
+class EquipmentRow:
+    """What a player's page shows of one equipped item."""
+
+    slot: ItemSlot
+    url: str | None
+    icon: str | None
+    details: str
+
+
+@bp.app_template_global()
+def equipment_rows(slots: Iterable[ItemSlot]) -> list[EquipmentRow]:
+    """Return what a character's equipment shows: links, icons, and one line of details."""
+    made = links()
+    rows = []
+    for slot in slots:
+        # Type, damage type and slot, each once ("Hand Cannon · Solar · Kinetic Weapons").
+        parts: dict[str, str] = {}
+        for part in (slot.item_type, slot.damage_type, slot.bucket):
+            if part:
+                parts.setdefault(part.casefold(), part)
+        rows.append(
+            EquipmentRow(
+                slot=slot,
+                url=made.item(slot.item_hash) if slot.known else None,
+                icon=made.image(slot.icon),
+                details=" \N{MIDDLE DOT} ".join(parts.values()),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """Links a page builds many times over: worked out once per request, then filled in.
+
+    A page listing 50 or 200 items would otherwise spend most of its rendering in url_for.
+    """
+
+    item_pattern: str
+    image_base: str
+
+    def item(self, item_hash: int | str) -> str:
+        """Return an item page's URL."""
+        return fill(self.item_pattern, item_hash)
+
+    def image(self, path: str | None) -> str | None:
+        """Return an image's URL on Bungie's host; None for anything but a plain path.
+
+        Anything else is not shown (and the CSP would block it).
+        """
+        if not path or not path.startswith("/") or path.startswith("//"):
+            return None
+        return self.image_base + path
+
+
+def links() -> Links:
+    """Return this request's Links."""
+    made = g.get("links")
+    if made is None:
+        made = g.links = Links(
+            item_pattern=site_links().item_page,
+            image_base=current_app.config["BUNGIE_BASE_URL"].rstrip("/"),
+        )
+    return made
+
+
+@bp.app_template_filter("fill")
+def fill(pattern: str, value: int | str) -> str:
+    """Fill a link pattern of SITE_LINKS in with `value` (quoted as a path segment)."""
+    filled = str(value) if isinstance(value, int) else quote(value, safe="")
+    return pattern.replace(ID_PLACEHOLDER, filled)
+
+
+@bp.app_template_global()
+def item_url(item_hash: int | str) -> str:
+    """Return an item page's URL."""
+    return links().item(item_hash)
+
+
+@bp.app_template_global()
+def bungie_image(path: str | None) -> str | None:
+    """Return an image's URL on Bungie's host; None for anything but a plain path."""
+    return links().image(path)
 
 
 @bp.app_template_global()
@@ -331,8 +529,7 @@ def players() -> ResponseReturnValue:
         return render_template("players.html", name="")
     try:
         name = parse_bungie_name(raw)
-        with open_players() as directory:
-            found = directory.search(name)
+        found = current_players().search(name)
     except BadRequest as exc:
         return render_template("players.html", name=raw, error=exc.description), 400
     except PlayerNotFound as exc:
@@ -356,14 +553,6 @@ def player(membership_type: str, membership_id: str) -> ResponseReturnValue:
         membership_type, membership_id, f"players page from {client_address()}"
     )
     return render_template("player.html", page=page, ticket=ticket)
-
-
-@bp.app_template_global()
-def bungie_image(path: str | None) -> str | None:
-    """Return the URL of an image path on Bungie's host; None for anything but a plain path."""
-    if not path or not path.startswith("/") or path.startswith("//"):
-        return None
-    return current_app.config["BUNGIE_BASE_URL"].rstrip("/") + path
 
 
 @bp.app_template_filter("played")

@@ -97,7 +97,12 @@ class EntryCodec:
 
     def _entry(self, key: bytes, value: Any) -> Entry:
         data = self._encode(value)
-        return key, data, hashlib.blake2b(data, digest_size=8).digest()
+        return key, data, digest(data)
+
+
+def digest(data: bytes) -> bytes:
+    """Return the digest of a stored (projected) definition: what diffs compare."""
+    return hashlib.blake2b(data, digest_size=8).digest()
 
 
 def iter_json_table(

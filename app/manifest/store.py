@@ -12,11 +12,15 @@ import itertools
 import logging
 import threading
 import time
+from array import array
+from collections import defaultdict
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -27,6 +31,7 @@ from redis.exceptions import WatchError
 from app.manifest.diff import TableDiff
 from app.manifest.errors import ManifestError
 from app.manifest.ingest import Entry
+from app.manifest.ingest import digest
 from app.manifest.release import Release
 from app.manifest.settings import ManifestSettings
 
@@ -39,34 +44,24 @@ CHECKS_KEPT = 50
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
 
-# Resolve the live release and read definitions from it in one atomic round trip.
-# KEYS[1] = the pointer; ARGV = prefix, number of groups, then per group: suffix, n, n hashes.
-# n = -1 asks for the whole table (small reference tables): its field/value pairs follow,
-# preceded by their count.
-_LOOKUP = """
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-local out = {id}
-local pos = 3
-for _ = 1, tonumber(ARGV[2]) do
-  local suffix, count = ARGV[pos], tonumber(ARGV[pos + 1])
-  pos = pos + 2
-  if count < 0 then
-    local pairs = redis.call('HGETALL', ARGV[1] .. id .. suffix)
-    out[#out + 1] = #pairs
-    for i = 1, #pairs do out[#out + 1] = pairs[i] end
-  elseif count > 0 then
-    local values = redis.call('HMGET', ARGV[1] .. id .. suffix, unpack(ARGV, pos, pos + count - 1))
-    for i = 1, count do out[#out + 1] = values[i] end
-    pos = pos + count
-  end
+# A check's one round trip: the live release id, the last check and a release's counts; and,
+# when that release is live and a record is given, the record as the new last check.
+# KEYS: current, last_check, checks; ARGV: release id, its record key, check record, kept.
+_GLANCE = """
+local live = redis.call('GET', KEYS[1])
+local before = redis.call('GET', KEYS[2])
+local counts = redis.call('HGET', ARGV[2], 'counts')
+if live == ARGV[1] and ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('LPUSH', KEYS[3], ARGV[3])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
 end
-return out
+return {live, before, counts}
 """
 # Asks lookup() for every definition of a table.
 WHOLE_TABLE = None
-# Lua's unpack() has a stack limit of a few thousand values.
-_LOOKUP_MAX = 4000
+# How many times a read starts again when commits keep landing while it runs.
+READ_ATTEMPTS = 3
 
 
 class LockLost(ManifestError):
@@ -163,11 +158,16 @@ class SearchPage:
     total: int
     page: int
     per_page: int
-    items: list[dict[str, Any]]
+    # The page's items as stored (JSON), in order; `items` decodes them when first asked.
+    raw: list[bytes]
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
+
+    @cached_property
+    def items(self) -> list[dict[str, Any]]:
+        return [_json_decode(value) for value in self.raw]
 
 
 class _Inventory(msgspec.Struct):
@@ -186,23 +186,37 @@ class _SearchFields(msgspec.Struct):
 
 
 _decode_search_fields = msgspec.json.Decoder(_SearchFields).decode
+_ODD_ITEM = _SearchFields(itemType=-1, classType=-1, inventory=_Inventory(tierType=-1))
 SCAN_COUNT = 2000
+# Names are indexed by their substrings of this length (trigrams).
+GRAM = 3
+_NO_ROWS: array[int] = array("I")
 
 
 def search_row(item_hash: bytes, data: bytes) -> tuple[str, int, int, int, int]:
-    """Return what search filters on: (casefolded name, hash, itemType, tierType, classType)."""
-    item = _decode_search_fields(data)
+    """Return what search filters on: (casefolded name, hash, itemType, tierType, classType).
+
+    Stored fields keep whatever type Bungie gave them: an item whose fields are not of the
+    usual types is indexed by hash alone (listed, not found by name or filters).
+    """
+    try:
+        item = _decode_search_fields(data)
+    except msgspec.ValidationError:
+        item = _ODD_ITEM
     name = item.displayProperties.name if item.displayProperties else ""
     tier = item.inventory.tierType if item.inventory else 0
     return name.casefold(), int(item_hash), item.itemType, tier, item.classType
 
 
 class SearchIndex:
-    """The items of one release sorted by name, searchable by substring at C speed.
+    """The items of one release sorted by name, searchable by substring without a full scan.
 
-    The casefolded names are joined into one string: `str.find` finds a substring in all of
-    them at once, and `bisect` on the names' offsets says whose name it is. The filters then
-    only look at the matches.
+    Each row's casefolded name is cut into trigrams; `postings` lists, per trigram, the rows
+    whose name holds it, in name order. A needle of three characters or more is looked for
+    only in the rows of its rarest trigram, so a search costs what it finds, not what the
+    release holds. Shorter needles scan all names at once: they are joined into one string,
+    `str.find` finds the needle in all of them and `bisect` on the names' offsets says whose
+    name it is. The filters then only look at the matches.
     """
 
     def __init__(self, rows: list[tuple[str, int, int, int, int]]) -> None:
@@ -211,16 +225,32 @@ class SearchIndex:
         self.tiers = [row[3] for row in rows]
         self.classes = [row[4] for row in rows]
         # A newline separates the names, so no match can span two of them.
-        names = [row[0].replace("\n", " ") for row in rows]
-        self.starts = list(itertools.accumulate((len(n) + 1 for n in names[:-1]), initial=0))
-        self.text = "\n".join(names)
+        self.names = [row[0].replace("\n", " ") for row in rows]
+        self.starts = list(itertools.accumulate((len(n) + 1 for n in self.names[:-1]), initial=0))
+        self.text = "\n".join(self.names)
+        postings: defaultdict[str, list[int]] = defaultdict(list)
+        for row, name in enumerate(self.names):
+            for gram in {name[i : i + GRAM] for i in range(len(name) - GRAM + 1)}:
+                postings[gram].append(row)
+        # Kept as arrays of 4-byte row numbers: a quarter of a list's memory, as fast to read.
+        self.postings = {gram: array("I", found) for gram, found in postings.items()}
 
-    def matches(self, needle: str) -> Iterable[int]:
+    def matches(self, needle: str) -> Sequence[int]:
         """Return the rows whose name contains `needle` (already casefolded), in name order."""
         if not needle:
             return range(len(self.hashes))
         if "\n" in needle:
             return ()
+        if len(needle) < GRAM:
+            return self._scan(needle)
+        grams = {needle[i : i + GRAM] for i in range(len(needle) - GRAM + 1)}
+        rarest = min((self.postings.get(gram, _NO_ROWS) for gram in grams), key=len)
+        if len(needle) == GRAM:
+            return rarest
+        names = self.names
+        return [row for row in rarest if needle in names[row]]
+
+    def _scan(self, needle: str) -> list[int]:
         found = []
         find, starts, count = self.text.find, self.starts, len(self.starts)
         at = find(needle)
@@ -232,13 +262,12 @@ class SearchIndex:
 
     def filter(
         self,
-        rows: Iterable[int],
+        rows: Sequence[int],
         item_type: int | None,
         tier: int | None,
         class_type: int | None,
     ) -> Sequence[int]:
         """Keep the rows that match every filter given."""
-        rows = rows if isinstance(rows, Sequence) else list(rows)
         for values, wanted in (
             (self.types, item_type),
             (self.tiers, tier),
@@ -252,6 +281,10 @@ class SearchIndex:
 # (prefix, release id, language) -> its index; a release never changes once committed.
 _search_indexes: dict[tuple[str, str, str], SearchIndex] = {}
 _search_index_lock = threading.Lock()
+# prefix -> the release this process last read as live. Reads start from it: a good guess (the
+# pointer moves once a release) saves the round trip that reads the pointer; a stale one costs
+# a second try. The transaction of each read says which it was.
+_live_hints: dict[str, str] = {}
 
 
 class ManifestStore:
@@ -269,7 +302,6 @@ class ManifestStore:
         self.checks_key = f"{prefix}:checks"
         self.last_check_key = f"{prefix}:last_check"
         self.lock_key = f"{prefix}:lock"
-        self._lookup = client.register_script(_LOOKUP)
 
     # -- key names -------------------------------------------------------------------------
 
@@ -284,14 +316,17 @@ class ManifestStore:
 
     def data_keys(self, release: Release) -> list[str]:
         """Return every key holding a release's data."""
-        keys = []
-        for lang in release.languages:
-            for table in release.tables:
-                keys += [
-                    self.table_key(release.id, lang, table),
-                    self.sums_key(release.id, lang, table),
-                ]
-        return keys
+        return self._keys(release, self.table_key) + self.digest_keys(release)
+
+    def digest_keys(self, release: Release) -> list[str]:
+        """Return the keys of a release's digests (what a build compares with, while live)."""
+        return self._keys(release, self.sums_key)
+
+    @staticmethod
+    def _keys(release: Release, key: Callable[[str, str, str], str]) -> list[str]:
+        return [
+            key(release.id, lang, table) for lang in release.languages for table in release.tables
+        ]
 
     # -- the lock --------------------------------------------------------------------------
 
@@ -307,17 +342,23 @@ class ManifestStore:
         return value.decode() if value else None
 
     def glance(
-        self, release_id: str
+        self, release_id: str, *, record_if_live: Mapping[str, Any] | None = None
     ) -> tuple[str | None, dict[str, Any] | None, dict[str, dict[str, int]] | None]:
         """Return the live release id, the last check, and `release_id`'s counts if it is kept.
 
-        One round trip: what a check needs to tell "unchanged" without taking the lock.
+        One round trip: what a check needs to tell "unchanged" without taking the lock. With
+        `record_if_live`, that check record is also recorded (as `record_check` does) when
+        `release_id` is the live release, in the same round trip; the last check returned is
+        then the one from before.
         """
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.current_key)
-            pipe.get(self.last_check_key)
-            pipe.hget(self.release_key(release_id), "counts")
-            live, check, counts = pipe.execute()
+        record = _json_encode(record_if_live) if record_if_live is not None else b""
+        keys = [self.current_key, self.last_check_key, self.checks_key]
+        # Registered here, not in __init__: a store is made per request, a check once a sync.
+        glance = self.redis.register_script(_GLANCE)
+        live, check, counts = glance(
+            keys=keys,
+            args=[release_id, self.release_key(release_id), record, CHECKS_KEPT],
+        )
         return (
             live.decode() if live else None,
             _json_decode(check) if check else None,
@@ -353,37 +394,83 @@ class ManifestStore:
     def lookup(
         self, wanted: Mapping[str, Iterable[int] | None], lang: str | None = None
     ) -> tuple[str | None, dict[str, dict[int, dict[str, Any] | None]]]:
-        """Read definitions of several tables from the live release in one round trip.
+        """Read definitions of several tables from the live release, atomically.
 
         `wanted` maps a table to the hashes to read, or to WHOLE_TABLE for all of a (small)
         table. Returns the release id read from and, per table, each hash's definition (None
-        if absent).
+        if absent). One round trip, once this process has seen the live release.
         """
-        lang = lang or self.settings.languages[0]
+        release_id, found = self.lookup_raw(wanted, lang)
+        decoded = {
+            table: {h: _json_decode(v) if v else None for h, v in values.items()}
+            for table, values in found.items()
+        }
+        return release_id, decoded
+
+    def lookup_raw(
+        self, wanted: Mapping[str, Iterable[int] | None], lang: str | None = None
+    ) -> tuple[str | None, dict[str, dict[int, bytes | None]]]:
+        """Like `lookup`, with each definition as stored: JSON bytes, not decoded.
+
+        What only passes the definitions on (the API's item pages) saves decoding and encoding
+        them again; what reads a few fields decodes just those.
+        """
         groups = [
             (table, None if hashes is None else [int(h) & 0xFFFFFFFF for h in hashes])
             for table, hashes in wanted.items()
         ]
-        if sum(len(h or ()) for _, h in groups) > _LOOKUP_MAX:
-            raise ValueError(f"Ask for at most {_LOOKUP_MAX} definitions at once")
-        args: list[Any] = [f"{self.prefix}:", len(groups)]
+        release_id = self._live_hint()
+        for _attempt in range(READ_ATTEMPTS):
+            if release_id is None:
+                return None, {table: dict.fromkeys(hashes or ()) for table, hashes in groups}
+            live, found = self._read(release_id, groups, lang)
+            if found is not None:
+                return release_id, found
+            release_id = live
+        raise ManifestError("The live release kept changing during the lookup")
+
+    def _live_hint(self) -> str | None:
+        """Return the release this process last read as live here (else ask Redis which is)."""
+        return _live_hints.get(self.prefix) or self.live_id()
+
+    def _read(
+        self, release_id: str, groups: Sequence[tuple[str, list[int] | None]], lang: str | None
+    ) -> tuple[str | None, dict[str, dict[int, bytes | None]] | None]:
+        """Read definitions of `release_id` if it is live: one round trip.
+
+        One pipeline reads the live pointer, the tables, and the pointer again. A release's
+        keys never change once committed, and are dropped only once two more releases have
+        been committed after it; so when both reads of the pointer name `release_id`, the
+        tables read between them are that release's, whole (anything else takes three commits
+        and a build within the pipeline's microseconds). Otherwise the answer is (live
+        release, None) and the caller reads that one instead. Not a MULTI: Redis refuses a
+        transaction while it is over maxmemory, reads included, and readers must go on
+        reading then.
+        """
+        lang = lang or self.settings.languages[0]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.current_key)
         for table, hashes in groups:
-            suffix = f":{lang}:{table}"
-            args += [suffix, -1] if hashes is None else [suffix, len(hashes), *hashes]
-        reply = self._lookup(keys=[self.current_key], args=args)
-        if not reply:
-            return None, {table: dict.fromkeys(hashes or ()) for table, hashes in groups}
-        values = iter(reply[1:])
-        found: dict[str, dict[int, dict[str, Any] | None]] = {}
+            key = self.table_key(release_id, lang, table)
+            if hashes is None:
+                pipe.hgetall(key)
+            elif hashes:
+                pipe.hmget(key, hashes)
+        pipe.get(self.current_key)
+        before, *replies, after = pipe.execute()
+        live = after.decode() if after else None
+        if before != after or live != release_id:
+            return live, None
+        _live_hints[self.prefix] = release_id
+        answers = iter(replies)
+        found: dict[str, dict[int, bytes | None]] = {}
         for table, hashes in groups:
             if hashes is None:
-                flat = [next(values) for _ in range(next(values))]
-                pairs = zip(flat[::2], flat[1::2], strict=True)
-                found[table] = {int(k): _json_decode(v) for k, v in pairs}
+                found[table] = {int(k): v for k, v in next(answers).items()}
             else:
-                read = zip(hashes, values, strict=False)
-                found[table] = {h: _json_decode(v) if v else None for h, v in read}
-        return reply[0].decode(), found
+                values = next(answers) if hashes else []
+                found[table] = {h: v or None for h, v in zip(hashes, values, strict=True)}
+        return live, found
 
     def definitions(
         self, table: str, hashes: Iterable[int], lang: str | None = None
@@ -409,38 +496,22 @@ class ManifestStore:
         """Find items whose name contains `query` (any case), filtered, one page at a time."""
         lang = lang or self.settings.languages[0]
         page, per_page = max(1, page), max(1, min(per_page, 200))
-        release_id = self.live_id()
         needle = query.strip().casefold()
-        for _attempt in range(3):
-            page_items = self._search_page(
-                release_id, lang, needle, item_type, tier, class_type, page, per_page
-            )
-            if page_items is not None:
-                return page_items
-            release_id = self.live_id()  # A commit landed between the two reads: again.
+        release_id = self._live_hint()
+        for _attempt in range(READ_ATTEMPTS):
+            if release_id is None:
+                return SearchPage(None, 0, page, per_page, [])
+            index = self._search_index(release_id, lang)
+            matches = index.filter(index.matches(needle), item_type, tier, class_type)
+            chosen = [index.hashes[i] for i in matches[(page - 1) * per_page : page * per_page]]
+            live, found = self._read(release_id, [(ITEM_TABLE, chosen)], lang)
+            if found is not None:
+                values = found[ITEM_TABLE]
+                raw = [value for value in map(values.get, chosen) if value]
+                return SearchPage(release_id, len(matches), page, per_page, raw)
+            # A commit landed since this process last looked: search the release now live.
+            release_id = live
         raise ManifestError("The live release kept changing during the search")
-
-    def _search_page(
-        self,
-        release_id: str | None,
-        lang: str,
-        needle: str,
-        item_type: int | None,
-        tier: int | None,
-        class_type: int | None,
-        page: int,
-        per_page: int,
-    ) -> SearchPage | None:
-        if release_id is None:
-            return SearchPage(None, 0, page, per_page, [])
-        index = self._search_index(release_id, lang)
-        matches = index.filter(index.matches(needle), item_type, tier, class_type)
-        chosen = [index.hashes[i] for i in matches[(page - 1) * per_page : page * per_page]]
-        read_from, found = self.lookup({ITEM_TABLE: chosen}, lang)
-        if read_from != release_id:
-            return None
-        items = [found[ITEM_TABLE][h] for h in chosen]
-        return SearchPage(release_id, len(matches), page, per_page, [i for i in items if i])
 
     def _search_index(self, release_id: str, lang: str) -> SearchIndex:
         cache_key = (self.prefix, release_id, lang)
@@ -530,9 +601,24 @@ class ManifestStore:
         """
         self._flip(info.id, history, lock, record=info)
 
-    def activate(self, release_id: str, history: Mapping[str, Any], lock: SyncLock) -> None:
-        """Make a kept release live again without downloading it (a rollback)."""
-        self._flip(release_id, history, lock, record=None)
+    def activate(self, release: Release, history: Mapping[str, Any], lock: SyncLock) -> None:
+        """Make a kept release live again without downloading it (a rollback).
+
+        Its digests were dropped when it stopped being live: they are worked out again from
+        its stored definitions first (the next build compares with them).
+        """
+        for lang in release.languages:
+            for table in release.tables:
+                self._restore_digests(release.id, lang, table, lock)
+        self._flip(release.id, history, lock, record=None)
+
+    def _restore_digests(self, release_id: str, lang: str, table: str, lock: SyncLock) -> None:
+        key = self.sums_key(release_id, lang, table)
+        self.redis.unlink(key)
+        items = self.redis.hscan_iter(self.table_key(release_id, lang, table), count=SCAN_COUNT)
+        while batch := list(itertools.islice(items, WRITE_BATCH)):
+            self.redis.hset(key, mapping={field: digest(data) for field, data in batch})
+            lock.keep_alive()
 
     def _flip(
         self,
@@ -557,6 +643,11 @@ class ManifestStore:
                         info = self.release_info(r)
                         if info is not None:
                             drop_keys += self.data_keys(info.release)
+                    # The release that stops being live keeps its definitions (readers, a
+                    # rollback), not its digests: only the live release's are compared with.
+                    previous = self.release_info(live.decode()) if live else None
+                    if previous is not None and previous.id != release_id:
+                        drop_keys += self.digest_keys(previous.release)
                     pipe.multi()
                     if record is not None:
                         pipe.hset(
@@ -577,6 +668,7 @@ class ManifestStore:
                     pipe.zadd(self.releases_key, {release_id: time.time()})
                     if drop:
                         pipe.zrem(self.releases_key, *drop)
+                    if drop_keys:
                         pipe.unlink(*drop_keys)
                     pipe.lpush(self.history_key, _json_encode(history))
                     pipe.ltrim(self.history_key, 0, self.settings.history_length - 1)

@@ -127,7 +127,7 @@ def run(
 ) -> SyncResult:
     """Bring the cache in step with Bungie, one sync at a time across every process.
 
-    A check that finds the live release costs one request to Bungie and two Redis round trips,
+    A check that finds the live release costs one request to Bungie and one Redis round trip,
     and takes no lock; only a different release takes the lock, and looks again under it.
     """
     run_id = run_id or uuid.uuid4().hex
@@ -149,7 +149,7 @@ def run(
         log.exception("Sync %s failed unexpectedly", run_id)
         result = SyncResult(FAILED, run_id, error=type(exc).__name__, message=str(exc)[:300])
     result.timings["total"] = round(time.monotonic() - started, 3)
-    if result.outcome != BUSY:
+    if result.outcome != BUSY and not flow.check_recorded:
         _record_check(store, result, context, flow.last_check)
     log.info("Sync %s (%s): %s", run_id, trigger, result.summary())
     return result
@@ -184,34 +184,38 @@ def _failure(run_id: str, exc: errors.ManifestError) -> SyncResult:
 def _record_check(
     store: ManifestStore, result: SyncResult, context: dict[str, Any], before: Any
 ) -> None:
-    now = time.time()
     try:
         if before is _UNREAD:
             before = store.last_check()
-        before = before or {}
-        if result.ok:
-            failing_since, last_success = None, now
-        else:
-            failing_since = before.get("failing_since") or now
-            last_success = before.get("last_success")
-        store.record_check(
-            {
-                "at": now,
-                "outcome": result.outcome,
-                "release_id": result.release_id,
-                "version": result.version,
-                "error": result.error,
-                "message": result.message,
-                "retry_after": result.retry_after,
-                "transient": result.transient,
-                "failing_since": failing_since,
-                "last_success": last_success,
-                "duration": result.timings.get("total"),
-                **context,
-            }
-        )
+        store.record_check(_check_entry(result, context, before or {}))
     except redis.RedisError:
         log.warning("Could not record the outcome of sync %s: Redis is unavailable", result.run_id)
+
+
+def _check_entry(
+    result: SyncResult, context: dict[str, Any], before: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the record of a check (the dashboard's "last check"); `before` is the last one."""
+    now = time.time()
+    if result.ok:
+        failing_since, last_success = None, now
+    else:
+        failing_since = before.get("failing_since") or now
+        last_success = before.get("last_success")
+    return {
+        "at": now,
+        "outcome": result.outcome,
+        "release_id": result.release_id,
+        "version": result.version,
+        "error": result.error,
+        "message": result.message,
+        "retry_after": result.retry_after,
+        "transient": result.transient,
+        "failing_since": failing_since,
+        "last_success": last_success,
+        "duration": result.timings.get("total"),
+        **context,
+    }
 
 
 _UNREAD = object()  # The last check, before this run has read it.
@@ -241,6 +245,9 @@ class _Sync:
         self.settings = store.settings
         self.lock = store.lock(run_id)
         self.last_check: Any = _UNREAD
+        # Set when the check recorded itself (an unchanged release: in the glance's round trip).
+        self.check_recorded = False
+        self.started = time.monotonic()
         self.context = context
         self.progress = progress
         self.timings: dict[str, float] = {}
@@ -256,8 +263,15 @@ class _Sync:
         started = time.monotonic()
         release = Release.from_manifest(self.client.get_manifest(), self.settings)
         self.timings["check"] = round(time.monotonic() - started, 3)
-        live_id, self.last_check, counts = self.store.glance(release.id)
+        # Most checks find the live release: their record is written in the same round trip
+        # that tells, if it does (it needs nothing from the last check: an unchanged check
+        # succeeded).
+        unchanged = self._unchanged(release, {})
+        unchanged.timings = {**self.timings, "total": round(time.monotonic() - self.started, 3)}
+        entry = _check_entry(unchanged, self.context, {})
+        live_id, self.last_check, counts = self.store.glance(release.id, record_if_live=entry)
         if live_id == release.id:
+            self.check_recorded = True
             return self._unchanged(release, counts or {})
         if not self.lock.acquire():
             return SyncResult(BUSY, self.lock.run_id, running_id=self.lock.holder())
@@ -306,7 +320,7 @@ class _Sync:
         self.progress(Progress("committing"))
         change = compare(live.release, release)
         history = self._history(target, live, diffs, change.to_record(), rollback=True)
-        self.store.activate(release.id, history, self.lock)
+        self.store.activate(target.release, history, self.lock)
         return self._result(
             UPDATED,
             target,
