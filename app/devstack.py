@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import IO
+from typing import Any
 
 import redis
 import requests
@@ -44,6 +45,46 @@ class Child:
     name: str
     process: subprocess.Popen[str]
     relay: threading.Thread = field(init=False)
+
+
+class _KeepsConnectionOnErrorReply:
+    """A fakeredis connection whose error replies are returned to the TCP handler, not raised.
+
+    fakeredis' TCP server closes a connection whenever a command's reply is an error: the
+    NOSCRIPT that redis-py's scripts and kombu's broker expect on a fresh server, a WRONGTYPE,
+    anything. Clients then fail with "Connection closed by server". Returned instead, the error
+    is written to the client as the reply it is, and the connection stays open, as on Redis.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def read_response(self, **options: Any) -> Any:
+        try:
+            return self._connection.read_response(**options)
+        except redis.ResponseError as error:
+            return error
+
+
+def embedded_redis() -> Any:
+    """A Redis-compatible server in this process (fakeredis with Lua) on a free loopback port.
+
+    Serve it with `serve_forever()` in a thread; `shutdown()` stops it.
+    """
+    from fakeredis import TcpFakeServer
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class Handler(TCPFakeRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            self.current_client = _KeepsConnectionOnErrorReply(self.current_client)
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    server.RequestHandlerClass = Handler
+    return server
 
 
 class DevStack:
@@ -89,9 +130,7 @@ class DevStack:
                 if redis.Redis.from_url(configured, socket_connect_timeout=1).ping():
                     self.say("dev", f"Redis: {configured}")
                     return configured
-        from fakeredis import TcpFakeServer
-
-        server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        server = embedded_redis()
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._stack.callback(server.shutdown)
         host, port = server.server_address[:2]

@@ -9,17 +9,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 import yaml
 from celery.result import AsyncResult
 
 from app import create_app
+from app import devstack
 from app import tickets
 from app.extensions import get_celery
 from tests.processes import PROJECT_ROOT
@@ -121,6 +125,33 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path):
     assert sync_lines, log.read_text()[-3000:]
     assert all(line.startswith("worker |") for line in sync_lines)
     assert len(sync_lines) == 1
+    # The embedded server never dropped anyone's connection.
+    assert "Connection closed by server" not in log.read_text()
+    assert "Connection to broker lost" not in log.read_text()
+
+
+@pytest.fixture
+def embedded_redis_url() -> Iterator[str]:
+    server = devstack.embedded_redis()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield f"redis://{host}:{port}/0"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_embedded_redis_answers_an_error_and_keeps_the_connection(embedded_redis_url):
+    client = redis.Redis.from_url(embedded_redis_url, single_connection_client=True)
+    client.set("key", "text")
+    connection = client.client_id()
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        client.lpush("key", "item")
+    # A script's first EVALSHA is answered NOSCRIPT, then loaded, on the same connection.
+    script = client.register_script("return redis.call('GET', KEYS[1])")
+    assert script(keys=["key"]) == b"text"
+    assert client.client_id() == connection
+    client.close()
 
 
 # -- Heroku: Procfile ---------------------------------------------------------------------
