@@ -69,11 +69,9 @@ class _KeepsConnectionOnErrorReply:
             return error
 
 
-def embedded_redis() -> Any:
-    """A Redis-compatible server in this process (fakeredis with Lua) on a free loopback port.
-
-    Serve it with `serve_forever()` in a thread; `shutdown()` stops it.
-    """
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[str]:
+    """Serve a Redis-compatible server from this process (fakeredis with Lua); yield its URL."""
     from fakeredis import TcpFakeServer
     from fakeredis._clients._tcp_server import TCPFakeRequestHandler
 
@@ -84,7 +82,13 @@ def embedded_redis() -> Any:
 
     server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
     server.RequestHandlerClass = Handler
-    return server
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"redis://{host}:{port}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class DevStack:
@@ -130,11 +134,7 @@ class DevStack:
                 if redis.Redis.from_url(configured, socket_connect_timeout=1).ping():
                     self.say("dev", f"Redis: {configured}")
                     return configured
-        server = embedded_redis()
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._stack.callback(server.shutdown)
-        host, port = server.server_address[:2]
-        url = f"redis://{host}:{port}/0"
+        url = self._stack.enter_context(embedded_redis())
         why = f"{configured} does not answer" if configured else "REDIS_URL is not set"
         self.say("dev", f"Redis: {why}; using an embedded server at {url} (data is not kept)")
         return url

@@ -44,15 +44,10 @@ def redis_url() -> Iterator[str]:
         return
     if os.environ.get("TEST_REDIS_URL"):
         pytest.exit(f"TEST_REDIS_URL={url} does not answer", returncode=2)
-    from fakeredis import TcpFakeServer
+    from app.devstack import embedded_redis
 
-    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    import threading
-
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    yield f"redis://{host}:{port}/0"
-    server.shutdown()
+    with embedded_redis() as embedded:
+        yield embedded
 
 
 @pytest.fixture(scope="session")

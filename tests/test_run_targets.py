@@ -9,10 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +88,6 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path):
         assert "Sign in:    admin / dev" in output
         # The first sync fills the cache within seconds: the items page lists items.
         base = f"http://127.0.0.1:{port}"
-        # (The embedded server sometimes drops a connection under load: a 503 now and then
-        # is retried, like the sync itself is.)
         found = wait_until(
             lambda: requests.get(f"{base}/api/v1/items", timeout=5).json().get("total"), 90, "items"
         )
@@ -130,28 +126,18 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path):
     assert "Connection to broker lost" not in log.read_text()
 
 
-@pytest.fixture
-def embedded_redis_url() -> Iterator[str]:
-    server = devstack.embedded_redis()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield f"redis://{host}:{port}/0"
-    server.shutdown()
-    server.server_close()
-
-
-def test_the_embedded_redis_answers_an_error_and_keeps_the_connection(embedded_redis_url):
-    client = redis.Redis.from_url(embedded_redis_url, single_connection_client=True)
-    client.set("key", "text")
-    connection = client.client_id()
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        client.lpush("key", "item")
-    # A script's first EVALSHA is answered NOSCRIPT, then loaded, on the same connection.
-    script = client.register_script("return redis.call('GET', KEYS[1])")
-    assert script(keys=["key"]) == b"text"
-    assert client.client_id() == connection
-    client.close()
+def test_the_embedded_redis_answers_an_error_and_keeps_the_connection():
+    with devstack.embedded_redis() as url:
+        client = redis.Redis.from_url(url, single_connection_client=True)
+        client.set("key", "text")
+        connection = client.client_id()
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            client.lpush("key", "item")
+        # A script's first EVALSHA is answered NOSCRIPT, then loaded, on the same connection.
+        script = client.register_script("return redis.call('GET', KEYS[1])")
+        assert script(keys=["key"]) == b"text"
+        assert client.client_id() == connection
+        client.close()
 
 
 # -- Heroku: Procfile ---------------------------------------------------------------------
