@@ -243,10 +243,17 @@ def running(stack: DevStack) -> Iterator[DevStack]:
     try:
         yield stack
     except KeyboardInterrupt:
-        stack.say("dev", "stopping...")
+        stack.say("dev", f"stopping (within {STOP_GRACE:.0f}s)...")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        stack.stop()
+        # A second Ctrl+C (or a SIGTERM after it) must not cut the stop short: that would
+        # leave the worker and beat running with nobody watching them.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.stop()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
         stack.say("dev", "stopped")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -108,7 +109,11 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path):
         assert second.returncode != 0
         assert f"Port {port} is taken" in second.stderr
     finally:
+        # Ctrl+C twice, as impatient people do: the second must not cut the stop short.
         os.kill(dev.pid, signal.SIGINT)
+        time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(dev.pid, signal.SIGINT)
         dev.wait(60)
     children = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log.read_text())]
     assert len(children) == 3
