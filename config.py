@@ -89,6 +89,17 @@ def env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = env_str(name)
     if value is None:
@@ -176,6 +187,9 @@ class Config:
     # A table that comes back with fewer entries than this share of the live one fails the sync.
     MANIFEST_MIN_TABLE_RATIO = env_float("MANIFEST_MIN_TABLE_RATIO", 0.5)
     MANIFEST_POLL_SECONDS = env_int("MANIFEST_POLL_SECONDS", 300)
+    # Readers keep the live release id in memory and Redis says when it moves (CLIENT TRACKING,
+    # Redis 6+); off, or where the server cannot track, each read asks for it with its data.
+    MANIFEST_TRACK_LIVE = env_bool("MANIFEST_TRACK_LIVE", True)
     # Player profiles from Bungie are kept this long, so a reload does not ask again.
     PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 60)
 

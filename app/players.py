@@ -236,8 +236,9 @@ class Players:
         """Return a profile and its page, from the profile cache when they are there.
 
         The cache keeps a profile with its page as resolved against a release: while that
-        release is live, a load is one round trip (the live pointer and the kept profile, read
-        together) and resolves nothing. Once another release is live, the kept profile is
+        release is live, a load is one round trip (the kept profile; with the live pointer
+        when Redis does not vouch for it, see `ManifestStore.reader_live_id`) and resolves
+        nothing. Once another release is live, the kept profile is
         resolved again, and kept for what is left of its time.
         """
         key = self.profile_key(membership_type, membership_id)
@@ -259,16 +260,21 @@ class Players:
         """Return the live release id and the kept profile at `key` (if kept), in one trip."""
         if self.cache_seconds <= 0:
             return None, None
-        # A pipeline, not a MULTI: reads go on while Redis is full (it refuses transactions).
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.store.current_key)
-        pipe.get(key)
-        live, value = pipe.execute()
+        live, vouched = self.store.reader_live_id()
+        if vouched:
+            value = self.redis.get(key)
+        else:
+            # A pipeline, not a MULTI: reads go on while Redis is full (it refuses those).
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(self.store.current_key)
+            pipe.get(key)
+            pointer, value = pipe.execute()
+            live = pointer.decode() if pointer else None
         try:
             kept = _decode_kept(value) if value is not None else None
         except msgspec.DecodeError:
             kept = None  # Kept by an older version of this app: ask Bungie again.
-        return (live.decode() if live else None), kept
+        return live, kept
 
     def resolve(self, profile: Profile) -> PlayerPage:
         """Resolve a profile's items, classes, buckets and damage types through the cache."""

@@ -66,8 +66,8 @@ def parse_item_query(args: Mapping[str, str]) -> ItemQuery:
     )
 
 
-def search_items(query: ItemQuery) -> SearchPage:
-    """Run an item search on the live release."""
+def search_items(query: ItemQuery, definitions: bool = True) -> SearchPage:
+    """Run an item search on the live release (see `ManifestStore.search`)."""
     return get_store().search(
         query.q,
         item_type=query.item_type,
@@ -75,6 +75,7 @@ def search_items(query: ItemQuery) -> SearchPage:
         class_type=query.class_type,
         page=query.page,
         per_page=query.per_page,
+        definitions=definitions,
     )
 
 

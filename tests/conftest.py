@@ -18,6 +18,7 @@ from flask.testing import FlaskCliRunner
 from app import create_app
 from app.demo.control import DemoAdmin
 from app.demo.control import DemoOriginProcess
+from app.manifest import live
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
@@ -162,7 +163,8 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, ...]]]:
     """Record each Redis round trip this process makes while the test runs.
 
     A round trip is one command, or one pipeline (a MULTI/EXEC transaction too) with all the
-    commands queued in it; each command is recorded as its name and first argument.
+    commands queued in it, or a live pointer's read (see app/manifest/live.py); each command is
+    recorded as its name and first argument.
     """
     trips: list[list[tuple[str, ...]]] = []
     plain = redis.Redis.execute_command
@@ -178,8 +180,14 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, ...]]]:
             trips.append([("MULTI",), *queued, ("EXEC",)] if pipe.transaction else queued)
         return piped(pipe, *args, **options)
 
+    def read_pointer(pointer: live.LivePointer) -> Any:
+        trips.append([("GET", pointer.key)])
+        return reread(pointer)
+
+    reread = live.LivePointer._read
     monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(live.LivePointer, "_read", read_pointer)
     return trips
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from app.manifest.store import SearchIndex
+from app.manifest.store import SearchRow
+from app.manifest.store import ShownItem
+from app.manifest.store import search_row
+
+
+def row(name: str, number: int, item_type: int, tier: int, class_type: int) -> SearchRow:
+    return (name.casefold(), number, item_type, tier, class_type, (name, None, None, None))
+
 
 ROWS = [
-    ("ace of spades", 1, 3, 6, 3),
-    ("fatebringer", 2, 3, 5, 3),
-    ("gjallarhorn", 3, 3, 6, 3),
-    ("spade", 4, 2, 5, 1),
+    row("ace of spades", 1, 3, 6, 3),
+    row("fatebringer", 2, 3, 5, 3),
+    row("gjallarhorn", 3, 3, 6, 3),
+    row("spade", 4, 2, 5, 1),
 ]
 
 
@@ -46,11 +54,11 @@ def test_an_empty_release():
 
 def test_needles_of_every_length_find_exactly_the_names_that_hold_them():
     rows = [
-        ("ace of spades", 1, 3, 6, 3),
-        ("the lament", 2, 3, 5, 3),
-        ("la lame", 3, 3, 5, 3),
-        ("lamentable", 4, 3, 5, 3),
-        ("ménagerie", 5, 3, 5, 3),
+        row("ace of spades", 1, 3, 6, 3),
+        row("the lament", 2, 3, 5, 3),
+        row("la lame", 3, 3, 5, 3),
+        row("lamentable", 4, 3, 5, 3),
+        row("ménagerie", 5, 3, 5, 3),
     ]
     index = SearchIndex(rows)
     needles = ["la", "lam", "lame", "ament", "lamentable", "of sp", "ées", "ménag", "e", "zz"]
@@ -61,3 +69,17 @@ def test_needles_of_every_length_find_exactly_the_names_that_hold_them():
         assert hashes(index, index.matches(needle)) == expected, needle
     # Every trigram of the needle is held by some name, but no name holds the needle.
     assert index.matches("lamentables") == []
+
+
+def test_the_index_keeps_what_a_list_of_results_shows():
+    stored = (
+        b'{"hash": 9, "displayProperties": {"name": "Ace of Spades", "icon": "/i/ace.jpg"},'
+        b' "itemTypeDisplayName": "Hand Cannon", "itemType": 3, "classType": 3,'
+        b' "inventory": {"tierType": 6, "tierTypeName": "Exotic"}}'
+    )
+    index = SearchIndex(sorted([search_row(b"9", stored), search_row(b"7", b'{"itemType": "x"}')]))
+    assert [index.shown(row) for row in index.matches("spades")] == [
+        ShownItem(9, "Ace of Spades", "/i/ace.jpg", 3, "Hand Cannon", 6, "Exotic", 3)
+    ]
+    # An item whose fields have odd types is shown by its hash alone.
+    assert index.shown(0) == ShownItem(7, "", None, -1, None, -1, None, -1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
+import pytest
 import redis
 import requests
 
@@ -92,9 +93,11 @@ def test_search_finds_items_by_name_any_case(
     assert store.search("no such item name at all").total == 0
 
 
-def test_a_search_reads_the_release_live_now_in_one_round_trip(
-    store: ManifestStore, bungie: BungieClient, admin, origin, round_trips
+@pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
+def test_a_search_reads_the_release_live_now_in_one_round_trip_or_none(
+    store: ManifestStore, bungie: BungieClient, admin, origin, round_trips, track_live
 ):
+    store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
     first = sync.run(store, bungie)
     assert store.search("", per_page=200).release_id == first.release_id
     old_items = item_file(admin, origin.url)
@@ -108,12 +111,21 @@ def test_a_search_reads_the_release_live_now_in_one_round_trip(
     names = {str(i["hash"]): i["displayProperties"]["name"] for i in page.items}
     assert names == {h: new_items[h]["displayProperties"]["name"] for h in names}
     assert names != {h: old_items[h]["displayProperties"]["name"] for h in names}
+    shown = store.search("", per_page=200, definitions=False).rows
+    assert {str(row.hash): row.name for row in shown} == names
 
     round_trips.clear()
     assert store.search("a", per_page=50).items
-    (trip,) = round_trips
-    assert [command[0] for command in trip] == ["GET", "HMGET", "GET"]
-    assert trip[1][1] == store.table_key(second.release_id, "en", ITEM_TABLE)
+    assert store.search("a", per_page=50, definitions=False).rows
+    trips = [[command[0] for command in trip] for trip in round_trips]
+    if track_live:
+        # Redis vouches for the live release: definitions take one HMGET, the rows nothing.
+        assert trips == [["HMGET"]]
+    else:
+        assert trips == [["GET", "HMGET", "GET"], ["GET", "GET"]]
+    assert round_trips[0][trips[0].index("HMGET")][1] == store.table_key(
+        second.release_id, "en", ITEM_TABLE
+    )
 
 
 def test_second_sync_is_unchanged_and_writes_nothing(

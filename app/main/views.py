@@ -45,6 +45,7 @@ from app.main import bp
 from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.manifest.store import ShownItem
 from app.player_pages import current_players
 from app.player_pages import http_error
 from app.player_pages import load_page
@@ -167,7 +168,7 @@ def update_manifest() -> ResponseReturnValue:
 def items() -> ResponseReturnValue:
     """Search the live release's items by name, type, tier and class."""
     query = parse_item_query(request.args)
-    found = search_items(query)
+    found = search_items(query, definitions=False)
     chosen = {"q": query.q, "type": query.item_type, "tier": query.tier, "class": query.class_type}
     filters: dict[str, Any] = {k: v for k, v in chosen.items() if v not in ("", None)}
     if query.per_page != PER_PAGE:
@@ -384,15 +385,27 @@ def item_facts(item: Mapping[str, Any]) -> ItemFacts:
 
 
 @bp.app_template_global()
-def item_rows(stored: Iterable[bytes]) -> list[ItemFacts]:
-    """Return what a list of items shows, from their stored JSON, in one call for the list.
+def item_rows(shown: Iterable[ShownItem]) -> list[ItemFacts]:
+    """Return what a list of search results shows, in one call for the list.
 
-    Each call from a template costs several microseconds, and decoding whole definitions to
-    read a few fields costs more: a page of 50 items would spend more in them than in the rest
-    of its rendering.
+    Each call from a template costs several microseconds: a page of 50 items would spend more
+    in them than in the rest of its rendering.
     """
     made = links()
-    return [_facts(stored_item(value), made) for value in stored]
+    return [
+        ItemFacts(
+            url=made.item(item.hash),
+            name=item.name or f"Unnamed item {item.hash}",
+            description="",
+            icon=made.image(item.icon),
+            type=item.type_name or ITEM_TYPES.get(item.item_type),
+            tier=item.tier_name or TIERS.get(item.tier_type),
+            tier_type=item.tier_type,
+            class_name=CLASSES.get(item.class_type),
+            redacted=False,
+        )
+        for item in shown
+    ]
 
 
 def _facts(item: StoredItem, made: Links) -> ItemFacts:

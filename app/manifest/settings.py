@@ -34,6 +34,7 @@ class ManifestSettings:
     lock_timeout: float = 120.0
     history_length: int = 100
     min_table_ratio: float = 0.5
+    track_live: bool = True
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -67,6 +68,7 @@ class ManifestSettings:
             lock_timeout=float(config["MANIFEST_LOCK_TIMEOUT"]),
             history_length=int(config["MANIFEST_HISTORY_LENGTH"]),
             min_table_ratio=float(config["MANIFEST_MIN_TABLE_RATIO"]),
+            track_live=bool(config.get("MANIFEST_TRACK_LIVE", True)),
         )
 
     def projection(self, table: str) -> tuple[str, ...]:

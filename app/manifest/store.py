@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import sys
 import threading
 import time
 from array import array
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from functools import cached_property
 from typing import Any
+from typing import NamedTuple
+from typing import cast
 
 import msgspec
 import redis
@@ -32,6 +35,8 @@ from app.manifest.diff import TableDiff
 from app.manifest.errors import ManifestError
 from app.manifest.ingest import Entry
 from app.manifest.ingest import digest
+from app.manifest.live import UNKNOWN
+from app.manifest.live import live_pointer
 from app.manifest.release import Release
 from app.manifest.settings import ManifestSettings
 
@@ -160,6 +165,8 @@ class SearchPage:
     per_page: int
     # The page's items as stored (JSON), in order; `items` decodes them when first asked.
     raw: list[bytes]
+    # Or, for a search without definitions, what a list of results shows of each.
+    rows: list[ShownItem] = field(default_factory=list)
 
     @property
     def pages(self) -> int:
@@ -170,16 +177,32 @@ class SearchPage:
         return [_json_decode(value) for value in self.raw]
 
 
+class ShownItem(NamedTuple):
+    """What a list of search results shows of an item; the search index keeps it."""
+
+    hash: int
+    name: str
+    icon: str | None
+    item_type: int
+    type_name: str | None
+    tier_type: int
+    tier_name: str | None
+    class_type: int
+
+
 class _Inventory(msgspec.Struct):
     tierType: int = 0
+    tierTypeName: str | None = None
 
 
 class _Display(msgspec.Struct):
     name: str = ""
+    icon: str | None = None
 
 
 class _SearchFields(msgspec.Struct):
     displayProperties: _Display | None = None
+    itemTypeDisplayName: str | None = None
     itemType: int = 0
     classType: int = 3
     inventory: _Inventory | None = None
@@ -187,14 +210,18 @@ class _SearchFields(msgspec.Struct):
 
 _decode_search_fields = msgspec.json.Decoder(_SearchFields).decode
 _ODD_ITEM = _SearchFields(itemType=-1, classType=-1, inventory=_Inventory(tierType=-1))
+_NO_DISPLAY = _Display()
+_NO_INVENTORY = _Inventory()
 SCAN_COUNT = 2000
 # Names are indexed by their substrings of this length (trigrams).
 GRAM = 3
 _NO_ROWS: array[int] = array("I")
+# (casefolded name, hash, itemType, tierType, classType, (name, icon, type name, tier name))
+SearchRow = tuple[str, int, int, int, int, tuple[str, str | None, str | None, str | None]]
 
 
-def search_row(item_hash: bytes, data: bytes) -> tuple[str, int, int, int, int]:
-    """Return what search filters on: (casefolded name, hash, itemType, tierType, classType).
+def search_row(item_hash: bytes, data: bytes) -> SearchRow:
+    """Return what search filters on, and what a list of results shows, of one stored item.
 
     Stored fields keep whatever type Bungie gave them: an item whose fields are not of the
     usual types is indexed by hash alone (listed, not found by name or filters).
@@ -203,9 +230,14 @@ def search_row(item_hash: bytes, data: bytes) -> tuple[str, int, int, int, int]:
         item = _decode_search_fields(data)
     except msgspec.ValidationError:
         item = _ODD_ITEM
-    name = item.displayProperties.name if item.displayProperties else ""
-    tier = item.inventory.tierType if item.inventory else 0
-    return name.casefold(), int(item_hash), item.itemType, tier, item.classType
+    display = item.displayProperties or _NO_DISPLAY
+    inventory = item.inventory or _NO_INVENTORY
+    # Type and tier names repeat across thousands of items: one string each.
+    type_name = item.itemTypeDisplayName and sys.intern(item.itemTypeDisplayName)
+    tier_name = inventory.tierTypeName and sys.intern(inventory.tierTypeName)
+    shown = (display.name, display.icon, type_name, tier_name)
+    number = int(item_hash)
+    return display.name.casefold(), number, item.itemType, inventory.tierType, item.classType, shown
 
 
 class SearchIndex:
@@ -219,11 +251,12 @@ class SearchIndex:
     name it is. The filters then only look at the matches.
     """
 
-    def __init__(self, rows: list[tuple[str, int, int, int, int]]) -> None:
+    def __init__(self, rows: list[SearchRow]) -> None:
         self.hashes = [row[1] for row in rows]
         self.types = [row[2] for row in rows]
         self.tiers = [row[3] for row in rows]
         self.classes = [row[4] for row in rows]
+        self.display = [row[5] for row in rows]
         # A newline separates the names, so no match can span two of them.
         self.names = [row[0].replace("\n", " ") for row in rows]
         self.starts = list(itertools.accumulate((len(n) + 1 for n in self.names[:-1]), initial=0))
@@ -259,6 +292,20 @@ class SearchIndex:
             found.append(row)
             at = find(needle, starts[row + 1]) if row + 1 < count else -1
         return found
+
+    def shown(self, row: int) -> ShownItem:
+        """Return what a list of results shows of the item in `row`."""
+        name, icon, type_name, tier_name = self.display[row]
+        return ShownItem(
+            self.hashes[row],
+            name,
+            icon,
+            self.types[row],
+            type_name,
+            self.tiers[row],
+            tier_name,
+            self.classes[row],
+        )
 
     def filter(
         self,
@@ -419,49 +466,66 @@ class ManifestStore:
             (table, None if hashes is None else [int(h) & 0xFFFFFFFF for h in hashes])
             for table, hashes in wanted.items()
         ]
-        release_id = self._live_hint()
+        release_id, vouched = self.reader_live_id()
         for _attempt in range(READ_ATTEMPTS):
             if release_id is None:
                 return None, {table: dict.fromkeys(hashes or ()) for table, hashes in groups}
-            live, found = self._read(release_id, groups, lang)
+            live, found = self._read(release_id, groups, lang, vouched)
             if found is not None:
                 return release_id, found
             release_id = live
         raise ManifestError("The live release kept changing during the lookup")
 
-    def _live_hint(self) -> str | None:
-        """Return the release this process last read as live here (else ask Redis which is)."""
-        return _live_hints.get(self.prefix) or self.live_id()
+    def reader_live_id(self) -> tuple[str | None, bool]:
+        """Return the live release id, and whether Redis vouches for it (see `live.py`).
+
+        Not vouched for (a server that cannot track keys), it is the release this process last
+        read as live here, else the pointer read now; `_read` then checks it with the data.
+        """
+        if self.settings.track_live:
+            found = live_pointer(self.redis, self.current_key).get()
+            if found is not UNKNOWN:
+                return cast("str | None", found), True
+        return _live_hints.get(self.prefix) or self.live_id(), False
 
     def _read(
-        self, release_id: str, groups: Sequence[tuple[str, list[int] | None]], lang: str | None
+        self,
+        release_id: str,
+        groups: Sequence[tuple[str, list[int] | None]],
+        lang: str | None,
+        vouched: bool,
     ) -> tuple[str | None, dict[str, dict[int, bytes | None]] | None]:
-        """Read definitions of `release_id` if it is live: one round trip.
+        """Read definitions of `release_id` if it is live: one round trip, or none.
 
-        One pipeline reads the live pointer, the tables, and the pointer again. A release's
-        keys never change once committed, and are dropped only once two more releases have
-        been committed after it; so when both reads of the pointer name `release_id`, the
-        tables read between them are that release's, whole (anything else takes three commits
-        and a build within the pipeline's microseconds). Otherwise the answer is (live
-        release, None) and the caller reads that one instead. Not a MULTI: Redis refuses a
-        transaction while it is over maxmemory, reads included, and readers must go on
-        reading then.
+        A release's keys never change once committed, and are dropped only once two more
+        releases have been committed after it. Vouched for by Redis, the release is read as it
+        is: a commit landing meanwhile leaves it whole (and with nothing to read, nothing is
+        sent). Otherwise one pipeline reads the live pointer, the tables, and the pointer
+        again: when both reads name `release_id`, the tables read between them are that
+        release's, whole (anything else takes three commits and a build within the pipeline's
+        microseconds); if not, the answer is (live release, None) and the caller reads that
+        one instead. Not a MULTI: Redis refuses a transaction while it is over maxmemory,
+        reads included, and readers must go on reading then.
         """
         lang = lang or self.settings.languages[0]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.current_key)
+        if not vouched:
+            pipe.get(self.current_key)
         for table, hashes in groups:
             key = self.table_key(release_id, lang, table)
             if hashes is None:
                 pipe.hgetall(key)
             elif hashes:
                 pipe.hmget(key, hashes)
-        pipe.get(self.current_key)
-        before, *replies, after = pipe.execute()
-        live = after.decode() if after else None
-        if before != after or live != release_id:
-            return live, None
-        _live_hints[self.prefix] = release_id
+        if not vouched:
+            pipe.get(self.current_key)
+        replies = pipe.execute() if pipe.command_stack else []
+        if not vouched:
+            before, *replies, after = replies
+            live = after.decode() if after else None
+            if before != after or live != release_id:
+                return live, None
+            _live_hints[self.prefix] = release_id
         answers = iter(replies)
         found: dict[str, dict[int, bytes | None]] = {}
         for table, hashes in groups:
@@ -470,7 +534,7 @@ class ManifestStore:
             else:
                 values = next(answers) if hashes else []
                 found[table] = {h: v or None for h, v in zip(hashes, values, strict=True)}
-        return live, found
+        return release_id, found
 
     def definitions(
         self, table: str, hashes: Iterable[int], lang: str | None = None
@@ -492,23 +556,31 @@ class ManifestStore:
         page: int = 1,
         per_page: int = 50,
         lang: str | None = None,
+        definitions: bool = True,
     ) -> SearchPage:
-        """Find items whose name contains `query` (any case), filtered, one page at a time."""
+        """Find items whose name contains `query` (any case), filtered, one page at a time.
+
+        With `definitions`, the page holds each item's stored definition (`raw`, `items`);
+        without, what a list of results shows (`rows`), from the index alone: no Redis read
+        but the live pointer's, and none at all while Redis vouches for it.
+        """
         lang = lang or self.settings.languages[0]
         page, per_page = max(1, page), max(1, min(per_page, 200))
         needle = query.strip().casefold()
-        release_id = self._live_hint()
+        release_id, vouched = self.reader_live_id()
         for _attempt in range(READ_ATTEMPTS):
             if release_id is None:
-                return SearchPage(None, 0, page, per_page, [])
+                return SearchPage(None, 0, page, per_page, [], [])
             index = self._search_index(release_id, lang)
             matches = index.filter(index.matches(needle), item_type, tier, class_type)
-            chosen = [index.hashes[i] for i in matches[(page - 1) * per_page : page * per_page]]
-            live, found = self._read(release_id, [(ITEM_TABLE, chosen)], lang)
+            rows = matches[(page - 1) * per_page : page * per_page]
+            chosen = [index.hashes[row] for row in rows] if definitions else []
+            live, found = self._read(release_id, [(ITEM_TABLE, chosen)], lang, vouched)
             if found is not None:
                 values = found[ITEM_TABLE]
                 raw = [value for value in map(values.get, chosen) if value]
-                return SearchPage(release_id, len(matches), page, per_page, raw)
+                shown = [] if definitions else [index.shown(row) for row in rows]
+                return SearchPage(release_id, len(matches), page, per_page, raw, shown)
             # A commit landed since this process last looked: search the release now live.
             release_id = live
         raise ManifestError("The live release kept changing during the search")

@@ -1,0 +1,129 @@
+"""The live release id, as Redis last told this process: reads skip the round trip for it.
+
+Every read starts from the live pointer (`<prefix>:current`), which moves once a release. A
+`LivePointer` keeps it in memory and has Redis say when it may have moved: a connection of its
+own turns on server-assisted client-side caching (RESP3 `CLIENT TRACKING ... BCAST PREFIX`),
+and Redis then pushes an invalidation on that connection whenever a key under the pointer's
+name is written, deleted, expired or flushed, by anyone. Until such a push arrives, the id
+read last is right, and checking for a push is a non-blocking look at a socket, not a round
+trip. A push, a dropped connection, or `TRUST_SECONDS` without hearing from Redis, and the
+next call reads the pointer again on that connection.
+
+The push for a commit is written to this connection's socket when the commit executes, before
+the committer hears back; so a request that follows a commit (the committer's next page, a
+Slack message's link) sees the new release. Where the server cannot track keys (Redis before
+6, the embedded server of `make dev`), `get` answers `UNKNOWN` and callers read the pointer
+with their data, as they would without this.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import Final
+
+import redis
+
+# Trust an id this long at most without hearing from Redis: a bound on staleness should the
+# connection die without a sign (a host gone without closing its socket).
+TRUST_SECONDS: Final = 5.0
+# After the server refused tracking or the connection failed, read the pointer directly for
+# this long before trying again.
+RETRY_SECONDS: Final = 30.0
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+
+class LivePointer:
+    """The value of one key, kept in this process and invalidated by Redis."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._client = client
+        self.key = key
+        self._lock = threading.Lock()
+        self._connection: redis.Connection | None = None
+        self._pid = os.getpid()
+        self._value: str | None = None
+        self._trusted_until = 0.0
+        self._retry_at = 0.0
+
+    def get(self) -> str | _Unknown | None:
+        """Return the key's value (decoded), from memory while Redis has not said otherwise."""
+        with self._lock:
+            now = time.monotonic()
+            if self._pid != os.getpid():  # forked (gunicorn workers): the socket is the parent's
+                self._connection, self._pid, self._trusted_until = None, os.getpid(), 0.0
+            if self._connection is None and now < self._retry_at:
+                return UNKNOWN
+            try:
+                if self._connection is None:
+                    self._connection = self._track()
+                if self._invalidated() or now >= self._trusted_until:
+                    self._value = self._read()
+                    self._trusted_until = now + TRUST_SECONDS
+            except (redis.RedisError, OSError):
+                self.close()
+                self._retry_at = now + RETRY_SECONDS
+                return UNKNOWN
+            return self._value
+
+    def close(self) -> None:
+        """Drop the connection; the next `get` starts over."""
+        connection, self._connection, self._trusted_until = self._connection, None, 0.0
+        if connection is not None:
+            connection.disconnect()
+
+    def _track(self) -> redis.Connection:
+        pool = self._client.connection_pool
+        options = {**pool.connection_kwargs, "protocol": 3, "decode_responses": False}
+        connection = pool.connection_class(**options)
+        connection.connect()
+        try:
+            connection.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.key)
+            reply = connection.read_response()
+            if isinstance(reply, Exception) or reply not in (b"OK", "OK"):
+                raise redis.ResponseError(f"CLIENT TRACKING answered {reply!r}")
+        except BaseException:
+            connection.disconnect()
+            raise
+        self._trusted_until = 0.0
+        return connection
+
+    def _invalidated(self) -> bool:
+        """Take every push waiting on the connection; True if there was any."""
+        assert self._connection is not None
+        pushed = False
+        while self._connection.can_read(timeout=0):
+            self._connection.read_response(push_request=True, timeout=0)
+            pushed = True
+        return pushed
+
+    def _read(self) -> str | None:
+        assert self._connection is not None
+        self._connection.send_command("GET", self.key)
+        value = self._connection.read_response()
+        return value.decode() if isinstance(value, bytes) else value
+
+
+_pointers: weakref.WeakKeyDictionary[redis.ConnectionPool, dict[str, LivePointer]] = (
+    weakref.WeakKeyDictionary()
+)
+_pointers_lock = threading.Lock()
+
+
+def live_pointer(client: redis.Redis, key: str) -> LivePointer:
+    """Return this process's pointer for `key` on `client`'s server (made on first use)."""
+    with _pointers_lock:
+        by_key = _pointers.setdefault(client.connection_pool, {})
+        pointer = by_key.get(key)
+        if pointer is None:
+            pointer = by_key[key] = LivePointer(client, key)
+        return pointer

@@ -1,0 +1,89 @@
+"""The live pointer: kept in the process, right as soon as anyone moves it in Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from app import devstack
+from app.manifest import live
+from app.manifest.live import UNKNOWN
+from app.manifest.live import LivePointer
+
+
+@pytest.fixture
+def key(redis_client: redis.Redis) -> Iterator[str]:
+    name = f"test:{uuid.uuid4().hex[:12]}:current"
+    yield name
+    redis_client.delete(name)
+
+
+def test_a_kept_value_costs_no_round_trip_until_someone_moves_it(
+    redis_client: redis.Redis, key: str, round_trips
+):
+    redis_client.set(key, "first")
+    pointer = LivePointer(redis_client, key)
+    round_trips.clear()
+
+    assert [pointer.get() for _ in range(3)] == ["first"] * 3
+    assert round_trips == [[("GET", key)]]
+
+    # Another connection moves it: the next read says so.
+    other = redis.Redis.from_url(redis_url(redis_client))
+    other.set(key, "second")
+    assert pointer.get() == "second"
+    other.delete(key)
+    assert pointer.get() is None
+    other.set(f"{key}:unrelated", "x")  # the same prefix: read again, still right
+    assert pointer.get() is None
+    other.delete(f"{key}:unrelated")
+    other.close()
+    pointer.close()
+
+
+def test_a_dropped_connection_means_unknown_never_stale(redis_client: redis.Redis, key: str):
+    redis_client.set(key, "first")
+    pointer = LivePointer(redis_client, key)
+    assert pointer.get() == "first"
+    assert redis_client.client_kill_filter(_id=connection_id(pointer)) == 1
+    redis_client.set(key, "second")  # unheard of: the connection is gone
+
+    assert pointer.get() is UNKNOWN
+    assert pointer.get() is UNKNOWN  # and it does not reconnect at every call
+
+
+def test_it_is_trusted_only_so_long_without_hearing_from_redis(
+    redis_client: redis.Redis, key: str, round_trips, monkeypatch: pytest.MonkeyPatch
+):
+    redis_client.set(key, "first")
+    pointer = LivePointer(redis_client, key)
+    monkeypatch.setattr(live, "TRUST_SECONDS", 0.0)
+    round_trips.clear()
+
+    assert [pointer.get() for _ in range(3)] == ["first"] * 3
+    assert round_trips == [[("GET", key)]] * 3
+    pointer.close()
+
+
+def test_a_server_that_cannot_track_keys_gets_unknown():
+    with devstack.embedded_redis() as url:
+        client = redis.Redis.from_url(url)
+        client.set("manifest:current", "first")
+        assert LivePointer(client, "manifest:current").get() is UNKNOWN
+        client.close()
+
+
+def redis_url(client: redis.Redis) -> str:
+    options = client.connection_pool.connection_kwargs
+    return f"redis://{options['host']}:{options['port']}/{options.get('db', 0)}"
+
+
+def connection_id(pointer: LivePointer) -> int:
+    """The id Redis gives the pointer's own connection."""
+    connection = pointer._connection
+    assert connection is not None
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
