@@ -9,7 +9,7 @@ from app.manifest.store import search_row
 
 
 def row(name: str, number: int, item_type: int, tier: int, class_type: int) -> SearchRow:
-    return (name.casefold(), number, item_type, tier, class_type, (name, None, None, None))
+    return (name.casefold(), number, item_type, tier, class_type, name, None, None, None)
 
 
 ROWS = [
