@@ -22,6 +22,8 @@ search). From the project root:
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import random
 import statistics
 import sys
@@ -121,6 +123,44 @@ def time_search(store: Any, cases: list[dict[str, Any]], calls: int) -> dict[str
     }
 
 
+def round_trip_costs(client: redis.Redis, table: str, calls: int = 2000) -> dict[str, Any]:
+    """Measure what one Redis round trip costs here, in CPU: this process's and Redis's own.
+
+    The pages' requests/s are set by CPU (two sync workers, the load generator and Redis share
+    the machine's cores), and each page makes at least one round trip that /healthz does not:
+    what one costs, against what a whole /healthz request costs, is the page's floor.
+    """
+    hashes = [int(h) for h, _ in itertools.islice(client.hscan_iter(table, count=200), 200)]
+
+    def redis_cpu() -> float:
+        found = client.info("cpu")
+        return found["used_cpu_sys"] + found["used_cpu_user"]
+
+    costs = {}
+    for label, call in (
+        ("GET of the live pointer", lambda: client.get("bench:round-trip-probe")),
+        (f"HMGET of {len(hashes)} definitions", lambda: client.hmget(table, hashes)),
+    ):
+        call()
+        server, own, wall = redis_cpu(), time.process_time(), time.perf_counter()
+        for _ in range(calls):
+            call()
+        costs[label] = {
+            "wall_us": (time.perf_counter() - wall) / calls * 1e6,
+            "client_cpu_us": (time.process_time() - own) / calls * 1e6,
+            "redis_cpu_us": (redis_cpu() - server) / calls * 1e6,
+        }
+    return costs
+
+
+def print_round_trips(costs: dict[str, Any]) -> None:
+    for label, cost in costs.items():
+        print(
+            f"  one {label}: {cost['client_cpu_us']:.0f} us of CPU in the client + "
+            f"{cost['redis_cpu_us']:.0f} us in Redis ({cost['wall_us']:.0f} us wall)"
+        )
+
+
 def player_path(url: str) -> str | None:
     """Return the page of a sample player, if the app has player pages (else None)."""
     try:
@@ -158,6 +198,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             words = query_words(item_names(client, table), QUERY_WORDS)
             search = time_search(store, search_cases(words), SEARCH_CALLS)
             print_search(search)
+            round_trips = round_trip_costs(client, table)
+            print_round_trips(round_trips)
             env = app_env(args.redis_url, origin.url, prefix, queue)
             server, url = web_server(env)
             with server:
@@ -180,6 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "rounds": args.rounds,
         "search": search,
+        "round_trips": round_trips,
+        "cpus": os.cpu_count(),
         **pages,
         "profiles": [to_record(p) for p in profiles],
         "targets": [v.to_record() for v in found],
