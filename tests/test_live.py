@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
 import uuid
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +15,7 @@ from app import devstack
 from app.manifest import live
 from app.manifest.live import UNKNOWN
 from app.manifest.live import LivePointer
+from app.manifest.live import live_pointer
 
 
 @pytest.fixture
@@ -74,6 +78,28 @@ def test_a_server_that_cannot_track_keys_gets_unknown():
         client.set("manifest:current", "first")
         assert LivePointer(client, "manifest:current").get() is UNKNOWN
         client.close()
+
+
+def test_a_pointer_does_not_outlive_its_connection_pool(redis_client: redis.Redis, key: str):
+    client = redis.Redis.from_url(redis_url(redis_client))
+    client.set(key, "first")
+    assert live_pointer(client, key).get() == "first"
+    pool = weakref.ref(client.connection_pool)
+    gc.collect()
+    before = tracking_connections(redis_client)
+
+    del client
+    gc.collect()
+
+    assert pool() is None
+    deadline = time.monotonic() + 5
+    while tracking_connections(redis_client) != before - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tracking_connections(redis_client) == before - 1
+
+
+def tracking_connections(client: redis.Redis) -> int:
+    return sum("t" in entry["flags"] for entry in client.client_list())
 
 
 def redis_url(client: redis.Redis) -> str:

@@ -46,7 +46,14 @@ class LivePointer:
     """The value of one key, kept in this process and invalidated by Redis."""
 
     def __init__(self, client: redis.Redis, key: str) -> None:
-        self._client = client
+        # How to connect, not the client: the pointers are kept per connection pool, weakly,
+        # and must not keep the pool (and an idle tracking connection) alive themselves.
+        # (The pool's handler of maintenance notices refers to the pool: it stays out.)
+        pool = client.connection_pool
+        options = {**pool.connection_kwargs, "protocol": 3, "decode_responses": False}
+        options.pop("maint_notifications_pool_handler", None)
+        self._connection_class = pool.connection_class
+        self._options = options
         self.key = key
         self._lock = threading.Lock()
         self._connection: redis.Connection | None = None
@@ -82,9 +89,7 @@ class LivePointer:
             connection.disconnect()
 
     def _track(self) -> redis.Connection:
-        pool = self._client.connection_pool
-        options = {**pool.connection_kwargs, "protocol": 3, "decode_responses": False}
-        connection = pool.connection_class(**options)
+        connection = self._connection_class(**self._options)
         connection.connect()
         try:
             connection.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.key)
@@ -102,8 +107,11 @@ class LivePointer:
         assert self._connection is not None
         pushed = False
         while self._connection.can_read(timeout=0):
-            self._connection.read_response(push_request=True, timeout=0)
             pushed = True
+            try:
+                self._connection.read_response(push_request=True, timeout=0)
+            except redis.TimeoutError:
+                break  # Part of a push so far: the read that follows waits for the rest.
         return pushed
 
     def _read(self) -> str | None:
@@ -126,4 +134,6 @@ def live_pointer(client: redis.Redis, key: str) -> LivePointer:
         pointer = by_key.get(key)
         if pointer is None:
             pointer = by_key[key] = LivePointer(client, key)
+            # The app that made the pool is gone (tests make many): so is its connection.
+            weakref.finalize(client.connection_pool, pointer.close)
         return pointer
