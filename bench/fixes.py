@@ -215,16 +215,16 @@ def unchanged_requests(target: dict[str, Any], figures: dict[str, Any]) -> str:
 
 def trigger_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
     return (
-        "With gunicorn's sync workers a worker waits, idle, through every Redis round trip, "
-        "so round trips cost throughput well beyond their CPU time. Applied "
-        f"({PROTOTYPED}): one round trip per trigger (a Lua script in `app/tickets.py` counts "
-        "the request in its rate window and reads the lock holder, the ticket and the task's "
-        "record), no session re-signed on every request, the progress page's links built "
-        "once per process; 37-45% -> 50-51% on this machine. What is left is Flask's own "
-        "work per request and the page's session cookie (decoded and verified on every "
-        "load) and template; see the in-process profiles below. A gthread worker class "
-        "(`--threads 4`) would let a worker serve others while one waits for Redis: that "
-        "changes the deployment, not the code.\n"
+        f"Applied ({PROTOTYPED}): one round trip per trigger (a Lua script in "
+        "`app/tickets.py` counts the request in its rate window and reads the lock holder, "
+        "the ticket and the task's record), no session re-signed on every request, the "
+        "progress page's links built once per process; 37-45% -> 50-51% on this machine. "
+        "That round trip is the floor: every trigger must count itself in the rate window all "
+        "processes share, a write to Redis, and on this machine one round trip costs about "
+        "400 us of CPU between the app and Redis (`bench/reading.py` measures it), some 40% "
+        "of what a whole /healthz request costs; the in-process profiles below show the rest "
+        "of a trigger is small. A gthread worker class (`--threads 4`) would let a worker "
+        "serve others while one waits for Redis: that changes the deployment, not the code.\n"
     )
 
 
