@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import config
 from app import create_app
 from config import Config
 from config import ConfigurationError
@@ -73,6 +74,17 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert app.extensions["manifest_settings"].key_prefix == "elsewhere"
     schedule = app.extensions["celery"].conf.beat_schedule["sync-manifest"]
     assert schedule["schedule"] == 42
+
+
+def test_a_switch_reads_the_usual_words_and_refuses_others(monkeypatch):
+    for word, meant in (("true", True), ("1", True), ("Off", False), ("no", False)):
+        monkeypatch.setenv("MANIFEST_TRACK_LIVE", word)
+        assert config.env_bool("MANIFEST_TRACK_LIVE", not meant) is meant
+    monkeypatch.setenv("MANIFEST_TRACK_LIVE", "maybe")
+    with pytest.raises(ValueError, match="MANIFEST_TRACK_LIVE must be true or false, got 'maybe'"):
+        config.env_bool("MANIFEST_TRACK_LIVE", True)
+    monkeypatch.setenv("FLASK_MANIFEST_TRACK_LIVE", "false")
+    assert create_app("testing").extensions["manifest_settings"].track_live is False
 
 
 def test_broker_defaults_to_redis_url_and_can_be_rabbitmq():
