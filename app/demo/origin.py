@@ -654,15 +654,21 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     # Socket timeout: a client that stops reading cannot hold a thread forever.
     timeout = 120
     server: DemoHTTPServer
-    # The status of the answer sent (0: none yet), for the request log.
-    sent_status = 0
+    # The public request being answered, logged once its status is known: when the answer
+    # starts, so that a client that has its answer finds its request in the log.
+    unlogged: tuple[str, str, str, bool] | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s - %s", self.address_string(), format % args)
 
     def send_response(self, code: int, message: str | None = None) -> None:
-        self.sent_status = code
+        self._log_request(code)
         super().send_response(code, message)
+
+    def _log_request(self, status: int) -> None:
+        if self.unlogged is not None:
+            self.origin.record(*self.unlogged, status)
+            self.unlogged = None
 
     @property
     def origin(self) -> DemoOrigin:
@@ -683,15 +689,14 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         if path.startswith(ADMIN_PREFIX):
             self._send_reply(self._admin(method, path[len(ADMIN_PREFIX) :], query))
             return
-        self.sent_status = 0
+        self.unlogged = (method, path, query, self.headers.get("X-API-Key") is not None)
         try:
             self._public(method, path, query)
         except (ConnectionError, TimeoutError):
             # The client hung up mid-answer: nothing to tell it, nothing to print.
             self.close_connection = True
         finally:
-            api_key = self.headers.get("X-API-Key") is not None
-            self.origin.record(method, path, query, api_key, self.sent_status)
+            self._log_request(0)  # no answer was started (a fault hung up): status 0
 
     def _public(self, method: str, path: str, query: str) -> None:
         api_key = self.headers.get("X-API-Key")
