@@ -324,7 +324,8 @@ def swap_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
     how = (
         "For each swap the origin publishes a release; a reader process reads 200 items "
         "(some changed, added, removed by the new release) in a tight loop, in turns through "
-        "`store.lookup` (one Lua round trip) and a plain GET + HMGET, while this process syncs "
+        "`store.lookup` (an HMGET of the release Redis vouches is live) and a plain GET + HMGET, "
+        "while this process syncs "
         "and commits. Every read's values are checked against the release it names. The reader "
         "keeps its figures in flat arrays and freezes its imports out of the garbage collector, "
         "whose full collections would otherwise add 30-90 ms pauses of its own."

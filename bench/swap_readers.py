@@ -3,8 +3,9 @@
 A demo origin serves a 40,000-item release and the engine fills a cache on a key prefix of
 this run's own. Then, `--swaps` times: the origin publishes a new release; a reader process
 starts with 200 item hashes (some the new release changes, adds and removes, some it keeps)
-and reads them in a tight loop, taking turns between the app's `store.lookup` (one Lua round
-trip) and a plain `GET current` + `HMGET` (two round trips, as a naive reader would); this
+and reads them in a tight loop, taking turns between the app's `store.lookup` (an `HMGET` of
+the release Redis vouches is live, see app/manifest/live.py) and a plain `GET current` +
+`HMGET` (two round trips, as a naive reader would); this
 process syncs (as a worker would: ingest beside the live release, then the commit), and the
 reader stops a moment after the commit.
 
