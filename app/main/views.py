@@ -381,7 +381,20 @@ class ItemFacts(msgspec.Struct, frozen=True):
 @bp.app_template_global()
 def item_facts(item: Mapping[str, Any]) -> ItemFacts:
     """Return what the pages show of an item; any of its fields may be missing."""
-    return _facts(stored_item(item), links())
+    stored = stored_item(item)
+    display = stored.displayProperties or _NO_DISPLAY
+    inventory = stored.inventory or _NO_INVENTORY
+    shown = ShownItem(
+        stored.hash,
+        display.name or "",
+        display.icon,
+        stored.itemType,
+        stored.itemTypeDisplayName,
+        inventory.tierType,
+        inventory.tierTypeName,
+        stored.classType,
+    )
+    return _facts(shown, links(), display.description or "", bool(stored.redacted))
 
 
 @bp.app_template_global()
@@ -392,36 +405,23 @@ def item_rows(shown: Iterable[ShownItem]) -> list[ItemFacts]:
     in them than in the rest of its rendering.
     """
     made = links()
-    return [
-        ItemFacts(
-            url=made.item(item.hash),
-            name=item.name or f"Unnamed item {item.hash}",
-            description="",
-            icon=made.image(item.icon),
-            type=item.type_name or ITEM_TYPES.get(item.item_type),
-            tier=item.tier_name or TIERS.get(item.tier_type),
-            tier_type=item.tier_type,
-            class_name=CLASSES.get(item.class_type),
-            redacted=False,
-        )
-        for item in shown
-    ]
+    return [_facts(item, made) for item in shown]
 
 
-def _facts(item: StoredItem, made: Links) -> ItemFacts:
-    display = item.displayProperties or _NO_DISPLAY
-    inventory = item.inventory or _NO_INVENTORY
+def _facts(
+    item: ShownItem, made: Links, description: str = "", redacted: bool = False
+) -> ItemFacts:
     number = "" if item.hash is None else item.hash
     return ItemFacts(
         url=made.item(number),
-        name=display.name or f"Unnamed item {number}".strip(),
-        description=display.description or "",
-        icon=made.image(display.icon),
-        type=item.itemTypeDisplayName or ITEM_TYPES.get(item.itemType),
-        tier=inventory.tierTypeName or TIERS.get(inventory.tierType),
-        tier_type=inventory.tierType,
-        class_name=CLASSES.get(item.classType),
-        redacted=bool(item.redacted),
+        name=item.name or f"Unnamed item {number}".strip(),
+        description=description,
+        icon=made.image(item.icon),
+        type=item.type_name or ITEM_TYPES.get(item.item_type),
+        tier=item.tier_name or TIERS.get(item.tier_type),
+        tier_type=item.tier_type,
+        class_name=CLASSES.get(item.class_type),
+        redacted=redacted,
     )
 
 

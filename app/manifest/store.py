@@ -178,16 +178,19 @@ class SearchPage:
 
 
 class ShownItem(NamedTuple):
-    """What a list of search results shows of an item; the search index keeps it."""
+    """What a list of items shows of one; the search index keeps it for every item.
 
-    hash: int
+    (Read from a stored definition instead, any field may be missing: hence the Nones.)
+    """
+
+    hash: int | None
     name: str
     icon: str | None
-    item_type: int
+    item_type: int | None
     type_name: str | None
-    tier_type: int
+    tier_type: int | None
     tier_name: str | None
-    class_type: int
+    class_type: int | None
 
 
 class _Inventory(msgspec.Struct):
