@@ -174,6 +174,19 @@ class KeptProfile(msgspec.Struct, frozen=True):
 _decode_kept = msgspec.json.Decoder(KeptProfile).decode
 
 
+def _decoded(value: bytes | None, decode: Callable[[bytes], T]) -> T | None:
+    """Decode a kept value: None if nothing is kept, or if it was kept in another shape.
+
+    (An older version of this app may have kept it otherwise: Bungie is then asked again.)
+    """
+    if value is None:
+        return None
+    try:
+        return decode(value)
+    except msgspec.DecodeError:
+        return None
+
+
 @dataclass(frozen=True)
 class BungieName:
     """A Bungie name: the global display name and its numeric code (`Guardian#0001`)."""
@@ -236,10 +249,9 @@ class Players:
         """Return a profile and its page, from the profile cache when they are there.
 
         The cache keeps a profile with its page as resolved against a release: while that
-        release is live, a load is one round trip (the kept profile; with the live pointer
-        when Redis does not vouch for it, see `ManifestStore.reader_live_id`) and resolves
-        nothing. Once another release is live, the kept profile is
-        resolved again, and kept for what is left of its time.
+        release is live, a load is one round trip (`ManifestStore.read_beside_live`) and
+        resolves nothing. Once another release is live, the kept profile is resolved again,
+        and kept for what is left of its time.
         """
         key = self.profile_key(membership_type, membership_id)
         live, kept = self._read_kept(key)
@@ -260,21 +272,8 @@ class Players:
         """Return the live release id and the kept profile at `key` (if kept), in one trip."""
         if self.cache_seconds <= 0:
             return None, None
-        live, vouched = self.store.reader_live_id()
-        if vouched:
-            value = self.redis.get(key)
-        else:
-            # A pipeline, not a MULTI: reads go on while Redis is full (it refuses those).
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(self.store.current_key)
-            pipe.get(key)
-            pointer, value = pipe.execute()
-            live = pointer.decode() if pointer else None
-        try:
-            kept = _decode_kept(value) if value is not None else None
-        except msgspec.DecodeError:
-            kept = None  # Kept by an older version of this app: ask Bungie again.
-        return live, kept
+        live, value = self.store.read_beside_live(key)
+        return live, _decoded(value, _decode_kept)
 
     def resolve(self, profile: Profile) -> PlayerPage:
         """Resolve a profile's items, classes, buckets and damage types through the cache."""
@@ -320,14 +319,7 @@ class Players:
     def _cached(self, key: str, decode: Callable[[bytes], T]) -> T | None:
         if self.cache_seconds <= 0:
             return None
-        value = self.redis.get(key)
-        if value is None:
-            return None
-        try:
-            return decode(value)
-        except msgspec.DecodeError:
-            # Kept by an older version of this app: ask Bungie again.
-            return None
+        return _decoded(self.redis.get(key), decode)
 
     def _keep(self, key: str, value: bytes, *, again: bool = False) -> None:
         """Keep `value` for cache_seconds; `again` replaces a kept one, keeping its expiry."""

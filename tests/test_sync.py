@@ -128,6 +128,23 @@ def test_a_search_reads_the_release_live_now_in_one_round_trip_or_none(
     )
 
 
+@pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
+def test_a_value_kept_per_release_is_read_beside_the_live_id_in_one_round_trip(
+    store: ManifestStore, bungie: BungieClient, key_prefix, redis_client, round_trips, track_live
+):
+    store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
+    first = sync.run(store, bungie)
+    redis_client.set(f"{key_prefix}:kept", b"made against the first release")
+    store.reader_live_id()  # the pointer is read (or known) once per release, not per value
+    round_trips.clear()
+
+    live, value = store.read_beside_live(f"{key_prefix}:kept")
+
+    assert (live, value) == (first.release_id, b"made against the first release")
+    trips = [[command[0] for command in trip] for trip in round_trips]
+    assert trips == ([["GET"]] if track_live else [["GET", "GET"]])
+
+
 def test_second_sync_is_unchanged_and_writes_nothing(
     store, bungie, admin, key_prefix, redis_client, round_trips
 ):

@@ -34,12 +34,14 @@ TRUST_SECONDS: Final = 5.0
 RETRY_SECONDS: Final = 30.0
 
 
-class _Unknown:
+class Unknown:
+    """The type of UNKNOWN: the value is not known here, read it from Redis."""
+
     def __repr__(self) -> str:
         return "UNKNOWN"
 
 
-UNKNOWN: Final = _Unknown()
+UNKNOWN: Final = Unknown()
 
 
 class LivePointer:
@@ -62,7 +64,7 @@ class LivePointer:
         self._trusted_until = 0.0
         self._retry_at = 0.0
 
-    def get(self) -> str | _Unknown | None:
+    def get(self) -> str | Unknown | None:
         """Return the key's value (decoded), from memory while Redis has not said otherwise."""
         with self._lock:
             now = time.monotonic()
@@ -93,13 +95,12 @@ class LivePointer:
         connection.connect()
         try:
             connection.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.key)
-            reply = connection.read_response()
-            if isinstance(reply, Exception) or reply not in (b"OK", "OK"):
+            reply = connection.read_response()  # an error reply raises
+            if reply != b"OK":
                 raise redis.ResponseError(f"CLIENT TRACKING answered {reply!r}")
         except BaseException:
             connection.disconnect()
             raise
-        self._trusted_until = 0.0
         return connection
 
     def _invalidated(self) -> bool:

@@ -36,6 +36,7 @@ from app.manifest.errors import ManifestError
 from app.manifest.ingest import Entry
 from app.manifest.ingest import digest
 from app.manifest.live import UNKNOWN
+from app.manifest.live import Unknown
 from app.manifest.live import live_pointer
 from app.manifest.release import Release
 from app.manifest.settings import ManifestSettings
@@ -487,11 +488,32 @@ class ManifestStore:
         Not vouched for (a server that cannot track keys), it is the release this process last
         read as live here, else the pointer read now; `_read` then checks it with the data.
         """
-        if self.settings.track_live:
-            found = live_pointer(self.redis, self.current_key).get()
-            if found is not UNKNOWN:
-                return cast("str | None", found), True
+        found = self._tracked_live_id()
+        if found is not UNKNOWN:
+            return cast("str | None", found), True
         return _live_hints.get(self.prefix) or self.live_id(), False
+
+    def _tracked_live_id(self) -> str | Unknown | None:
+        """The live release id Redis vouches for, else UNKNOWN (see `live.py`)."""
+        if not self.settings.track_live:
+            return UNKNOWN
+        return live_pointer(self.redis, self.current_key).get()
+
+    def read_beside_live(self, key: str) -> tuple[str | None, bytes | None]:
+        """Return the live release id and the value at `key` (a string), in one round trip.
+
+        For what is kept per release outside the release's keys (a player's resolved page):
+        the id tells whether the value was made against the live release.
+        """
+        live = self._tracked_live_id()
+        if live is not UNKNOWN:
+            return cast("str | None", live), self.redis.get(key)
+        # A pipeline, not a MULTI: reads go on while Redis is full (it refuses those).
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.current_key)
+        pipe.get(key)
+        pointer, value = pipe.execute()
+        return (pointer.decode() if pointer else None), value
 
     def _read(
         self,
