@@ -26,7 +26,7 @@ def key(redis_client: redis.Redis) -> Iterator[str]:
 
 
 def test_a_kept_value_costs_no_round_trip_until_someone_moves_it(
-    redis_client: redis.Redis, key: str, round_trips
+    redis_client: redis.Redis, redis_url: str, key: str, round_trips
 ):
     redis_client.set(key, "first")
     pointer = LivePointer(redis_client, key)
@@ -36,7 +36,7 @@ def test_a_kept_value_costs_no_round_trip_until_someone_moves_it(
     assert round_trips == [[("GET", key)]]
 
     # Another connection moves it: the next read says so.
-    other = redis.Redis.from_url(redis_url(redis_client))
+    other = redis.Redis.from_url(redis_url)
     other.set(key, "second")
     assert pointer.get() == "second"
     other.delete(key)
@@ -80,8 +80,10 @@ def test_a_server_that_cannot_track_keys_gets_unknown():
         client.close()
 
 
-def test_a_pointer_does_not_outlive_its_connection_pool(redis_client: redis.Redis, key: str):
-    client = redis.Redis.from_url(redis_url(redis_client))
+def test_a_pointer_does_not_outlive_its_connection_pool(
+    redis_client: redis.Redis, redis_url: str, key: str
+):
+    client = redis.Redis.from_url(redis_url)
     client.set(key, "first")
     assert live_pointer(client, key).get() == "first"
     pool = weakref.ref(client.connection_pool)
@@ -100,11 +102,6 @@ def test_a_pointer_does_not_outlive_its_connection_pool(redis_client: redis.Redi
 
 def tracking_connections(client: redis.Redis) -> int:
     return sum("t" in entry["flags"] for entry in client.client_list())
-
-
-def redis_url(client: redis.Redis) -> str:
-    options = client.connection_pool.connection_kwargs
-    return f"redis://{options['host']}:{options['port']}/{options.get('db', 0)}"
 
 
 def connection_id(pointer: LivePointer) -> int:

@@ -68,7 +68,7 @@ class ManifestSettings:
             lock_timeout=float(config["MANIFEST_LOCK_TIMEOUT"]),
             history_length=int(config["MANIFEST_HISTORY_LENGTH"]),
             min_table_ratio=float(config["MANIFEST_MIN_TABLE_RATIO"]),
-            track_live=bool(config.get("MANIFEST_TRACK_LIVE", True)),
+            track_live=bool(config["MANIFEST_TRACK_LIVE"]),
         )
 
     def projection(self, table: str) -> tuple[str, ...]:
