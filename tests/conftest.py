@@ -163,8 +163,8 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, ...]]]:
     """Record each Redis round trip this process makes while the test runs.
 
     A round trip is one command, or one pipeline (a MULTI/EXEC transaction too) with all the
-    commands queued in it, or a live pointer's read (see app/manifest/live.py); each command is
-    recorded as its name and first argument.
+    commands queued in it, or a live pointer's start or read (see app/manifest/live.py); each
+    command is recorded as its name and first argument.
     """
     trips: list[list[tuple[str, ...]]] = []
     plain = redis.Redis.execute_command
@@ -184,10 +184,15 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, ...]]]:
         trips.append([("GET", pointer.key)])
         return reread(pointer)
 
-    reread = live.LivePointer._read
+    def track(pointer: live.LivePointer) -> Any:
+        trips.append([("CLIENT", "TRACKING")])  # with the connection's HELLO
+        return start_tracking(pointer)
+
+    reread, start_tracking = live.LivePointer._read, live.LivePointer._track
     monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
     monkeypatch.setattr(live.LivePointer, "_read", read_pointer)
+    monkeypatch.setattr(live.LivePointer, "_track", track)
     return trips
 
 
