@@ -171,8 +171,9 @@ def ingest_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
     )
     how = (
         "Each route runs as a process of its own against a demo origin on loopback and ends "
-        f"with the projected items in Redis; {figures.get('repeat', 1)} rounds of every route, "
-        "interleaved, best time and highest RSS kept. engine = this app's `sync.run`; ijson, "
+        f"with the projected items in Redis; {figures.get('repeat', 1)} rounds of every route "
+        f"(dvr: {figures.get('dvr_rounds', figures.get('repeat', 1))}), interleaved, best time "
+        "and highest RSS kept. engine = this app's `sync.run`; ijson, "
         "orjson, msgspec = the floor (plain download, projection, pipelined HSET); dvr = the "
         "original app's way (whole file, `json.loads`, one SET per definition)."
     )

@@ -63,6 +63,7 @@ FINISH_TIMEOUT = 120.0
 MAX_REQUESTS = 2_000_000
 UNLIMITED = 1_000_000_000
 PROFILE_ROUNDS = 300
+PROFILE_LOCK_SECONDS = 120
 
 
 def sign_in(url: str) -> str:
@@ -76,6 +77,10 @@ def sign_in(url: str) -> str:
     answer = session.post(f"{url}/login", data=form, allow_redirects=False, timeout=10)
     if answer.status_code != 303:
         raise RuntimeError(f"signing in answered HTTP {answer.status_code}")
+    # Go where the sign-in leads, as a browser does: that page shows (and so drops) the
+    # "Signed in" flash. A cookie still carrying it would make every request of the load show
+    # it again and re-sign the session, which no browser's request does.
+    session.get(url + answer.headers["Location"], timeout=10).raise_for_status()
     return "; ".join(f"{name}={value}" for name, value in session.cookies.items())
 
 
@@ -159,8 +164,8 @@ def measure(
 ) -> dict[str, Any]:
     """Load /healthz and the triggers in turns while a dripped sync runs; wait for that sync.
 
-    A missed throughput target is profiled in this process while the sync still runs, so
-    that the replayed triggers take the same path (they join it).
+    A missed throughput target is profiled in this process while the sync still runs (the
+    machine as busy as under the load); the replayed triggers join a sync as the load's do.
     """
     cookie = sign_in(url)
     turn = args.seconds / args.rounds
@@ -202,7 +207,7 @@ def measure(
     running_after = bool(client.exists(f"{prefix}:lock"))
     profiles = []
     if trigger_rps / health.rps < RATIO_TARGET.limit:
-        profiles = profile_triggers(env)
+        profiles = profile_triggers(env, client)
         print("  in-process profiles (a target is missed):")
         print_profiles(profiles)
     check = wait_for_sync(client, prefix, download_seconds + FINISH_TIMEOUT)
@@ -232,16 +237,23 @@ def measure(
     }
 
 
-def profile_triggers(env: dict[str, str]) -> list[RequestProfile]:
-    """Replay /healthz and both triggers through the app in this process, signed in."""
+def profile_triggers(env: dict[str, str], client: redis.Redis) -> list[RequestProfile]:
+    """Replay /healthz and both triggers through the app in this process, signed in.
+
+    The replay has keys and a queue of its own (its triggers must not count as syncs of the
+    load), where a sync holds the lock as under the load: every trigger joins it.
+    """
     from app import create_app
 
     settings = {name.removeprefix("FLASK_"): value for name, value in env.items()}
     del settings["CONFIG"]
     settings["TRIGGER_RATE_LIMIT"] = UNLIMITED
-    # Its own keys and queue: the profile's triggers must not count as syncs of the load.
     settings["MANIFEST_KEY_PREFIX"] += ":profile"
     settings["CELERY_QUEUE"] += "-profile"
+    prefix, holder = settings["MANIFEST_KEY_PREFIX"], "0" * 32
+    record = json.dumps({"at": time.time(), "trigger": "web", "requested_by": "the profile"})
+    client.set(f"{prefix}:lock", holder, ex=PROFILE_LOCK_SECONDS)
+    client.set(f"{prefix}:task:{holder}", record, ex=PROFILE_LOCK_SECONDS)
     app = create_app("testing", {**settings, "SERVER_NAME": "localhost"})
     browser, api = app.test_client(), app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text)
