@@ -113,7 +113,7 @@ def test_digest_changes_only_when_kept_fields_change():
     codec = EntryCodec(Projection.of(ITEM_FIELDS))
 
     def digest(definition: dict) -> bytes:
-        return codec.entry(1, json.dumps(definition))[2]
+        return codec.rows([(1, json.dumps(definition))]).digests[0]
 
     before = digest(table[key])
     table[key]["stats"] = {"stats": {}}  # not projected: not a change users can see

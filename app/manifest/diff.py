@@ -7,6 +7,7 @@ ever held twice in memory nor scanned again.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class TableDiff:
         return not (self.added or self.removed or self.changed)
 
     def count_batch(
-        self, entries: Sequence[tuple[bytes, bytes, bytes]], old_digests: Sequence[bytes | None]
+        self, entries: Collection[tuple[bytes, bytes, bytes]], old_digests: Sequence[bytes | None]
     ) -> None:
         """Count a batch of new entries against the live release's digests for the same keys."""
         self.total += len(entries)

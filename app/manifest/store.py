@@ -33,7 +33,7 @@ from redis.exceptions import WatchError
 
 from app.manifest.diff import TableDiff
 from app.manifest.errors import ManifestError
-from app.manifest.ingest import Entry
+from app.manifest.ingest import Batch
 from app.manifest.ingest import digest
 from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
@@ -796,19 +796,19 @@ class TableWriter:
         self.diff = diff
         self.count = 0
 
-    def write(self, entries: Sequence[Entry]) -> None:
+    def write(self, batch: Batch) -> None:
         """Write a batch of entries; with a diff, compare them with the live release's digests."""
-        if not entries:
+        if not batch:
             return
         with self._redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(entries), WRITE_BATCH):
-                batch = entries[start : start + WRITE_BATCH]
-                pipe.hset(self._data_key, mapping={key: data for key, data, _ in batch})
-                pipe.hset(self._sums_key, mapping={key: digest for key, _, digest in batch})
+            for start in range(0, len(batch), WRITE_BATCH):
+                stop = start + WRITE_BATCH
+                pipe.hset(self._data_key, items=batch.pairs(batch.data, start, stop))
+                pipe.hset(self._sums_key, items=batch.pairs(batch.digests, start, stop))
             if self._old_sums_key:
-                pipe.hmget(self._old_sums_key, [key for key, _, _ in entries])
+                pipe.hmget(self._old_sums_key, batch.keys)
             replies = pipe.execute()
         if self.diff is not None:
-            old = replies[-1] if self._old_sums_key else [None] * len(entries)
-            self.diff.count_batch(entries, old)
-        self.count += len(entries)
+            old = replies[-1] if self._old_sums_key else [None] * len(batch)
+            self.diff.count_batch(batch, old)
+        self.count += len(batch)
