@@ -83,9 +83,11 @@ def test_sign_in_check_now_and_watch_the_sync_finish(site: str, admin):
             page.click("button:has-text('Check now')")
             page.wait_for_url("**/updateManifest?task=*")
 
-            # The bar moves while the item table streams in...
+            # The bar moves while the item table streams in (the first progress the page sees
+            # may still be the check of Bungie's manifest, before any table)...
             page.wait_for_selector("#sync[data-state='PROGRESS']", timeout=30_000)
-            assert "InventoryItem" in page.inner_text("#sync")
+            detail = "document.getElementById('sync-detail').textContent"
+            page.wait_for_function(f"() => {detail}.includes('InventoryItem')", timeout=30_000)
             # ...then the page tells the outcome with the diff.
             page.wait_for_selector("#sync[data-outcome='updated']", timeout=60_000)
             bar = page.locator("#sync-bar")
