@@ -94,7 +94,12 @@ def floor_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
         "commit and the check record. That part weighs most on small tables; engine minus "
         f"floor here: {'; '.join(gaps)}. A gap that grows with the size points at the "
         "per-definition work (`ingest.py`'s decoding and `TableWriter.write`), a constant one "
-        "at the fixed steps of `sync.run`: see the profile below.\n"
+        "at the fixed steps of `sync.run`: see the profile below. Applied (2026-11-22): a "
+        "batch's entries kept as columns, HSET's arguments built by slicing, and projections "
+        "the garbage collector does not track (its passes took a fifth of the decoding); "
+        "the 80,000-item sync 1.18 -> 1.00 s (medians of 5, same run). What is left is the "
+        "diff's own cost (a digest and an HSET of it per definition, about 0.1 s each at "
+        "80,000) and the machine: a run of one route here varies by 20-40%.\n"
     )
 
 
@@ -218,13 +223,15 @@ def trigger_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
         f"Applied ({PROTOTYPED}): one round trip per trigger (a Lua script in "
         "`app/tickets.py` counts the request in its rate window and reads the lock holder, "
         "the ticket and the task's record), no session re-signed on every request, the "
-        "progress page's links built once per process; 37-45% -> 50-51% on this machine. "
-        "That round trip is the floor: every trigger must count itself in the rate window all "
-        "processes share, a write to Redis, and on this machine one round trip costs about "
-        "400 us of CPU between the app and Redis (`bench/reading.py` measures it), some 40% "
-        "of what a whole /healthz request costs; the in-process profiles below show the rest "
-        "of a trigger is small. A gthread worker class (`--threads 4`) would let a worker "
-        "serve others while one waits for Redis: that changes the deployment, not the code.\n"
+        "progress page's links built once per process. Then (2026-11-22) the benchmark's own "
+        "error: its session cookie still carried the sign-in flash, so every /updateManifest "
+        "of the load showed it again and re-signed the session, which a browser (that keeps "
+        "the cookie it is sent) never does; 48% -> 54%. Measured by process (CPU per "
+        "request, gunicorn's workers / Redis): /healthz 350 / 0 us, the API trigger 610 / 50 "
+        "us, the page trigger 810 / 55 us: the page's template and session make the rest. "
+        "The round trip cannot go: every trigger counts itself in the rate window all "
+        "processes share. A gthread worker class (`--threads 4`) would let a worker serve "
+        "others while one waits for Redis: that changes the deployment, not the code.\n"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -124,6 +125,25 @@ def test_search_leads_to_the_page_with_the_players_items_and_tiers(client, admin
             damage = damage_types[str(item["defaultDamageTypeHash"])]["displayProperties"]["name"]
             assert f"{item['itemTypeDisplayName']} · {damage} · " in page
     assert "unknown item" not in page
+
+
+def test_each_player_page_shows_its_own_equipment_when_pages_are_shown_again(client, admin, synced):
+    # A process keeps players' characters rendered: pages shown in turn, and again, must each
+    # show the equipment of their own player.
+    items = origin_items(admin)
+    listing = text(client.get(f"/players?name={TWO_PLATFORMS}"))
+    paths = [player_path(client, GUARDIAN), *re.findall(r'href="(/players/\d+/\d+)"', listing)]
+    worn = {
+        path: {str(h) for hashes in origin_equipment(admin, path).values() for h in hashes}
+        for path in paths
+    }
+    assert len(paths) == 3
+    assert len({frozenset(hashes) for hashes in worn.values()}) == 3
+
+    for path in [*paths, *paths]:
+        page = text(client.get(path))
+        shown = {h for h in items if f'href="/items/{h}">' in page}
+        assert shown == worn[path]
 
 
 def test_search_ignores_case_and_lists_several_memberships(client, admin, synced):

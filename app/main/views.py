@@ -50,6 +50,7 @@ from app.player_pages import current_players
 from app.player_pages import http_error
 from app.player_pages import load_page
 from app.player_pages import parse_bungie_name
+from app.players import CharacterSheet
 from app.players import ItemSlot
 from app.players import PlayerError
 from app.players import PlayerNotFound
@@ -72,6 +73,8 @@ from app.workers import worker_status
 RECENT_RELEASES = 5
 RECENT_CHECKS = 20
 MAX_REQUEST_ID = 128
+# Players' characters kept rendered per process: the last this many different ones.
+CHARACTER_SECTIONS_KEPT = 64
 # Filled in by progress.js with the id of the task it follows.
 ID_PLACEHOLDER = "__id__"
 MISSING = "\N{EN DASH}"
@@ -565,7 +568,32 @@ def player(membership_type: str, membership_id: str) -> ResponseReturnValue:
     page, ticket = load_page(
         membership_type, membership_id, f"players page from {client_address()}"
     )
-    return render_template("player.html", page=page, ticket=ticket)
+    characters = rendered_characters(page.characters)
+    return render_template("player.html", page=page, ticket=ticket, characters=characters)
+
+
+def rendered_characters(characters: list[CharacterSheet]) -> Markup:
+    """Return a player's characters as HTML, rendered once per process for the same ones.
+
+    A kept profile is shown again and again while it is kept (reloads, everyone who looks the
+    player up), and its equipment rows are most of what the page costs to render. The key is
+    the characters themselves, encoded, and the links they are shown with: a changed profile or
+    release renders anew, and the section shows nothing that depends on who asks.
+    """
+    made = links()
+    render = current_app.extensions.get("characters_html")
+    if render is None:
+        render = functools.lru_cache(CHARACTER_SECTIONS_KEPT)(_render_characters)
+        current_app.extensions["characters_html"] = render
+    return render(msgspec.json.encode(characters), made.item_pattern, made.image_base)
+
+
+def _render_characters(encoded: bytes, item_pattern: str, image_base: str) -> Markup:
+    # The links are part of the key only: the template gets them from links(), which gives
+    # these for this request.
+    characters = msgspec.json.decode(encoded, type=list[CharacterSheet])
+    html = render_template("_characters.html", characters=characters)
+    return Markup(html)  # noqa: S704 - Jinja's output, every value in it escaped
 
 
 @bp.app_template_filter("played")
