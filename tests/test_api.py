@@ -263,6 +263,23 @@ def test_items_pages_through_every_item(client, synced):
     assert len(hashes) == len(first["items"]) + len(last["items"])
 
 
+def test_an_items_page_passes_the_stored_definitions_through_as_compact_json(
+    app, client, synced, redis_client
+):
+    response = client.get("/api/v1/items?per_page=20")
+
+    body = response.get_data()
+    assert response.mimetype == "application/json"
+    assert body.endswith(b"}\n")
+    assert body.count(b"\n") == 1
+    with app.app_context():
+        table = get_store().table_key(synced.release_id, "en", ITEM_TABLE)
+    hashes = [item["hash"] for item in response.get_json()["items"]]
+    stored = redis_client.hmget(table, hashes)
+    assert len(hashes) == 20
+    assert all(value and value in body for value in stored)
+
+
 def test_items_match_the_origins_data(client, admin, synced):
     served = origin_items(admin)
     name = next(iter(served.values()))["displayProperties"]["name"]
