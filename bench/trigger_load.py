@@ -26,6 +26,7 @@ import re
 import sys
 import time
 from typing import Any
+from urllib.parse import urljoin
 
 import redis
 import requests
@@ -80,7 +81,7 @@ def sign_in(url: str) -> str:
     # Go where the sign-in leads, as a browser does: that page shows (and so drops) the
     # "Signed in" flash. A cookie still carrying it would make every request of the load show
     # it again and re-sign the session, which no browser's request does.
-    session.get(url + answer.headers["Location"], timeout=10).raise_for_status()
+    session.get(urljoin(url, answer.headers["Location"]), timeout=10).raise_for_status()
     return "; ".join(f"{name}={value}" for name, value in session.cookies.items())
 
 

@@ -578,14 +578,18 @@ def rendered_characters(characters: list[CharacterSheet]) -> Markup:
     A kept profile is shown again and again while it is kept (reloads, everyone who looks the
     player up), and its equipment rows are most of what the page costs to render. The key is
     the characters themselves, encoded, and the links they are shown with: a changed profile or
-    release renders anew, and the section shows nothing that depends on who asks.
+    release renders anew, and the section shows nothing that depends on who asks. Where
+    templates reload when edited (debug), every page renders it, so that an edit shows.
     """
     made = links()
+    encoded = msgspec.json.encode(characters)
+    if current_app.jinja_env.auto_reload:
+        return _render_characters(encoded, made.item_pattern, made.image_base)
     render = current_app.extensions.get("characters_html")
     if render is None:
         render = functools.lru_cache(CHARACTER_SECTIONS_KEPT)(_render_characters)
         current_app.extensions["characters_html"] = render
-    return render(msgspec.json.encode(characters), made.item_pattern, made.image_base)
+    return render(encoded, made.item_pattern, made.image_base)
 
 
 def _render_characters(encoded: bytes, item_pattern: str, image_base: str) -> Markup:

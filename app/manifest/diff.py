@@ -7,7 +7,6 @@ ever held twice in memory nor scanned again.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from dataclasses import field
 from typing import Any
 
 import msgspec
+
+from app.manifest.ingest import Batch
 
 NAMES_KEPT = 20
 
@@ -51,9 +52,7 @@ class TableDiff:
     def is_empty(self) -> bool:
         return not (self.added or self.removed or self.changed)
 
-    def count_batch(
-        self, entries: Collection[tuple[bytes, bytes, bytes]], old_digests: Sequence[bytes | None]
-    ) -> None:
+    def count_batch(self, entries: Batch, old_digests: Sequence[bytes | None]) -> None:
         """Count a batch of new entries against the live release's digests for the same keys."""
         self.total += len(entries)
         for (key, data, digest), old in zip(entries, old_digests, strict=True):

@@ -28,6 +28,7 @@ from app.manifest import errors
 from app.manifest.client import BungieClient
 from app.manifest.client import ContentDownload
 from app.manifest.diff import TableDiff
+from app.manifest.ingest import Batch
 from app.manifest.ingest import EntryCodec
 from app.manifest.ingest import Projection
 from app.manifest.ingest import count_sqlite_rows
@@ -427,7 +428,7 @@ class _Sync:
         self,
         writes: ThreadPoolExecutor,
         writer: TableWriter,
-        batches: Iterator[list[Any]],
+        batches: Iterator[Batch],
         lang: str,
         table: str,
     ) -> None:
@@ -444,7 +445,7 @@ class _Sync:
 
     def _sources(
         self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+    ) -> Iterator[tuple[str, Iterator[Batch]]]:
         if release.format == "sqlite":
             return self._sqlite_sources(release, lang, codecs)
         return self._json_sources(release, lang, codecs)
@@ -475,7 +476,7 @@ class _Sync:
 
     def _json_sources(
         self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+    ) -> Iterator[tuple[str, Iterator[Batch]]]:
         for table in release.tables:
             self._entries, self._entries_total = 0, None
             self._report("downloading", lang, table)
@@ -493,7 +494,7 @@ class _Sync:
 
     def _sqlite_sources(
         self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+    ) -> Iterator[tuple[str, Iterator[Batch]]]:
         with tempfile.TemporaryDirectory(prefix="manifest-") as workdir:
             database = self._fetch_sqlite(release.paths[lang][SQLITE_FILE], lang, Path(workdir))
             for table in release.tables:
