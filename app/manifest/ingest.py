@@ -104,11 +104,6 @@ class EntryCodec:
         return Batch.of(keys, data)
 
 
-def digest(data: bytes) -> bytes:
-    """Return the digest of a stored (projected) definition: what diffs compare."""
-    return hashlib.blake2b(data, digest_size=8).digest()
-
-
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Entries side by side: their keys, stored JSON and digests, each a list in one order.
@@ -123,8 +118,12 @@ class Batch:
 
     @classmethod
     def of(cls, keys: list[bytes], data: list[bytes]) -> Batch:
-        """Return the batch of these keys and stored definitions, digests worked out."""
-        blake2b = hashlib.blake2b  # digest(), inlined: this runs once per definition
+        """Return the batch of these keys and stored definitions, with their digests.
+
+        A definition's digest (8 bytes of BLAKE2b of its stored JSON) is what diffs compare;
+        this is the one place it is worked out.
+        """
+        blake2b = hashlib.blake2b
         return cls(keys, data, [blake2b(d, digest_size=8).digest() for d in data])
 
     def __len__(self) -> int:

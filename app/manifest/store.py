@@ -34,7 +34,6 @@ from redis.exceptions import WatchError
 from app.manifest.diff import TableDiff
 from app.manifest.errors import ManifestError
 from app.manifest.ingest import Batch
-from app.manifest.ingest import digest
 from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
 from app.manifest.live import live_pointer
@@ -715,8 +714,10 @@ class ManifestStore:
         key = self.sums_key(release_id, lang, table)
         self.redis.unlink(key)
         items = self.redis.hscan_iter(self.table_key(release_id, lang, table), count=SCAN_COUNT)
-        while batch := list(itertools.islice(items, WRITE_BATCH)):
-            self.redis.hset(key, mapping={field: digest(data) for field, data in batch})
+        while stored := list(itertools.islice(items, WRITE_BATCH)):
+            fields, data = zip(*stored, strict=True)
+            batch = Batch.of(list(fields), list(data))
+            self.redis.hset(key, items=batch.pairs(batch.digests, 0, len(batch)))
             lock.keep_alive()
 
     def _flip(
