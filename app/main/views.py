@@ -349,21 +349,15 @@ class StoredItem(msgspec.Struct, frozen=True):
     redacted: bool | None = None
 
 
-_decode_stored_item = msgspec.json.Decoder(StoredItem).decode
+def stored_item(definition: Mapping[str, Any]) -> StoredItem:
+    """Read what the pages show of an item from its definition.
 
-
-def stored_item(value: bytes | Mapping[str, Any]) -> StoredItem:
-    """Read what the pages show of an item from its stored JSON (or its decoded definition).
-
-    A field of an unexpected type costs that item its details, never the page.
+    A field of an unexpected type costs the item its details, never the page.
     """
     try:
-        if isinstance(value, bytes):
-            return _decode_stored_item(value)
-        return msgspec.convert(value, StoredItem)
+        return msgspec.convert(definition, StoredItem)
     except msgspec.ValidationError:
-        found = msgspec.json.decode(value) if isinstance(value, bytes) else value
-        number = found.get("hash") if isinstance(found, Mapping) else None
+        number = definition.get("hash")
         return StoredItem(hash=number if isinstance(number, int) else None)
 
 
