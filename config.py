@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from typing import Any
+
+# Every setting can also be given as FLASK_<NAME>, which wins over <NAME> (see README).
+ENV_PREFIX = "FLASK_"
 
 DEFAULT_TABLES = (
     "DestinyInventoryItemDefinition",
@@ -70,29 +74,47 @@ def env_str(name: str, default: str | None = None) -> str | None:
 
 
 def env_int(name: str, default: int) -> int:
+    """Return the environment variable `name` as a whole number, or `default` when unset."""
     value = env_str(name)
-    if value is None:
-        return default
+    return default if value is None else as_int(name, value)
+
+
+def env_float(name: str, default: float) -> float:
+    """Return the environment variable `name` as a number, or `default` when unset."""
+    value = env_str(name)
+    return default if value is None else as_float(name, value)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Return the environment variable `name` as a switch, or `default` when unset."""
+    value = env_str(name)
+    return default if value is None else as_bool(name, value)
+
+
+def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the environment variable `name` split at commas, or `default` when unset."""
+    value = env_str(name)
+    return default if value is None else as_list(value)
+
+
+def as_int(name: str, value: str) -> int:
+    """Read the text `value` of the variable `name` as a whole number."""
     try:
         return int(value)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {value!r}") from None
 
 
-def env_float(name: str, default: float) -> float:
-    value = env_str(name)
-    if value is None:
-        return default
+def as_float(name: str, value: str) -> float:
+    """Read the text `value` of the variable `name` as a number."""
     try:
         return float(value)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
-def env_bool(name: str, default: bool) -> bool:
-    value = env_str(name)
-    if value is None:
-        return default
+def as_bool(name: str, value: str) -> bool:
+    """Read the text `value` of the variable `name` as a switch."""
     if value.lower() in ("1", "true", "yes", "on"):
         return True
     if value.lower() in ("0", "false", "no", "off"):
@@ -100,11 +122,23 @@ def env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    value = env_str(name)
-    if value is None:
-        return default
+def as_list(value: str) -> tuple[str, ...]:
+    """Read the text `value` as a list separated by commas."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def as_projections(name: str, value: str) -> dict[str, tuple[str, ...]]:
+    """Read the text `value` of the variable `name` as JSON: each table's list of fields."""
+    try:
+        found = json.loads(value)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or not all(
+        isinstance(fields, list) and all(isinstance(path, str) for path in fields)
+        for fields in found.values()
+    ):
+        raise ValueError(f"{name} must be a JSON object of lists of field paths, got {value!r}")
+    return {table: tuple(fields) for table, fields in found.items()}
 
 
 class Config:
@@ -250,7 +284,7 @@ CONFIGS: dict[str, type[Config]] = {
 
 def get_config(name: str | None = None) -> type[Config]:
     """Return the configuration class for `name`, else for FLASK_CONFIG (default development)."""
-    name = name or env_str("FLASK_CONFIG", "development")
+    name = name or env_str("FLASK_CONFIG") or "development"
     try:
         return CONFIGS[name]
     except KeyError:
@@ -264,7 +298,7 @@ class ConfigurationError(RuntimeError):
 
 def check(settings: dict[str, Any], config: type[Config]) -> None:
     """Refuse to start with one message naming every missing required setting."""
-    missing = getattr(config, "missing", lambda _: [])(settings)
+    missing: list[str] = getattr(config, "missing", lambda _: [])(settings)
     if missing:
         raise ConfigurationError(
             f"{config.__name__} needs these settings in the environment: {', '.join(missing)}"
@@ -337,3 +371,34 @@ def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def settings_dict(config: type[Config]) -> dict[str, Any]:
     """Return the upper-case settings of a configuration class as a plain mapping."""
     return {key: getattr(config, key) for key in dir(config) if key.isupper()}
+
+
+def prefixed_settings(config: type[Config]) -> dict[str, Any]:
+    """Return the settings of `config` set as FLASK_<NAME>, each read and checked as <NAME> is.
+
+    A setting's default says how its text reads: a switch, a whole number, a number, a list
+    separated by commas, JSON for the projections, else text. Other FLASK_ variables are the
+    flask command's (FLASK_APP, FLASK_RUN_PORT, ...), not settings.
+    """
+    found = {}
+    for name, default in settings_dict(config).items():
+        variable = f"{ENV_PREFIX}{name}"
+        value = env_str(variable)
+        if value is not None:
+            found[name] = read_like(variable, value, default)
+    return found
+
+
+def read_like(name: str, value: str, default: Any) -> Any:
+    """Read the text `value` of the variable `name` as the type of its setting's `default`."""
+    if isinstance(default, bool):  # before int: a bool is an int
+        return as_bool(name, value)
+    if isinstance(default, int):
+        return as_int(name, value)
+    if isinstance(default, float):
+        return as_float(name, value)
+    if isinstance(default, tuple):
+        return as_list(value)
+    if isinstance(default, dict):
+        return as_projections(name, value)
+    return value

@@ -6,9 +6,9 @@ import click
 from flask.cli import FlaskGroup
 
 from app import create_app
-from app.demo.cli import demo_origin_command
 from config import DevelopmentConfig
 from config import env_str
+from devtools.demo.cli import demo_origin_command
 
 cli = FlaskGroup(create_app=create_app, help=__doc__)
 
@@ -20,7 +20,7 @@ cli = FlaskGroup(create_app=create_app, help=__doc__)
 )
 def dev_command(port: int, demo_items: int) -> None:
     """Run everything on embedded defaults: Redis, the demo origin, worker, beat and web."""
-    from app import devstack
+    from devtools import devstack
 
     try:
         devstack.run(

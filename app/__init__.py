@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from app.jsonprovider import MsgspecJSONProvider
 from config import check
 from config import get_config
+from config import prefixed_settings
 
 
 def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -22,7 +23,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     app = Flask(__name__)
     app.json = MsgspecJSONProvider(app)
     app.config.from_object(config)
-    app.config.from_prefixed_env()
+    app.config.update(prefixed_settings(config))
     if overrides:
         app.config.update(overrides)
     check(app.config, config)

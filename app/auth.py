@@ -23,8 +23,8 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.exceptions import Unauthorized
 from werkzeug.security import check_password_hash
 
+from app.extensions import get_keys
 from app.extensions import get_redis
-from app.extensions import get_store
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -63,6 +63,7 @@ def sign_in(username: str) -> None:
 
 
 def sign_out() -> None:
+    """End the admin's session."""
     session.clear()
 
 
@@ -202,7 +203,7 @@ def rate_window(bucket: str, allowed: int) -> RateWindow:
     seconds = current_app.config["RATE_LIMIT_WINDOW"]
     now = int(time.time())
     start = now - now % seconds
-    key = f"{get_store().prefix}:rate:{bucket}:{client_address()}:{start}"
+    key = get_keys().rate_window(bucket, client_address(), start)
     return RateWindow(key, allowed, seconds, max(1, start + seconds - now))
 
 

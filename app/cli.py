@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from typing import Any
 
@@ -12,8 +11,8 @@ from flask import current_app
 from flask.cli import AppGroup
 from flask.cli import with_appcontext
 
-from app import tasks
-from app import tickets
+from app import dates
+from app import triggers
 from app.extensions import get_bungie
 from app.extensions import get_celery
 from app.extensions import get_redis
@@ -21,6 +20,7 @@ from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.sync import Progress
 from app.manifest.sync import SyncResult
+from app.notify import policy
 
 manifest_cli = AppGroup("manifest", help="Sync the manifest cache and show its state.")
 
@@ -124,7 +124,7 @@ def sync_command() -> None:
     line = ProgressLine()
     result = sync.run(get_store(), get_bungie(), trigger="cli", progress=line)
     line.done()
-    tasks.after_check(result)
+    policy.after_check(result)
     click.echo(format_result(result))
     sys.exit(EXIT_CODES[result.outcome])
 
@@ -138,7 +138,8 @@ def status_command() -> None:
         click.echo("Live release: none yet (run `python manage.py manifest sync`)")
     else:
         click.echo(f"Live release: {live.release.version} (id {live.id})")
-        click.echo(f"Synced at:    {_when(live.synced_at)} in {live.duration:.1f}s")
+        synced_at = dates.instant(live.synced_at, seconds=True)
+        click.echo(f"Synced at:    {synced_at} in {live.duration:.1f}s")
     check = store.last_check()
     if check is None:
         click.echo("Last check:   never")
@@ -146,17 +147,13 @@ def status_command() -> None:
         outcome = check["outcome"]
         if check.get("error"):
             outcome += f" ({check['error']}: {check['message']})"
-        click.echo(f"Last check:   {_when(check['at'])}: {outcome}")
+        checked_at = dates.instant(check["at"], seconds=True)
+        click.echo(f"Last check:   {checked_at}: {outcome}")
     if live is not None:
         click.echo("")
         for lang, tables in live.counts.items():
             for table, count in tables.items():
                 click.echo(f"  {lang}  {table:<36} {count:>8,}")
-
-
-def _when(timestamp: float) -> str:
-    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @click.command("tasks")
@@ -169,7 +166,7 @@ def tasks_command(purge: bool, timeout: float) -> None:
     if purge:
         click.confirm("Drop every queued task? Running tasks are not touched", abort=True)
         dropped = celery.control.purge()
-        _forget_purged_ticket()
+        _forget_purged_sync()
         click.echo(f"Dropped {dropped} queued task(s).")
         return
     inspect = celery.control.inspect(timeout=timeout)
@@ -195,8 +192,8 @@ def tasks_command(purge: bool, timeout: float) -> None:
                 click.echo(f"    {task.get('name')} {task.get('id')} {task.get('kwargs') or ''}")
 
 
-def _forget_purged_ticket() -> None:
+def _forget_purged_sync() -> None:
     # A queued sync that was just dropped must not be joined by the next trigger.
-    queued = get_redis().get(tickets.pending_key())
-    if queued and get_store().lock("purge").holder() != queued.decode():
-        tickets.forget(queued.decode())
+    queued = triggers.queued_task()
+    if queued and get_store().lock("purge").holder() != queued:
+        triggers.forget(queued)

@@ -11,6 +11,7 @@ from celery import Task
 from flask import Flask
 from flask import current_app
 
+from app.keys import Keys
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
@@ -69,6 +70,11 @@ def get_settings() -> ManifestSettings:
 def get_store() -> ManifestStore:
     """Return a manifest store on the current app's Redis."""
     return ManifestStore(get_redis(), get_settings())
+
+
+def get_keys() -> Keys:
+    """Return the names of the current app's Redis keys."""
+    return get_store().keys
 
 
 def get_bungie() -> BungieClient:

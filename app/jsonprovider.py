@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from typing import cast
 
 import msgspec
 from flask import Flask
@@ -27,7 +28,19 @@ class MsgspecJSONProvider(DefaultJSONProvider):
         """Return `jsonify`'s response (compact JSON): msgspec's bytes and a newline.
 
         Flask's own goes through a str (the bytes decoded, copied with the newline, encoded
-        again): three passes over a 95 kB page of items where this makes one copy.
+        again); this encodes once, to bytes. `_app` is where JSONProvider keeps its app.
         """
-        body = self._encode(self._prepare_response_obj(args, kwargs))
-        return self._app.response_class(body + b"\n", mimetype=self.mimetype)
+        body = self._encode(_jsonified(args, kwargs))
+        return cast("Flask", self._app).response_class(body + b"\n", mimetype=self.mimetype)
+
+
+def _jsonified(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Return what `jsonify(*args, **kwargs)` serializes, by Flask's documented rules.
+
+    No arguments give null; one argument is itself; several are a list; keywords are an object.
+    """
+    if args and kwargs:
+        raise TypeError("app.json.response() takes either args or kwargs, not both")
+    if not args:
+        return kwargs or None
+    return args[0] if len(args) == 1 else args

@@ -24,9 +24,9 @@ from app.players import PlayerNotFound
 from app.players import PlayerPage
 from app.players import Players
 from app.players import ProfilePrivate
-from app.tickets import BrokerUnavailable
-from app.tickets import Ticket
-from app.tickets import request_sync
+from app.triggers import BrokerUnavailable
+from app.triggers import TriggeredSync
+from app.triggers import request_sync
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def current_players() -> Players:
 
 def load_page(
     membership_type: str, membership_id: str, requested_by: str
-) -> tuple[PlayerPage, Ticket | None]:
+) -> tuple[PlayerPage, TriggeredSync | None]:
     """Return a player's page and, when the cache lacks some items, the sync asked for them.
 
     Unknown items ask for one sync per page load at most (and per release and cool-down), which

@@ -9,27 +9,11 @@ from dataclasses import dataclass
 from werkzeug.exceptions import BadRequest
 
 from app.extensions import get_store
+from app.manifest.items import CLASSES
+from app.manifest.items import ITEM_TYPES
+from app.manifest.items import TIERS
 from app.manifest.store import SearchPage
 
-# Names from Bungie's enums (Destiny.DestinyItemType, Destiny.TierType, Destiny.DestinyClass).
-ITEM_TYPES = {
-    0: "None", 1: "Currency", 2: "Armor", 3: "Weapon", 7: "Message", 8: "Engram",
-    9: "Consumable", 10: "Exchange Material", 11: "Mission Reward", 12: "Quest Step",
-    13: "Quest Step Complete", 14: "Emblem", 15: "Quest", 16: "Subclass", 17: "Clan Banner",
-    18: "Aura", 19: "Mod", 20: "Dummy", 21: "Ship", 22: "Vehicle", 23: "Emote", 24: "Ghost",
-    25: "Package", 26: "Bounty", 27: "Wrapper", 28: "Seasonal Artifact", 29: "Finisher",
-    30: "Pattern",
-}  # fmt: skip
-TIERS = {
-    0: "Unknown",
-    1: "Currency",
-    2: "Basic",
-    3: "Common",
-    4: "Rare",
-    5: "Legendary",
-    6: "Exotic",
-}
-CLASSES = {0: "Titan", 1: "Hunter", 2: "Warlock", 3: "Any class"}
 # The item filters by their parameter name.
 FILTER_CHOICES = {"type": ITEM_TYPES, "tier": TIERS, "class": CLASSES}
 

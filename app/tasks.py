@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that run the sync engine, report progress and tell Slack."""
+"""Celery tasks: thin wrappers that run a sync, report its progress and send Slack messages."""
 
 from __future__ import annotations
 
@@ -13,28 +13,24 @@ import redis
 from celery import shared_task
 from celery.exceptions import Retry
 from flask import current_app
-from flask import url_for
-from kombu.exceptions import OperationalError
 
-from app import tickets
+from app import triggers
 from app.extensions import get_bungie
 from app.extensions import get_store
 from app.manifest import sync
-from app.notify import announce
+from app.notify import policy
 from app.notify import slack
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.25  # seconds between progress writes to the result backend
-ANNOUNCE_RECENT = 10
-ANNOUNCE_WITHIN_SECONDS = 86400
 
 
 class SyncRetry(Exception):
     """The sync met a transient failure and will be tried again."""
 
 
-@shared_task(name="manifest.sync", bind=True, ignore_result=False, acks_late=True)
+@shared_task(name=triggers.SYNC_TASK, bind=True, ignore_result=False, acks_late=True)
 def sync_manifest(
     self: Any,
     trigger: str = "manual",
@@ -47,8 +43,8 @@ def sync_manifest(
     live release stays as it was.
     """
     task_id = self.request.id
-    tickets.remember_task(task_id, trigger=trigger, requested_by=requested_by)
-    tickets.started(task_id)
+    triggers.remember_task(task_id, trigger=trigger, requested_by=requested_by)
+    triggers.started(task_id)
     retrying = False
     try:
         result = sync.run(
@@ -60,7 +56,7 @@ def sync_manifest(
             request_id=request_id,
             progress=_ProgressReporter(self),
         )
-        after_check(result)
+        policy.after_check(result)
         max_retries = current_app.config["SYNC_MAX_RETRIES"]
         if result.transient and self.request.retries < max_retries:
             countdown = result.retry_after or 2 ** (self.request.retries + 1)
@@ -69,64 +65,31 @@ def sync_manifest(
                     exc=SyncRetry(result.summary()), countdown=countdown, max_retries=max_retries
                 )
             except Retry:
-                retrying = True  # Queued again: the ticket stays with it.
+                retrying = True  # Queued again: it stays the sync that triggers join.
                 raise
         return result.to_dict()
     finally:
         if not retrying:
             with contextlib.suppress(redis.RedisError):
-                tickets.finished(task_id)
+                triggers.finished(task_id)
 
 
-@shared_task(name="manifest.notify_slack", bind=True, ignore_result=True, acks_late=True)
+@shared_task(name=policy.ANNOUNCE_RELEASE_TASK, bind=True, ignore_result=True, acks_late=True)
 def notify_slack(self: Any, release_id: str) -> str:
     """Tell Slack what a committed release changed, exactly once; retry while Slack is down."""
-    sender = slack.sender_from_config(current_app.config)
-    announcements = _announcements()
-    if sender is None:
-        announcements.unqueue(release_id)
-        return "Slack is off"
-    store = get_store()
-
-    def build() -> slack.Message | None:
-        entry = store.history_entry(release_id)
-        if entry is None or entry["previous"] is None:
-            return None  # The first fill of the cache has no news to tell.
-        return slack.release_message(entry, _item_url, _url("main.release", release_id=release_id))
-
     try:
-        outcome = announcements.announce(release_id, build, sender)
+        return policy.announce_release(release_id)
     except slack.SlackUnavailable as exc:
-        _retry_or_give_up(self, exc, lambda: announcements.unqueue(release_id))
-    except slack.SlackRejected:
-        log.exception("Slack refused the message for release %s; not retrying", release_id)
-        announcements.unqueue(release_id)
-        return "rejected"
-    if outcome != announce.BUSY:
-        announcements.unqueue(release_id)
-    log.info("Slack message for release %s: %s", release_id, outcome)
-    return outcome
+        _retry_or_give_up(self, exc, lambda: policy.give_up_release(release_id))
 
 
-@shared_task(name="manifest.notify_trouble", bind=True, ignore_result=True, acks_late=True)
+@shared_task(name=policy.ALERT_TASK, bind=True, ignore_result=True, acks_late=True)
 def notify_trouble(self: Any, kind: str, check: dict[str, Any], since: float) -> str:
-    """Tell Slack that syncing is failing, or works again."""
-    sender = slack.sender_from_config(current_app.config)
-    if sender is None:
-        return "Slack is off"
-    link = _url("main.dashboard")
-    if kind == announce.TROUBLE:
-        message = slack.trouble_message({**check, "failing_since": since}, link)
-    else:
-        message = slack.recovered_message(check, since, link)
+    """Tell Slack that syncing is failing, or works again; retry while Slack is down."""
     try:
-        sender.send(message)
+        return policy.send_alert(kind, check, since)
     except slack.SlackUnavailable as exc:
         _retry_or_give_up(self, exc, lambda: None)
-    except slack.SlackRejected:
-        log.exception("Slack refused the %s message; not retrying", kind)
-        return "rejected"
-    return "sent"
 
 
 def _retry_or_give_up(task: Any, exc: Exception, give_up: Callable[[], None]) -> NoReturn:
@@ -138,51 +101,6 @@ def _retry_or_give_up(task: Any, exc: Exception, give_up: Callable[[], None]) ->
     countdown = min(900, current_app.config["SLACK_RETRY_SECONDS"] * 2**task.request.retries)
     log.warning("Slack unavailable (%s); retrying in %ss", exc, countdown)
     raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
-
-
-def after_check(result: sync.SyncResult) -> None:
-    """After a check: queue the release message and any trouble or recovered message."""
-    if slack.sender_from_config(current_app.config) is None or result.outcome == sync.BUSY:
-        return
-    announcements = _announcements()
-    store = get_store()
-    if result.ok:
-        # The latest release, and any recent one whose message was given up on while Slack was
-        # down (also once a newer one is live), oldest first. Not older ones: turning Slack on
-        # must not replay last month.
-        since = time.time() - ANNOUNCE_WITHIN_SECONDS
-        for entry in reversed(store.history(ANNOUNCE_RECENT)):
-            if (
-                entry["previous"]
-                and entry["at"] >= since
-                and announcements.should_queue(entry["id"])
-            ):
-                _send(notify_slack, entry["id"])
-    check = store.last_check()
-    alert = announcements.after_check(check, current_app.config["SLACK_ALERT_AFTER_SECONDS"])
-    if alert is not None:
-        _send(notify_trouble, alert.kind, check, alert.since)
-
-
-def _send(task: Any, *args: Any) -> None:
-    # The sync is committed whatever happens here: a broker hiccup must not fail it.
-    try:
-        task.delay(*args)
-    except OperationalError:
-        log.exception("Could not queue %s", task.name)
-
-
-def _announcements() -> announce.Announcements:
-    store = get_store()
-    return announce.Announcements(store.redis, store.prefix)
-
-
-def _url(endpoint: str, **values: Any) -> str:
-    return url_for(endpoint, _external=True, **values)
-
-
-def _item_url(item_hash: int) -> str:
-    return _url("main.item", item_hash=item_hash)
 
 
 class _ProgressReporter:

@@ -1,9 +1,11 @@
-"""What every response gets: security headers, and errors as pages or JSON, never a traceback."""
+"""What every response gets: security headers, and errors (any HTTP error, Redis or Bungie not
+answering, a player not shown) as a page or as the API's JSON, never a traceback."""
 
 from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask
 from flask import Response
 from flask import current_app
@@ -12,12 +14,21 @@ from flask import render_template
 from flask import request
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import ServiceUnavailable
+
+from app.manifest.errors import BungieError
+from app.player_pages import http_error
+from app.players import PlayerError
 
 log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
+    """Register the error handlers and the security headers on `app`."""
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(redis.RedisError, redis_unavailable)
+    app.register_error_handler(PlayerError, player_unavailable)
+    app.register_error_handler(BungieError, player_unavailable)
     app.register_error_handler(Exception, handle_unexpected_error)
     app.after_request(add_security_headers)
 
@@ -40,6 +51,16 @@ def handle_http_error(error: HTTPException) -> Response | tuple[str, int]:
     response = current_app.make_response((page, code))
     response.headers.extend(headers)
     return response
+
+
+def redis_unavailable(error: redis.RedisError) -> Response | tuple[str, int]:
+    """Answer 503 when Redis does not answer."""
+    return handle_http_error(ServiceUnavailable("Redis is not answering. Retry in a moment."))
+
+
+def player_unavailable(error: Exception) -> Response | tuple[str, int]:
+    """Say why a player cannot be shown: not found, private, or Bungie not answering."""
+    return handle_http_error(http_error(error))
 
 
 def handle_unexpected_error(error: Exception) -> Response | tuple[str, int]:

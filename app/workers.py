@@ -10,8 +10,8 @@ import msgspec
 import redis
 
 from app.extensions import get_celery
+from app.extensions import get_keys
 from app.extensions import get_redis
-from app.extensions import get_store
 
 PING_TIMEOUT = 0.5
 REMEMBER_SECONDS = 30
@@ -19,7 +19,7 @@ REMEMBER_SECONDS = 30
 
 def worker_status(*, refresh: bool = False) -> dict[str, Any]:
     """Return {"at", "workers": [names]} of the latest ping, pinging again when it is stale."""
-    key = f"{get_store().prefix}:workers"
+    key = get_keys().workers
     client = get_redis()
     try:
         cached = client.get(key)

@@ -63,8 +63,8 @@ def release_bytes(sizes: dict[str, int], release_id: str) -> int:
 
 def measure(args: argparse.Namespace, origin_url: str, prefix: str) -> dict[str, Any]:
     """Sync three releases; return the footprints at each stage."""
-    from app.demo.control import DemoAdmin
     from app.manifest import sync
+    from devtools.demo.control import DemoAdmin
 
     client = redis.Redis.from_url(args.redis_url)
     settings = engine_settings(
@@ -95,7 +95,7 @@ def measure(args: argparse.Namespace, origin_url: str, prefix: str) -> dict[str,
             admin.publish()
     unchanged = sync.run(store, bungie_client(settings), trigger="bench")
     result_json = len(msgspec.json.encode(unchanged.to_dict()))
-    record_json = len(client.get(f"{prefix}:last_check") or b"")
+    record_json = len(client.get(store.keys.last_check) or b"")
     memory = client.info("memory")
     return {
         "items": args.items,
@@ -184,7 +184,7 @@ def print_figures(figures: dict[str, Any], projection: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run workload 2; print and return its figures and verdicts."""
-    from app.demo.control import DemoOriginProcess
+    from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
     prefix = f"bench:{run_id()}:footprint"

@@ -1,7 +1,7 @@
 """Workload 1 (and 2): how fast, and in how much memory, the item table gets into Redis.
 
-Each route runs as a whole process of its own against a local demo origin (`app.demo`) and a
-real Redis, and ends with the projected item definitions in Redis:
+Each route runs as a whole process of its own against a local demo origin (`devtools.demo`)
+and a real Redis, and ends with the projected item definitions in Redis:
 
 - engine: this project's full sync (`sync.run`) of DestinyInventoryItemDefinition, on a fresh
   key prefix, so it downloads and ingests everything;
@@ -10,17 +10,14 @@ real Redis, and ends with the projected item definitions in Redis:
 - dvr: the original app's way: `json.loads` of the whole file, then one SET per definition.
 
 Runs go in rounds (every route once, then again), so that noise from elsewhere on the machine
-falls on every route alike; a route's figures are its best time and its highest RSS. Five
-rounds, as this machine's runs of one route vary by 20-40%, where the engine's target sits 1.5x
-from the floor; DVR-style runs once (`--dvr-rounds`): a minute a round at 80,000 items, against
-a target (10x) it clears by far more than that noise. A
-route's time runs inside its process from the start of the download to the end of the last
-Redis write; the process time is the whole process, seen from here. Peak RSS is the process's
-own high-water mark (VmHWM, so Linux only). For each table size this prints the routes, the
-engine's Redis footprint (workload 2), and the targets of issue 7 and DESIGN.md: engine <= 1.5x
-the floor, >= 10x faster than DVR-style, peak RSS <= 150 MiB and flat, time linear in the size,
-Redis footprint <= 25% of the raw JSON. A size where a target is missed gets a profile of one
-more engine run. From the project root:
+falls on every route alike; a route's figures are its best time and its highest RSS (how many
+rounds, and why: docs/DECISIONS.md, "Benchmark rounds"). A route's time runs inside its process
+from the start of the download to the end of the last Redis write; the process time is the whole
+process, seen from here. Peak RSS is the process's own high-water mark (VmHWM, so Linux only).
+For each table size this prints the routes, the engine's Redis footprint (workload 2), and the
+targets of issue 7 and DESIGN.md: engine <= 1.5x the floor, >= 10x faster than DVR-style, peak
+RSS <= 150 MiB and flat, time linear in the size, Redis footprint <= 25% of the raw JSON. A size
+where a target is missed gets a profile of one more engine run. From the project root:
 
     .venv/bin/python bench/ingest.py                 # 10,000 to 80,000 items, 5 rounds
     .venv/bin/python bench/ingest.py --quick         # 5,000 items: a smoke run
@@ -146,7 +143,7 @@ def prepare_engine(source: Source, client: redis.Redis) -> Work:
         result = sync.run(store, bungie, trigger="bench")
         if result.outcome != sync.UPDATED or result.release_id is None:
             raise RuntimeError(f"the sync did not update: {result.summary()}")
-        key = store.table_key(result.release_id, LANGUAGE, TABLE)
+        key = store.keys.table(result.release_id, LANGUAGE, TABLE)
         return Written(key, result.counts[LANGUAGE][TABLE], result.timings)
 
     return work
@@ -534,7 +531,7 @@ def bench_size(
 ) -> SizeResult:
     """Start an origin serving `items` definitions and run every route against it, in rounds."""
     # Imported here: importing the app loads Flask, which the floor routes' processes do without.
-    from app.demo.control import DemoOriginProcess
+    from devtools.demo.control import DemoOriginProcess
 
     started = time.perf_counter()
     origin_args = ("--items", str(items), "--seed", str(SEED), "--languages", LANGUAGE)

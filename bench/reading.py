@@ -177,8 +177,8 @@ def player_path(url: str) -> str | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run workload 5; print and return its figures and verdicts."""
-    from app.demo.control import DemoOriginProcess
     from app.manifest import sync
+    from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
     rid = run_id()
@@ -196,11 +196,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = sync.run(store, bungie_client(settings), trigger="bench")
             if result.release_id is None:
                 raise RuntimeError(f"the cache could not be filled: {result.summary()}")
-            table = store.table_key(result.release_id, LANGUAGE, ITEM_TABLE)
+            table = store.keys.table(result.release_id, LANGUAGE, ITEM_TABLE)
             words = query_words(item_names(client, table), QUERY_WORDS)
             search = time_search(store, search_cases(words), SEARCH_CALLS)
             print_search(search)
-            round_trips = round_trip_costs(client, store.current_key, table)
+            round_trips = round_trip_costs(client, store.keys.current, table)
             print_round_trips(round_trips)
             env = app_env(args.redis_url, origin.url, prefix, queue)
             server, url = web_server(env)

@@ -1,8 +1,8 @@
 """Render docs/BENCHMARKS.md from the figures of one run of bench/run_all.py.
 
 Every number in the document comes from the run's figures. The explanations of missed
-targets (why, and what would fix it) are written here, one per target, and shown only when
-that target is missed in the run, next to the profile the run took.
+targets (why, and what would fix it) are written in docs/BENCHMARK_FIXES.md, and shown (by
+bench/fixes.py) only when that target is missed in the run, next to the profile the run took.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ deleting its Redis keys. A workload that fails is reported as such and the other
 The figures are ratios measured in the same run, or counts: no absolute time is a target.
 From the project root:
 
-    make bench                                        # about 8 minutes on 2 cores
+    make bench                                        # several minutes
     .venv/bin/python bench/run_all.py --quick --doc /tmp/BENCHMARKS.md --plots /tmp/bench
     .venv/bin/python bench/run_all.py --only unchanged swap_readers --json bench/out/all.json
 """

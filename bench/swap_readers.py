@@ -99,9 +99,9 @@ def read_loop(args: argparse.Namespace) -> None:
             release_id, found = store.lookup({ITEM_TABLE: hashes})
             values = [found[ITEM_TABLE][h] for h in hashes]
         else:
-            current = client.get(store.current_key)
+            current = client.get(store.keys.current)
             release_id = current.decode() if current else None
-            raw = client.hmget(store.table_key(str(release_id), LANGUAGE, ITEM_TABLE), hashes)
+            raw = client.hmget(store.keys.table(str(release_id), LANGUAGE, ITEM_TABLE), hashes)
             values = [decode(v) if v else None for v in raw]
         moments.append(at)
         took.append((time.perf_counter() - started) * 1000)
@@ -159,7 +159,7 @@ class Reader:
 
 def expected_digest(client: redis.Redis, store: Any, release_id: str, hashes: list[int]) -> str:
     """Return the digest of what `release_id` holds for `hashes`, read directly."""
-    raw = client.hmget(store.table_key(release_id, LANGUAGE, ITEM_TABLE), hashes)
+    raw = client.hmget(store.keys.table(release_id, LANGUAGE, ITEM_TABLE), hashes)
     return digest([msgspec.json.decode(v) if v else None for v in raw])
 
 
@@ -173,15 +173,15 @@ def choose_sample(published: dict[str, Any], live: list[int]) -> list[int]:
 
 def run_swap(number: int, args: argparse.Namespace, origin_url: str, prefix: str) -> dict[str, Any]:
     """Publish, start a reader, sync, stop the reader; return what it saw and what was right."""
-    from app.demo.control import DemoAdmin
     from app.manifest import sync
+    from devtools.demo.control import DemoAdmin
 
     client = redis.Redis.from_url(args.redis_url)
     settings = engine_settings(origin_url, prefix, api_key="bench-key")
     store = engine_store(client, settings)
     old = store.live_id()
     assert old is not None
-    live = [int(h) for h in client.hkeys(store.table_key(old, LANGUAGE, ITEM_TABLE))]
+    live = [int(h) for h in client.hkeys(store.keys.table(old, LANGUAGE, ITEM_TABLE))]
     sample = choose_sample(DemoAdmin(origin_url).publish(), live)
     expected = {old: expected_digest(client, store, old, sample)}
     committing: list[float] = []
@@ -255,8 +255,8 @@ def judge_swap(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run workload 6; print and return its figures and verdicts."""
-    from app.demo.control import DemoOriginProcess
     from app.manifest import sync
+    from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
     prefix = f"bench:{run_id()}:swap"

@@ -54,6 +54,8 @@ from targets import Target
 from targets import Verdict
 from targets import print_verdicts
 
+from app.keys import Keys
+
 RATIO_TARGET = Target("trigger requests/s / /healthz requests/s", ">= 50%", 0.5, at_most=False)
 ERRORS_TARGET = Target("errors (429 apart)", "= 0", 0, at_most=True)
 SYNCS_TARGET = Target("syncs started", "= 1", 0, at_most=True)
@@ -92,12 +94,12 @@ def item_file_size(origin_url: str, path: str) -> int:
         return int(response.headers["Content-Length"])
 
 
-def wait_for_sync(client: redis.Redis, prefix: str, timeout: float) -> dict[str, Any] | None:
+def wait_for_sync(client: redis.Redis, keys: Keys, timeout: float) -> dict[str, Any] | None:
     """Wait until no sync runs or waits; return the latest check outcome (None: timed out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not client.exists(f"{prefix}:lock", f"{prefix}:task"):
-            check = client.get(f"{prefix}:last_check")
+        if not client.exists(keys.lock, keys.queued_sync):
+            check = client.get(keys.last_check)
             return json.loads(check) if check else None
         time.sleep(0.2)
     return None
@@ -110,7 +112,7 @@ def worker_received(output: str) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run workload 4; print and return its figures and verdicts."""
-    from app.demo.control import DemoOriginProcess
+    from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
     rid = run_id()
@@ -205,17 +207,17 @@ def measure(
     health = found["healthz"]["healthz"]
     triggers = found["triggers"]
     trigger_rps = triggers["api"].rps + triggers["page"].rps
-    running_after = bool(client.exists(f"{prefix}:lock"))
+    running_after = bool(client.exists(Keys(prefix).lock))
     profiles = []
     if trigger_rps / health.rps < RATIO_TARGET.limit:
         profiles = profile_triggers(env, client)
         print("  in-process profiles (a target is missed):")
         print_profiles(profiles)
-    check = wait_for_sync(client, prefix, download_seconds + FINISH_TIMEOUT)
+    check = wait_for_sync(client, Keys(prefix), download_seconds + FINISH_TIMEOUT)
     admin.clear_faults()
     records = [
         key.decode()
-        for key in client.scan_iter(match=f"{prefix}:task:*", count=1000)
+        for key in client.scan_iter(match=Keys(prefix).task("*"), count=1000)
         if key.decode().count(":") == prefix.count(":") + 2
     ]
     return {
@@ -253,8 +255,9 @@ def profile_triggers(env: dict[str, str], client: redis.Redis) -> list[RequestPr
     settings["CELERY_QUEUE"] += "-profile"
     prefix, holder = settings["MANIFEST_KEY_PREFIX"], "0" * 32
     record = json.dumps({"at": time.time(), "trigger": "web", "requested_by": "the profile"})
-    client.set(f"{prefix}:lock", holder, ex=PROFILE_LOCK_SECONDS)
-    client.set(f"{prefix}:task:{holder}", record, ex=PROFILE_LOCK_SECONDS)
+    keys = Keys(prefix)
+    client.set(keys.lock, holder, ex=PROFILE_LOCK_SECONDS)
+    client.set(keys.task(holder), record, ex=PROFILE_LOCK_SECONDS)
     app = create_app("testing", {**settings, "SERVER_NAME": "localhost"})
     browser, api = app.test_client(), app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text)

@@ -130,8 +130,8 @@ class Figures:
 
 def run_rounds(args: argparse.Namespace, origin_url: str, prefix: str) -> Figures:
     """Fill the cache, then time `args.repeat` unchanged syncs against bare manifest requests."""
-    from app.demo.control import DemoAdmin
     from app.manifest import sync
+    from devtools.demo.control import DemoAdmin
 
     settings = engine_settings(origin_url, prefix, api_key=API_KEY)
     counted = redis.Redis.from_url(args.redis_url, connection_class=CountingConnection)
@@ -351,7 +351,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run workload 3; print and return its figures and verdicts."""
-    from app.demo.control import DemoOriginProcess
+    from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
     prefix = f"bench:{run_id()}:unchanged"

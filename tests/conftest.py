@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -16,14 +18,13 @@ from flask.testing import FlaskClient
 from flask.testing import FlaskCliRunner
 
 from app import create_app
-from app.demo.control import DemoAdmin
-from app.demo.control import DemoOriginProcess
-from app.manifest import live
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
 from config import TestingConfig
 from config import settings_dict
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 
 DEMO_ITEMS = 300
 API_KEY = TestingConfig.BUNGIE_API_KEY
@@ -45,7 +46,7 @@ def redis_url() -> Iterator[str]:
         return
     if os.environ.get("TEST_REDIS_URL"):
         pytest.exit(f"TEST_REDIS_URL={url} does not answer", returncode=2)
-    from app.devstack import embedded_redis
+    from devtools.devstack import embedded_redis
 
     with embedded_redis() as embedded:
         yield embedded
@@ -160,44 +161,68 @@ def signed_in(client: FlaskClient) -> FlaskClient:
 
 @pytest.fixture
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, ...]]]:
-    """Record each Redis round trip this process makes while the test runs.
+    """Record each Redis round trip this process makes while the test runs, as redis-py's
+    connections put them on the wire (the live pointer's own connection too).
 
-    A round trip is one command, or one pipeline (a MULTI/EXEC transaction too) with all the
-    commands queued in it, or a live pointer's start or read (see app/manifest/live.py); each
-    command is recorded as its name and first argument.
+    A round trip is what a connection sends before it waits for a reply: one command, or a
+    pipeline (a MULTI/EXEC transaction too) with every command queued in it. Each command is
+    recorded as its name and first argument. A new connection's handshake (HELLO, AUTH,
+    SELECT, CLIENT SETINFO ...) is left out: it is paid once per connection, not per read.
     """
     trips: list[list[tuple[str, ...]]] = []
-    plain = redis.Redis.execute_command
-    piped = redis.client.Pipeline.execute
+    unanswered: weakref.WeakKeyDictionary[redis.Connection, list[tuple[str, ...]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    lock = threading.Lock()
+    send = redis.Connection.send_packed_command
+    read = redis.Connection.read_response
 
-    def execute_command(client: redis.Redis, *args: Any, **options: Any) -> Any:
-        trips.append([_named(args)])
-        return plain(client, *args, **options)
+    def send_packed_command(
+        connection: redis.Connection, command: Any, check_health: bool = True
+    ) -> None:
+        # Recorded once sent: sending may connect first, and the handshake is a trip of its own.
+        send(connection, command, check_health)
+        with lock:
+            unanswered.setdefault(connection, []).extend(_commands(command))
 
-    def execute(pipe: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
-        if pipe.command_stack:
-            queued = [_named(command) for command, _ in pipe.command_stack]
-            trips.append([("MULTI",), *queued, ("EXEC",)] if pipe.transaction else queued)
-        return piped(pipe, *args, **options)
+    def read_response(connection: redis.Connection, *args: Any, **options: Any) -> Any:
+        with lock:
+            trip = unanswered.pop(connection, None)
+        if trip and not all(_handshake(command) for command in trip):
+            trips.append(trip)
+        return read(connection, *args, **options)
 
-    def read_pointer(pointer: live.LivePointer) -> Any:
-        trips.append([("GET", pointer.key)])
-        return reread(pointer)
-
-    def track(pointer: live.LivePointer) -> Any:
-        trips.append([("CLIENT", "TRACKING")])  # with the connection's HELLO
-        return start_tracking(pointer)
-
-    reread, start_tracking = live.LivePointer._read, live.LivePointer._track
-    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
-    monkeypatch.setattr(live.LivePointer, "_read", read_pointer)
-    monkeypatch.setattr(live.LivePointer, "_track", track)
+    monkeypatch.setattr(redis.Connection, "send_packed_command", send_packed_command)
+    monkeypatch.setattr(redis.Connection, "read_response", read_response)
     return trips
 
 
-def _named(args: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(a.decode() if isinstance(a, bytes) else str(a) for a in args[:2])
+def _commands(packed: str | list[bytes | memoryview]) -> list[tuple[str, ...]]:
+    """Return each command of a packed request (RESP arrays) as its name and first argument."""
+    data = packed.encode() if isinstance(packed, str) else b"".join(packed)
+    commands = []
+    at = 0
+    while at < len(data):
+        end = data.index(b"\r\n", at)
+        count, at = int(data[at + 1 : end]), end + 2
+        named = []
+        for _ in range(count):
+            end = data.index(b"\r\n", at)
+            start = end + 2
+            at = start + int(data[at + 1 : end]) + 2
+            if len(named) < 2:
+                named.append(data[start : at - 2].decode(errors="replace"))
+        commands.append(tuple(named))
+    return commands
+
+
+def _handshake(command: tuple[str, ...]) -> bool:
+    """Say whether redis-py sends `command` to set up a new connection."""
+    return command[0] in ("HELLO", "AUTH", "SELECT") or command[:2] in (
+        ("CLIENT", "SETINFO"),
+        ("CLIENT", "SETNAME"),
+        ("CLIENT", "MAINT_NOTIFICATIONS"),
+    )
 
 
 def snapshot(client: redis.Redis, prefix: str, skip: tuple[str, ...] = ()) -> dict[bytes, bytes]:

@@ -44,12 +44,14 @@ class FakeSlack(ThreadingHTTPServer):
             self.attempts.clear()
             self.script.clear()
 
-    def wait_for(self, count: int, timeout: float = 30, settle: float = 1.0) -> list[dict]:
-        """Wait until `count` messages arrived, then a little longer to catch any extra one."""
+    def wait_for(self, count: int, timeout: float = 30) -> list[dict]:
+        """Wait until `count` messages arrived; return all received (proving that no more come
+        is the sender's part: wait until its worker is idle)."""
         deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.received)} of {count} Slack messages arrived")
             time.sleep(0.05)
-        time.sleep(settle)
         return list(self.received)
 
 

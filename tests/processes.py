@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,9 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
+
+from celery import Celery
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +32,7 @@ class ProjectProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="manifest-test-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> ProjectProcess:
+    def __enter__(self) -> Self:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.args,
@@ -79,21 +83,73 @@ def flask_env(overrides: Mapping[str, object]) -> dict[str, str]:
     return env
 
 
-def celery_worker(overrides: Mapping[str, object], concurrency: int = 2) -> ProjectProcess:
+class CeleryWorker(ProjectProcess):
+    """A real Celery worker (prefork pool) for the app configured by `overrides`, named so that
+    it alone answers what is asked of it."""
+
+    def __init__(
+        self,
+        overrides: Mapping[str, object],
+        *,
+        concurrency: int = 2,
+        loglevel: str = "INFO",
+        options: tuple[str, ...] = (),
+        name: str = "test",
+    ) -> None:
+        self.node = f"{name}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_worker.celery",
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--concurrency={concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+            *options,
+            "-n",
+            self.node,
+        ]
+        super().__init__(args, flask_env(overrides), ready=" ready.")
+
+    def wait_until_idle(self, celery: Celery, timeout: float = 30) -> None:
+        """Wait until this worker has run every task queued for it, and every task those queued.
+
+        Idle is the queue empty, then the worker saying it has no task running, reserved or
+        scheduled for later (a retry) but those revoked, twice running: a message the worker
+        took off the queue just before the first question is in its hands by the second.
+        """
+        deadline = time.monotonic() + timeout
+        answers = 0
+        while answers < 2:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {self.node} was still busy after {timeout:.0f}s")
+            answers = answers + 1 if self._idle(celery) else 0
+            time.sleep(0.05)
+
+    def _idle(self, celery: Celery) -> bool:
+        with celery.connection_or_acquire() as connection:
+            # The broker is Redis here: a queue is a list.
+            if connection.default_channel.client.llen(celery.conf.task_default_queue):
+                return False
+        inspect = celery.control.inspect(destination=[self.node], timeout=5)
+        revoked = inspect.revoked()
+        if revoked is None:
+            return False
+        will_not_run = set(revoked.get(self.node, []))
+        for question in (inspect.active, inspect.reserved, inspect.scheduled):
+            answer = question()
+            if answer is None:
+                return False
+            for entry in answer.get(self.node, []):
+                # A scheduled entry holds the request beside its ETA.
+                if entry.get("request", entry)["id"] not in will_not_run:
+                    return False
+        return True
+
+
+def celery_worker(overrides: Mapping[str, object], concurrency: int = 2) -> CeleryWorker:
     """A real Celery worker (prefork pool) for the app configured by `overrides`."""
-    name = f"test-{uuid.uuid4().hex[:8]}@%h"
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "celery_worker.celery",
-        "worker",
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        "--without-gossip",
-        "--without-mingle",
-        "-n",
-        name,
-    ]
-    return ProjectProcess(args, flask_env(overrides), ready=" ready.")
+    return CeleryWorker(overrides, concurrency=concurrency)

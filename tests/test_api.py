@@ -11,15 +11,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.demo.control import DemoAdmin
 from app.extensions import get_bungie
 from app.extensions import get_celery
 from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
-from app.tickets import known_task
-from app.tickets import remember_task
+from app.triggers import known_task
+from app.triggers import remember_task
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
 from tests.conftest import DEMO_ITEMS
 from tests.conftest import queued_task_ids
 
@@ -273,7 +273,7 @@ def test_an_items_page_passes_the_stored_definitions_through_as_compact_json(
     assert body.endswith(b"}\n")
     assert body.count(b"\n") == 1
     with app.app_context():
-        table = get_store().table_key(synced.release_id, "en", ITEM_TABLE)
+        table = get_store().keys.table(synced.release_id, "en", ITEM_TABLE)
     hashes = [item["hash"] for item in response.get_json()["items"]]
     stored = redis_client.hmget(table, hashes)
     assert len(hashes) == 20
@@ -466,7 +466,8 @@ def test_no_api_answer_is_html(client: FlaskClient, synced):
         assert not response.get_data(as_text=True).lstrip().startswith("<")
 
 
-def test_a_trigger_while_a_sync_runs_joins_it_in_one_round_trip(
+@pytest.mark.budget
+def test_budget_a_trigger_while_a_sync_runs_joins_it_in_one_round_trip(
     app, client, redis_client, key_prefix, round_trips
 ):
     with app.app_context():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 import config
 from app import create_app
+from app.manifest.settings import ManifestSettings
 from config import Config
 from config import ConfigurationError
 from config import DevelopmentConfig
@@ -85,6 +87,53 @@ def test_a_switch_reads_the_usual_words_and_refuses_others(monkeypatch):
         config.env_bool("MANIFEST_TRACK_LIVE", True)
     monkeypatch.setenv("FLASK_MANIFEST_TRACK_LIVE", "false")
     assert create_app("testing").extensions["manifest_settings"].track_live is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "FLASK_SYNC_TIME_LIMIT",
+            "soon",
+            "FLASK_SYNC_TIME_LIMIT must be a whole number, got 'soon'",
+        ),
+        ("FLASK_MANIFEST_LOCK_TIMEOUT", "2m", "FLASK_MANIFEST_LOCK_TIMEOUT must be a number"),
+        ("FLASK_MANIFEST_TRACK_LIVE", "maybe", "FLASK_MANIFEST_TRACK_LIVE must be true or false"),
+        ("FLASK_MANIFEST_PROJECTIONS", "[1]", "FLASK_MANIFEST_PROJECTIONS must be a JSON object"),
+    ],
+)
+def test_a_flask_prefixed_value_is_checked_like_the_others(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_app("testing")
+
+
+def test_flask_prefixed_values_take_the_type_of_their_setting(monkeypatch):
+    monkeypatch.setenv("FLASK_MANIFEST_TABLES", "DestinyClassDefinition, DestinyStatDefinition")
+    monkeypatch.setenv("FLASK_API_TOKEN", "12345")
+    monkeypatch.setenv("FLASK_MANIFEST_LOCK_TIMEOUT", "7")
+    monkeypatch.setenv("FLASK_MANIFEST_PROJECTIONS", '{"DestinyClassDefinition": ["hash"]}')
+    app = create_app("testing")
+    assert app.config["API_TOKEN"] == "12345"
+    assert app.config["MANIFEST_LOCK_TIMEOUT"] == 7.0
+    settings = app.extensions["manifest_settings"]
+    assert settings.tables == ("DestinyClassDefinition", "DestinyStatDefinition")
+    assert settings.projection("DestinyClassDefinition") == ("hash",)
+
+
+def test_the_engine_takes_every_default_from_config():
+    assert not [
+        field.name
+        for field in dataclasses.fields(ManifestSettings)
+        if field.default is not dataclasses.MISSING
+        or field.default_factory is not dataclasses.MISSING
+    ]
+    settings = ManifestSettings.from_mapping(settings_dict(Config))
+    assert settings.tables == Config.MANIFEST_TABLES == config.DEFAULT_TABLES
+    assert settings.projections == config.PROJECTIONS
+    assert settings.default_projection == config.DEFAULT_PROJECTION
+    assert settings.base_url == Config.BUNGIE_BASE_URL
+    assert settings.lock_timeout == Config.MANIFEST_LOCK_TIMEOUT
 
 
 def test_broker_defaults_to_redis_url_and_can_be_rabbitmq():

@@ -17,14 +17,14 @@ import msgspec
 import pytest
 import requests
 
-from app.demo.control import PROJECT_ROOT
-from app.demo.control import DemoAdmin
-from app.demo.control import DemoOriginError
-from app.demo.control import DemoOriginProcess
-from app.demo.data import ITEM_TABLE
-from app.demo.data import TABLES
-from app.demo.data import DemoData
-from app.demo.origin import MAX_SEARCH_BODY
+from devtools.demo.control import PROJECT_ROOT
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginError
+from devtools.demo.control import DemoOriginProcess
+from devtools.demo.data import ITEM_TABLE
+from devtools.demo.data import TABLES
+from devtools.demo.data import DemoData
+from devtools.demo.origin import MAX_SEARCH_BODY
 
 ITEMS = 300
 TIMEOUT = (5, 30)

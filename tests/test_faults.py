@@ -73,7 +73,8 @@ def leftovers(redis_client, key_prefix: str, store: ManifestStore) -> list[bytes
             "release",
         }
     ]
-    return stray + ([store.staging_key.encode()] if redis_client.exists(store.staging_key) else [])
+    staging = store.keys.staging
+    return stray + ([staging.encode()] if redis_client.exists(staging) else [])
 
 
 @pytest.mark.parametrize(("fault", "options", "outcome", "error", "retry_after"), MANIFEST_FAULTS)
@@ -166,7 +167,7 @@ def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
     release_id = "deadbeefdeadbeef"
     dead = replace(synced_release(store), id=release_id)
     store.stage(dead)
-    redis_client.hset(store.table_key(release_id, "en", ITEM_TABLE), "1", b"{}")
+    redis_client.hset(store.keys.table(release_id, "en", ITEM_TABLE), "1", b"{}")
     assert store.live_id() == synced.release_id
 
     assert sync.run(store, bungie).outcome == sync.UPDATED

@@ -18,7 +18,7 @@ from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.client import BungieClient
 from app.manifest.store import ManifestStore
-from app.tickets import request_sync
+from app.triggers import request_sync
 from tests.conftest import queued_task_ids
 
 
@@ -100,7 +100,7 @@ def test_shell_context_has_the_tools_at_hand(app):
         try:
             assert context["app"] is app
             assert isinstance(context["store"], ManifestStore)
-            assert context["store"].prefix == app.config["MANIFEST_KEY_PREFIX"]
+            assert context["store"].keys.prefix == app.config["MANIFEST_KEY_PREFIX"]
             assert isinstance(context["bungie"], BungieClient)
             assert isinstance(context["celery"], Celery)
             assert context["celery"] is get_celery()

@@ -12,8 +12,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app import create_app
-from app import tickets
+from app import triggers
 from app.extensions import get_bungie
+from app.extensions import get_keys
 from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
@@ -45,7 +46,7 @@ def form_token(client: FlaskClient) -> str:
 
 def pending_task(app: Flask) -> str | None:
     with app.app_context():
-        value = get_store().redis.get(tickets.pending_key())
+        value = get_store().redis.get(get_keys().queued_sync)
     return value.decode() if value else None
 
 
@@ -150,7 +151,7 @@ def test_check_now_queues_a_sync_and_shows_its_progress(app, signed_in):
     task_id = pending_task(app)
     assert response.location == f"/updateManifest?task={task_id}"
     with app.app_context():
-        task = tickets.known_task(task_id)
+        task = triggers.known_task(task_id)
     assert task["trigger"] == "dashboard"
     assert task["requested_by"] == f"{TestingConfig.ADMIN_USERNAME} from 127.0.0.1"
     page = text(signed_in.get(response.location))
@@ -194,7 +195,7 @@ def test_update_manifest_starts_a_sync_then_joins_it(app, signed_in):
     assert "you joined it" in second
     assert f'data-task-id="{task_id}"' in second
     with app.app_context():
-        assert tickets.known_task(task_id)["trigger"] == "web"
+        assert triggers.known_task(task_id)["trigger"] == "web"
 
 
 def test_update_manifest_with_an_unknown_task_is_a_404_page(app, signed_in):
@@ -540,7 +541,7 @@ def test_links_follow_the_mount_point(app, client):
 def test_an_item_with_odd_field_types_is_listed_not_fatal(app, client, redis_client):
     result = run_sync(app)
     with app.app_context():
-        table = get_store().table_key(result.release_id, "en", ITEM_TABLE)
+        table = get_store().keys.table(result.release_id, "en", ITEM_TABLE)
     odd = b'{"hash": 7, "displayProperties": {"name": 12, "icon": ["x"]}, "itemType": "3"}'
     redis_client.hset(table, "7", odd)
 

@@ -10,9 +10,13 @@ from app.manifest.errors import ManifestConfigError
 from app.manifest.release import Release
 from app.manifest.release import compare
 from app.manifest.settings import ManifestSettings
+from config import TestingConfig
+from config import settings_dict
 
-SETTINGS = ManifestSettings(
-    tables=("DestinyInventoryItemDefinition", "DestinyClassDefinition"), languages=("en", "fr")
+SETTINGS = replace(
+    ManifestSettings.from_mapping(settings_dict(TestingConfig)),
+    tables=("DestinyInventoryItemDefinition", "DestinyClassDefinition"),
+    languages=("en", "fr"),
 )
 
 

@@ -22,9 +22,9 @@ import yaml
 from celery.result import AsyncResult
 
 from app import create_app
-from app import devstack
-from app import tickets
+from app import triggers
 from app.extensions import get_celery
+from devtools import devstack
 from tests.processes import PROJECT_ROOT
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
@@ -188,8 +188,8 @@ def test_procfile_worker_runs_syncs_and_beat(heroku_env, admin, redis_client):
     with run_procfile_line("worker", heroku_env["_env"], ready=" ready.") as worker:
         app = create_app("testing", settings)
         with app.test_request_context():
-            ticket = tickets.request_sync("test")
-            result = AsyncResult(ticket.task_id, app=get_celery())
+            sync = triggers.request_sync("test")
+            result = AsyncResult(sync.task_id, app=get_celery())
             wait_until(lambda: result.state == "SUCCESS", 60, "the sync")
             assert result.info["outcome"] == "updated"
         assert "beat: Starting..." in worker.output()

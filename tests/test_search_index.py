@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.manifest.store import SearchIndex
-from app.manifest.store import SearchRow
-from app.manifest.store import ShownItem
-from app.manifest.store import search_row
+from app.manifest.items import ItemSummary
+from app.manifest.store.search import SearchIndex
+from app.manifest.store.search import SearchRow
+from app.manifest.store.search import search_row
 
 
 def row(name: str, number: int, item_type: int, tier: int, class_type: int) -> SearchRow:
@@ -79,7 +79,7 @@ def test_the_index_keeps_what_a_list_of_results_shows():
     )
     index = SearchIndex(sorted([search_row(b"9", stored), search_row(b"7", b'{"itemType": "x"}')]))
     assert [index.shown(row) for row in index.matches("spades")] == [
-        ShownItem(9, "Ace of Spades", "/i/ace.jpg", 3, "Hand Cannon", 6, "Exotic", 3)
+        ItemSummary(9, "Ace of Spades", "/i/ace.jpg", 3, "Hand Cannon", 6, "Exotic", 3)
     ]
     # An item whose fields have odd types is shown by its hash alone.
-    assert index.shown(0) == ShownItem(7, "", None, -1, None, -1, None, -1)
+    assert index.shown(0) == ItemSummary(7, "", None, -1, None, -1, None, -1)

@@ -9,13 +9,13 @@ import pytest
 import redis
 import requests
 
-from app.demo.control import DemoAdmin
 from app.manifest import sync
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import WHOLE_TABLE
 from app.manifest.store import ManifestStore
+from devtools.demo.control import DemoAdmin
 from tests.conftest import DEMO_ITEMS
 from tests.conftest import snapshot
 
@@ -94,8 +94,8 @@ def test_search_finds_items_by_name_any_case(
 
 
 @pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
-def test_a_search_reads_the_release_live_now_in_one_round_trip_or_none(
-    store: ManifestStore, bungie: BungieClient, admin, origin, round_trips, track_live
+def test_a_search_reads_the_release_live_now(
+    store: ManifestStore, bungie: BungieClient, admin, origin, track_live
 ):
     store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
     first = sync.run(store, bungie)
@@ -114,22 +114,35 @@ def test_a_search_reads_the_release_live_now_in_one_round_trip_or_none(
     shown = store.search("", per_page=200, definitions=False).rows
     assert {str(row.hash): row.name for row in shown} == names
 
+
+@pytest.mark.budget
+@pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
+def test_budget_a_search_takes_one_round_trip_and_its_rows_none_once_tracked(
+    store: ManifestStore, bungie: BungieClient, round_trips, track_live
+):
+    store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
+    live = sync.run(store, bungie)
+    assert store.search("", per_page=200).release_id == live.release_id
+    assert store.search("", per_page=200, definitions=False).rows
     round_trips.clear()
+
     assert store.search("a", per_page=50).items
     assert store.search("a", per_page=50, definitions=False).rows
+
     trips = [[command[0] for command in trip] for trip in round_trips]
     if track_live:
         # Redis vouches for the live release: definitions take one HMGET, the rows nothing.
         assert trips == [["HMGET"]]
     else:
         assert trips == [["GET", "HMGET", "GET"], ["GET", "GET"]]
-    assert round_trips[0][trips[0].index("HMGET")][1] == store.table_key(
-        second.release_id, "en", ITEM_TABLE
+    assert round_trips[0][trips[0].index("HMGET")][1] == store.keys.table(
+        live.release_id, "en", ITEM_TABLE
     )
 
 
+@pytest.mark.budget
 @pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
-def test_a_value_kept_per_release_is_read_beside_the_live_id_in_one_round_trip(
+def test_budget_a_value_kept_per_release_is_read_beside_the_live_id_in_one_round_trip(
     store: ManifestStore, bungie: BungieClient, key_prefix, redis_client, round_trips, track_live
 ):
     store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
@@ -146,23 +159,32 @@ def test_a_value_kept_per_release_is_read_beside_the_live_id_in_one_round_trip(
 
 
 def test_second_sync_is_unchanged_and_writes_nothing(
-    store, bungie, admin, key_prefix, redis_client, round_trips
+    store, bungie, admin, key_prefix, redis_client
 ):
     first = sync.run(store, bungie)
     before = snapshot(redis_client, key_prefix, skip=BOOKKEEPING)
     admin.clear_requests_log()
-    round_trips.clear()
 
     second = sync.run(store, bungie)
 
-    # One request to Bungie, and one Redis round trip that tells and records the check.
-    assert [[command[0] for command in trip] for trip in round_trips] == [["EVALSHA"]]
+    # One request to Bungie (the manifest), and no content.
     assert second.outcome == sync.UNCHANGED
     assert second.release_id == first.release_id
     assert content_requests(admin) == []
     assert len(admin.requests_log()) == 1
     assert snapshot(redis_client, key_prefix, skip=BOOKKEEPING) == before
     assert store.last_check()["outcome"] == sync.UNCHANGED
+
+
+@pytest.mark.budget
+def test_budget_an_unchanged_check_takes_one_round_trip(store, bungie, round_trips):
+    sync.run(store, bungie)
+    round_trips.clear()
+
+    assert sync.run(store, bungie).outcome == sync.UNCHANGED
+
+    # One round trip that tells the check is unchanged and records it.
+    assert [[command[0] for command in trip] for trip in round_trips] == [["EVALSHA"]]
 
 
 def test_a_published_release_swaps_in_with_the_right_diff(store, bungie, admin, origin):
@@ -285,7 +307,7 @@ def test_only_two_releases_are_kept(store, bungie, admin, key_prefix, redis_clie
         admin.publish()
     assert store.kept_ids() == [ids[2], ids[1]]
     assert not list(redis_client.scan_iter(match=f"{key_prefix}:{ids[0]}:*"))
-    assert redis_client.exists(store.release_key(ids[0])) == 0
+    assert redis_client.exists(store.keys.release(ids[0])) == 0
     assert store.history_entry(ids[0])["version"]  # the record of what happened stays
 
 
@@ -302,8 +324,8 @@ def test_sqlite_format_gives_the_same_cache_as_json(
     assert from_sqlite.outcome == sync.UPDATED, from_sqlite.summary()
     assert from_sqlite.counts == from_json.counts
     for table in settings.tables:
-        json_key = json_store.table_key(from_json.release_id, "en", table)
-        sqlite_key = sqlite_store.table_key(from_sqlite.release_id, "en", table)
+        json_key = json_store.keys.table(from_json.release_id, "en", table)
+        sqlite_key = sqlite_store.keys.table(from_sqlite.release_id, "en", table)
         assert redis_client.hgetall(json_key) == redis_client.hgetall(sqlite_key), table
     assert sqlite_store.search("a").total == json_store.search("a").total
 
@@ -368,7 +390,7 @@ def test_the_lock_is_extended_while_work_goes_on(redis_client, settings, admin):
 
 
 def test_a_lock_left_by_a_crashed_run_expires(redis_client, store, bungie, admin):
-    redis_client.set(store.lock_key, "crashed-run", px=300)
+    redis_client.set(store.keys.lock, "crashed-run", px=300)
     assert sync.run(store, bungie).outcome == sync.BUSY
     threading.Event().wait(0.4)
     assert sync.run(store, bungie).outcome == sync.UPDATED

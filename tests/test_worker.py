@@ -15,8 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app import tickets
+from app import triggers
 from app.extensions import get_celery
+from app.extensions import get_keys
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
@@ -78,7 +79,7 @@ def test_update_manifest_runs_a_sync_on_the_worker(app, signed_in, admin):
     page = signed_in.get("/updateManifest")
     assert page.status_code == 200
     with app.app_context():
-        task_id = get_store().redis.get(tickets.pending_key()).decode()
+        task_id = get_store().redis.get(get_keys().queued_sync).decode()
     assert task_id in page.get_data(as_text=True)
 
     answers = wait_for(app, signed_in, task_id)
@@ -139,7 +140,7 @@ def test_fifty_concurrent_triggers_make_one_sync(app, admin):
 def test_a_throttled_sync_is_retried_after_throttle_seconds(app, admin):
     admin.fault("throttle", count=1, throttle_seconds=1)
     with app.test_request_context():
-        ticket = tickets.request_sync("test")
+        ticket = triggers.request_sync("test")
 
     answers = wait_for(app, app.test_client(), ticket.task_id)
 
@@ -152,7 +153,7 @@ def test_a_throttled_sync_is_retried_after_throttle_seconds(app, admin):
 def test_a_configuration_error_is_not_retried(app, admin):
     admin.fault("bad_api_key")
     with app.test_request_context():
-        ticket = tickets.request_sync("test")
+        ticket = triggers.request_sync("test")
 
     answers = wait_for(app, app.test_client(), ticket.task_id)
 
@@ -162,7 +163,7 @@ def test_a_configuration_error_is_not_retried(app, admin):
     assert len([r for r in admin.requests_log() if r["path"].startswith("/Platform/")]) == 1
     # Nothing is left that would make the next trigger join a dead sync.
     with app.app_context():
-        assert get_store().redis.get(tickets.pending_key()) is None
+        assert get_store().redis.get(get_keys().queued_sync) is None
 
 
 def test_beat_schedule_runs_the_sync_task_with_expiry(app):
@@ -187,7 +188,7 @@ def test_the_same_sync_runs_with_rabbitmq_as_the_broker(worker_settings, admin, 
     try:
         with celery_worker(settings, concurrency=1):
             with app.test_request_context():
-                ticket = tickets.request_sync("test")
+                ticket = triggers.request_sync("test")
             final = wait_for(app, app.test_client(), ticket.task_id)[-1]
         assert final["result"]["outcome"] == "updated"
     finally:

@@ -4,47 +4,37 @@ players."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 
 import msgspec
 import redis
 from celery.exceptions import BackendError
 from flask import abort
-from flask import current_app
 from flask import jsonify
 from flask import request
 from flask import url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.exceptions import ServiceUnavailable
 
 from app.api import bp
 from app.auth import client_address
-from app.auth import rate_window
 from app.auth import token_required
 from app.extensions import get_celery
 from app.extensions import get_store
-from app.manifest.errors import BungieError
 from app.manifest.store import ITEM_TABLE
 from app.player_pages import current_players
-from app.player_pages import http_error
 from app.player_pages import load_page
 from app.player_pages import parse_bungie_name
-from app.players import PlayerError
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items
-from app.tickets import BrokerUnavailable
-from app.tickets import known_task
-from app.tickets import request_sync
-from app.web import handle_http_error
+from app.triggering import start_sync
+from app.triggers import known_task
 
 TASK_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
 HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
-MAX_REQUEST_ID = 128
 
 
 @bp.before_request
@@ -55,12 +45,6 @@ def refuse_large_bodies() -> None:
         raise RequestEntityTooLarge(f"The request body may be at most {limit:,} bytes.")
 
 
-@bp.errorhandler(redis.RedisError)
-def redis_unavailable(error: redis.RedisError) -> ResponseReturnValue:
-    """Answer 503 when Redis does not answer."""
-    return handle_http_error(ServiceUnavailable("Redis is not answering. Retry in a moment."))
-
-
 @bp.post("/manifest/sync")
 @token_required
 def trigger_sync() -> ResponseReturnValue:
@@ -68,18 +52,9 @@ def trigger_sync() -> ResponseReturnValue:
 
     Rate limited per client; the count is kept in the round trip that finds the sync to join.
     """
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-    try:
-        ticket = request_sync(
-            "api",
-            requested_by=f"api from {client_address()}",
-            request_id=request_id[:MAX_REQUEST_ID],
-            rate=rate_window("trigger", current_app.config["TRIGGER_RATE_LIMIT"]),
-        )
-    except BrokerUnavailable as exc:
-        abort(503, description=str(exc))
-    status_url = url_for("api.task_status", task_id=ticket.task_id, _external=True)
-    body = jsonify(task_id=ticket.task_id, status_url=status_url, joined=ticket.joined)
+    triggered = start_sync("api", requested_by="api")
+    status_url = url_for("api.task_status", task_id=triggered.task_id, _external=True)
+    body = jsonify(task_id=triggered.task_id, status_url=status_url, joined=triggered.joined)
     return body, 202, {"Location": status_url}
 
 
@@ -162,13 +137,6 @@ def parse_limit(args: Mapping[str, str]) -> int:
 # -- players --------------------------------------------------------------------------------
 
 
-@bp.errorhandler(PlayerError)
-@bp.errorhandler(BungieError)
-def player_unavailable(error: Exception) -> ResponseReturnValue:
-    """Answer why a player cannot be shown: 404, 403, or 503/502 when Bungie does not answer."""
-    return handle_http_error(http_error(error))
-
-
 @bp.get("/players")
 def players() -> ResponseReturnValue:
     """Find a player by Bungie name (?name=Guardian%230001): their memberships, one per platform."""
@@ -195,9 +163,9 @@ def players() -> ResponseReturnValue:
 @bp.get("/players/<membership_type>/<membership_id>")
 def player(membership_type: str, membership_id: str) -> ResponseReturnValue:
     """Show a player's characters and equipped items; unknown items ask for one sync."""
-    page, ticket = load_page(membership_type, membership_id, f"api from {client_address()}")
+    page, triggered = load_page(membership_type, membership_id, f"api from {client_address()}")
     sync = None
-    if ticket is not None:
-        status_url = url_for("api.task_status", task_id=ticket.task_id, _external=True)
-        sync = {"task_id": ticket.task_id, "joined": ticket.joined, "status_url": status_url}
+    if triggered is not None:
+        status_url = url_for("api.task_status", task_id=triggered.task_id, _external=True)
+        sync = {"task_id": triggered.task_id, "joined": triggered.joined, "status_url": status_url}
     return jsonify(**page.to_record(), sync=sync)

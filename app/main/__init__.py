@@ -1,7 +1,10 @@
-"""HTML pages: dashboard, /updateManifest with live progress, items, history, sign-in."""
+"""HTML pages: dashboard, /updateManifest with live progress, items, history, players, sign-in."""
 
 from flask import Blueprint
 
+from app.main import presenters
+
 bp = Blueprint("main", __name__)
+presenters.register(bp)
 
 from app.main import views  # noqa: E402, F401 - registers the views on bp

@@ -13,27 +13,10 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-import msgspec
-
 from app.manifest.ingest import Batch
+from app.manifest.items import definition_name
 
 NAMES_KEPT = 20
-
-
-class _Named(msgspec.Struct):
-    displayProperties: dict[str, Any] | None = None
-
-
-_decode_named = msgspec.json.Decoder(_Named).decode
-
-
-def definition_name(data: bytes) -> str:
-    """Return the display name of a projected definition, or "" if it has none."""
-    try:
-        properties = _decode_named(data).displayProperties or {}
-    except msgspec.MsgspecError:
-        return ""
-    return str(properties.get("name") or "")
 
 
 @dataclass
@@ -47,10 +30,6 @@ class TableDiff:
     total: int = 0
     added_names: list[tuple[int, str]] = field(default_factory=list)
     changed_names: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
 
     def count_batch(self, entries: Batch, old_digests: Sequence[bytes | None]) -> None:
         """Count a batch of new entries against the live release's digests for the same keys."""
@@ -82,6 +61,7 @@ class TableDiff:
         )
 
     def to_record(self) -> dict[str, Any]:
+        """Return plain data for JSON (records, history, the API)."""
         return {
             "table": self.table,
             "added": self.added,
@@ -94,6 +74,7 @@ class TableDiff:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TableDiff:
+        """Rebuild a diff from `to_record()` data."""
         return cls(
             record["table"],
             added=record["added"],

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import GenericAlias
 from typing import Any
 
 import msgspec
@@ -77,8 +78,8 @@ def _struct_for(tree: dict[str, Any], name: str) -> Any:
             kind = _struct_for(child, f"{name}_{key}") | None | msgspec.UnsetType
         fields.append((attr, kind, msgspec.UNSET))
     # gc=False: a projection holds only raw JSON and other projections (frozen: nothing else
-    # can be put in), so it can never be in a reference cycle; not tracking the ~800 decoded
-    # per slab spares the collector most of its passes (about a fifth of the decoding time).
+    # can be put in), so it can never be in a reference cycle; not tracking the structs
+    # decoded per slab spares the collector most of its passes (docs/DECISIONS.md).
     return msgspec.defstruct(name, fields, rename=rename, omit_defaults=True, frozen=True, gc=False)
 
 
@@ -86,7 +87,7 @@ class EntryCodec:
     """Decode definitions into a projection and encode them back, with a digest for diffs."""
 
     def __init__(self, projection: Projection) -> None:
-        self._slab = msgspec.json.Decoder(dict[str, projection.value_type])
+        self._slab = msgspec.json.Decoder(GenericAlias(dict, (str, projection.value_type)))
         self._one = msgspec.json.Decoder(projection.value_type)
         self._encode = msgspec.json.Encoder().encode
 

@@ -57,14 +57,6 @@ class Release:
             paths=paths,
         )
 
-    def files(self) -> list[tuple[str, str, str]]:
-        """Return (language, table or "*", path) for every file of the release."""
-        return [
-            (lang, table, path)
-            for lang, tables in self.paths.items()
-            for table, path in tables.items()
-        ]
-
     def to_record(self) -> dict[str, Any]:
         """Return the release as plain data (for Redis and JSON)."""
         return {
@@ -100,6 +92,7 @@ class ReleaseChange:
 
     @property
     def version_changed(self) -> bool:
+        """True when the version differs from the live release's."""
         return self.old_version != self.new_version
 
     def describe(self) -> str:
@@ -118,6 +111,7 @@ class ReleaseChange:
         return "; ".join(parts)
 
     def to_record(self) -> dict[str, Any]:
+        """Return plain data for JSON (records, history, the API)."""
         return {
             "old_version": self.old_version,
             "new_version": self.new_version,

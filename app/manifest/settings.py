@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 
 from app.manifest.errors import ManifestConfigError
@@ -14,27 +13,30 @@ FORMATS = ("json", "sqlite")
 
 @dataclass(frozen=True)
 class ManifestSettings:
-    """What to fetch, from where, how carefully, and where to keep it."""
+    """What to fetch, from where, how carefully, and where to keep it.
 
-    base_url: str = "http://127.0.0.1:8765"
-    api_key: str | None = None
-    tables: tuple[str, ...] = ("DestinyInventoryItemDefinition",)
-    languages: tuple[str, ...] = ("en",)
-    format: str = "json"
-    projections: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    default_projection: tuple[str, ...] = ("hash", "displayProperties.name")
-    key_prefix: str = "manifest"
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    retries: int = 3
-    backoff_seconds: float = 0.5
-    max_retry_wait: float = 30.0
-    max_bytes: int = 512 * 1024 * 1024
-    download_deadline: float = 600.0
-    lock_timeout: float = 120.0
-    history_length: int = 100
-    min_table_ratio: float = 0.5
-    track_live: bool = True
+    No field has a default: config.py holds them all, and `from_mapping` reads them from there.
+    """
+
+    base_url: str
+    api_key: str | None
+    tables: tuple[str, ...]
+    languages: tuple[str, ...]
+    format: str
+    projections: Mapping[str, tuple[str, ...]]
+    default_projection: tuple[str, ...]
+    key_prefix: str
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff_seconds: float
+    max_retry_wait: float
+    max_bytes: int
+    download_deadline: float
+    lock_timeout: float
+    history_length: int
+    min_table_ratio: float
+    track_live: bool
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -51,7 +53,7 @@ class ManifestSettings:
         """Build settings from a Flask-style configuration mapping (see config.py)."""
         return cls(
             base_url=config["BUNGIE_BASE_URL"],
-            api_key=config.get("BUNGIE_API_KEY"),
+            api_key=config["BUNGIE_API_KEY"],
             tables=tuple(config["MANIFEST_TABLES"]),
             languages=tuple(config["MANIFEST_LANGUAGES"]),
             format=config["MANIFEST_FORMAT"],

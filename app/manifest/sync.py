@@ -2,118 +2,56 @@
 
 The flow: lock -> manifest -> release id -> unchanged | pointer flip | ingest, diff, commit.
 Progress goes to a callback; the outcome comes back as a SyncResult, never as an exception.
+What a sync tells (outcomes, Progress, SyncResult: outcome.py) is part of this module's API.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 import uuid
-import zipfile
-from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
-from dataclasses import dataclass
-from dataclasses import field
-from pathlib import Path
 from typing import Any
-from typing import BinaryIO
 
 import redis
 
 from app.manifest import errors
 from app.manifest.client import BungieClient
-from app.manifest.client import ContentDownload
 from app.manifest.diff import TableDiff
 from app.manifest.ingest import Batch
 from app.manifest.ingest import EntryCodec
 from app.manifest.ingest import Projection
-from app.manifest.ingest import count_sqlite_rows
-from app.manifest.ingest import iter_json_table
-from app.manifest.ingest import iter_sqlite_table
-from app.manifest.release import SQLITE_FILE
+from app.manifest.outcome import BUSY
+from app.manifest.outcome import FAILED
+from app.manifest.outcome import UNAVAILABLE
+from app.manifest.outcome import UNCHANGED
+from app.manifest.outcome import UPDATED
+from app.manifest.outcome import IngestTracker
+from app.manifest.outcome import Progress
+from app.manifest.outcome import ProgressCallback
+from app.manifest.outcome import SyncResult
 from app.manifest.release import Release
 from app.manifest.release import compare
+from app.manifest.sources import TableSources
 from app.manifest.store import ManifestStore
 from app.manifest.store import ReleaseInfo
 from app.manifest.store import TableWriter
 
+__all__ = [
+    "BUSY",
+    "FAILED",
+    "UNAVAILABLE",
+    "UNCHANGED",
+    "UPDATED",
+    "Progress",
+    "ProgressCallback",
+    "SyncResult",
+    "run",
+]
+
 log = logging.getLogger(__name__)
-
-UNCHANGED = "unchanged"
-UPDATED = "updated"
-UNAVAILABLE = "unavailable"
-FAILED = "failed"
-BUSY = "busy"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a sync is: its phase, and within the phase, the table and how far along."""
-
-    phase: str
-    language: str | None = None
-    table: str | None = None
-    tables_done: int = 0
-    tables_total: int = 0
-    entries_done: int = 0
-    entries_total: int | None = None
-    bytes_done: int = 0
-    bytes_total: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass
-class SyncResult:
-    """How a sync ended: unchanged, updated (maybe a rollback), unavailable, failed or busy."""
-
-    outcome: str
-    run_id: str
-    release_id: str | None = None
-    version: str | None = None
-    previous_id: str | None = None
-    previous_version: str | None = None
-    rollback: bool = False
-    change: dict[str, Any] | None = None
-    diffs: list[TableDiff] = field(default_factory=list)
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    message: str | None = None
-    retry_after: float | None = None
-    transient: bool = False
-    running_id: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the cache holds what Bungie serves (updated or unchanged)."""
-        return self.outcome in (UPDATED, UNCHANGED)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain data for JSON (task results, the API, the CLI)."""
-        data = asdict(self)
-        data["diffs"] = [d.to_record() for d in self.diffs]
-        return data
-
-    def summary(self) -> str:
-        """Return one line a person can read."""
-        if self.outcome == UPDATED:
-            verb = "rolled back to" if self.rollback else "updated to"
-            return f"{verb} {self.version} (release {self.release_id})"
-        if self.outcome == UNCHANGED:
-            return f"unchanged: {self.version} (release {self.release_id})"
-        if self.outcome == BUSY:
-            return f"a sync is already running ({self.running_id})"
-        retry = f"; retry after {self.retry_after:.0f}s" if self.retry_after else ""
-        return f"{self.outcome}: {self.error}: {self.message}{retry}"
 
 
 def run(
@@ -198,6 +136,8 @@ def _check_entry(
 ) -> dict[str, Any]:
     """Return the record of a check (the dashboard's "last check"); `before` is the last one."""
     now = time.time()
+    failing_since: float | None
+    last_success: float | None
     if result.ok:
         failing_since, last_success = None, now
     else:
@@ -222,14 +162,6 @@ def _check_entry(
 _UNREAD = object()  # The last check, before this run has read it.
 
 
-@dataclass
-class _Step:
-    """How many of a sync's tables are done."""
-
-    total: int
-    done: int = 0
-
-
 class _Sync:
     """One run of the flow: a check, and when the release differs, the rest under the lock."""
 
@@ -252,12 +184,8 @@ class _Sync:
         self.context = context
         self.progress = progress
         self.timings: dict[str, float] = {}
-        # Where the ingest is, for progress reports: the file being downloaded, the table's
-        # size when known, the entries written so far, and the tables done.
-        self._download: ContentDownload | None = None
-        self._entries_total: int | None = None
-        self._entries = 0
-        self._step = _Step(total=0)
+        self.tracker = IngestTracker(self.progress)
+        self.sources = TableSources(client, self.tracker, self.lock.keep_alive)
 
     def run(self) -> SyncResult:
         self.progress(Progress("checking"))
@@ -403,11 +331,12 @@ class _Sync:
         codecs = {t: EntryCodec(Projection.of(self.settings.projection(t))) for t in release.tables}
         counts: dict[str, dict[str, int]] = {lang: {} for lang in release.languages}
         diffs: list[TableDiff] = []
-        step = self._step = _Step(total=len(release.languages) * len(release.tables))
+        tracker = self.tracker
+        tracker.tables_done, tracker.tables_total = 0, len(release.languages) * len(release.tables)
         # One writer thread: Redis stores batch n while this thread decodes batch n + 1.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest-writer") as writes:
             for lang in release.languages:
-                for table, batches in self._sources(release, lang, codecs):
+                for table, batches in self.sources.tables(release, lang, codecs):
                     live_count = live.counts.get(lang, {}).get(table) if live else None
                     # The diff is counted for the first language; the others are translations.
                     diff = TableDiff(table) if lang == release.languages[0] else None
@@ -420,7 +349,7 @@ class _Sync:
                     counts[lang][table] = writer.count
                     if diff is not None:
                         diffs.append(diff.finish(live_count or 0))
-                    step.done += 1
+                    tracker.tables_done += 1
                     self.timings[f"{lang}:{table}"] = round(time.monotonic() - started, 3)
         return counts, diffs
 
@@ -438,17 +367,10 @@ class _Sync:
                 in_flight.result()  # At most one batch waits for Redis: memory stays flat.
             in_flight = writes.submit(writer.write, batch)
             self.lock.keep_alive()
-            self._entries = writer.count
-            self._report("ingesting", lang, table)
+            self.tracker.entries = writer.count
+            self.tracker.report("ingesting", lang, table)
         if in_flight is not None:
             in_flight.result()
-
-    def _sources(
-        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[Batch]]]:
-        if release.format == "sqlite":
-            return self._sqlite_sources(release, lang, codecs)
-        return self._json_sources(release, lang, codecs)
 
     def _check_size(self, lang: str, table: str, count: int, live_count: int | None) -> None:
         minimum = (live_count or 0) * self.settings.min_table_ratio
@@ -457,78 +379,3 @@ class _Sync:
                 f"{table} ({lang}) has {count:,} entries, fewer than "
                 f"{self.settings.min_table_ratio:.0%} of the live release's {live_count:,}"
             )
-
-    def _report(self, phase: str, lang: str, table: str | None) -> None:
-        download = self._download
-        self.progress(
-            Progress(
-                phase,
-                language=lang,
-                table=table,
-                tables_done=self._step.done,
-                tables_total=self._step.total,
-                entries_done=self._entries,
-                entries_total=self._entries_total,
-                bytes_done=download.received if download else 0,
-                bytes_total=download.size if download else None,
-            )
-        )
-
-    def _json_sources(
-        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[Batch]]]:
-        for table in release.tables:
-            self._entries, self._entries_total = 0, None
-            self._report("downloading", lang, table)
-            with self.client.download(release.paths[lang][table]) as download:
-                self._download = download
-                yield table, iter_json_table(self._watched(download, lang, table), codecs[table])
-            self._download = None
-
-    def _watched(self, download: ContentDownload, lang: str, table: str | None) -> Iterator[bytes]:
-        """Pass the download's chunks on, keeping the lock and the progress up to date."""
-        for chunk in download:
-            self.lock.keep_alive()
-            self._report("ingesting" if self._entries else "downloading", lang, table)
-            yield chunk
-
-    def _sqlite_sources(
-        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[Batch]]]:
-        with tempfile.TemporaryDirectory(prefix="manifest-") as workdir:
-            database = self._fetch_sqlite(release.paths[lang][SQLITE_FILE], lang, Path(workdir))
-            for table in release.tables:
-                self._entries, self._entries_total = 0, count_sqlite_rows(database, table)
-                yield table, iter_sqlite_table(database, table, codecs[table])
-
-    def _fetch_sqlite(self, path: str, lang: str, workdir: Path) -> str:
-        """Download the zipped SQLite database to disk and unpack it; return the database path."""
-        self._report("downloading", lang, None)
-        archive = workdir / "manifest.zip"
-        with self.client.download(path) as download, archive.open("wb") as out:
-            self._download = download
-            for chunk in self._watched(download, lang, None):
-                out.write(chunk)
-        self._download = None
-        try:
-            with zipfile.ZipFile(archive) as bundle:
-                members = [m for m in bundle.infolist() if not m.is_dir()]
-                if len(members) != 1:
-                    raise errors.TableInvalid(f"{path} should hold one SQLite file")
-                member = members[0]
-                database = workdir / "manifest.sqlite"
-                with bundle.open(member) as source, database.open("wb") as target:
-                    self._unpack(source, target, path)
-        except zipfile.BadZipFile as exc:
-            raise errors.TableInvalid(f"{path} is not a zip file: {exc}") from None
-        archive.unlink()
-        return str(database)
-
-    def _unpack(self, source: BinaryIO, target: BinaryIO, path: str) -> None:
-        # The sizes in a zip's directory are the sender's word: count what really comes out.
-        written = 0
-        while block := source.read(1024 * 1024):
-            written += len(block)
-            if written > self.client.max_bytes:
-                raise errors.ContentTooLarge(f"{path} unpacks to over MANIFEST_MAX_BYTES")
-            target.write(block)

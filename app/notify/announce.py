@@ -1,10 +1,7 @@
-"""When to tell Slack: once per release, once per trouble episode, and remembering it in Redis.
+"""What Slack has been told, kept in Redis: each release once, each trouble episode once.
 
-Keys (under the manifest prefix):
-  notify:pending:<id>   a message for release <id> is queued (keeps retries from piling up)
-  notify:sending:<id>   a worker is sending it right now
-  notified:<id>         Slack accepted it: never again
-  alert                 the trouble episode Slack was told about (cleared by "recovered")
+The keys are app.keys' announcement ones: a release's message queued, being sent, sent; and
+the trouble episode Slack was told about.
 """
 
 from __future__ import annotations
@@ -18,20 +15,21 @@ from typing import Any
 import msgspec
 import redis
 
+from app.keys import Keys
 from app.notify.slack import Message
 from app.notify.slack import Sender
 
 SENT = "sent"
 ALREADY = "already sent"
-BUSY = "being sent elsewhere"
+SENDING_ELSEWHERE = "being sent elsewhere"
 NOTHING = "nothing to announce"
 
 TROUBLE = "trouble"
 RECOVERED = "recovered"
 
-PENDING_SECONDS = 6 * 3600
+QUEUED_SECONDS = 6 * 3600
 SENDING_SECONDS = 120
-NOTIFIED_SECONDS = 180 * 86400
+ANNOUNCED_SECONDS = 180 * 86400
 
 
 @dataclass(frozen=True)
@@ -45,54 +43,46 @@ class Alert:
 class Announcements:
     """The Slack bookkeeping of one manifest cache."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
-        self.prefix = prefix
-        self.alert_key = f"{prefix}:alert"
-
-    def notified_key(self, release_id: str) -> str:
-        return f"{self.prefix}:notified:{release_id}"
-
-    def pending_key(self, release_id: str) -> str:
-        return f"{self.prefix}:notify:pending:{release_id}"
-
-    def sending_key(self, release_id: str) -> str:
-        return f"{self.prefix}:notify:sending:{release_id}"
+        self.keys = keys
 
     # -- releases --------------------------------------------------------------------------
 
     def should_queue(self, release_id: str) -> bool:
         """Claim the right to queue the message for a release (False: sent, or already queued)."""
-        if self.redis.exists(self.notified_key(release_id)):
+        if self.redis.exists(self.keys.announced(release_id)):
             return False
-        return bool(self.redis.set(self.pending_key(release_id), 1, nx=True, ex=PENDING_SECONDS))
+        queued = self.keys.announcement_queued(release_id)
+        return bool(self.redis.set(queued, 1, nx=True, ex=QUEUED_SECONDS))
 
     def unqueue(self, release_id: str) -> None:
-        """The queued message is done with (sent, or given up on)."""
-        self.redis.delete(self.pending_key(release_id))
+        """Forget that the release's message is queued: it was sent, or given up on."""
+        self.redis.delete(self.keys.announcement_queued(release_id))
 
     def announce(self, release_id: str, build: Callable[[], Message | None], sender: Sender) -> str:
         """Send the release's message unless Slack already has it; mark it only once accepted."""
-        if self.redis.exists(self.notified_key(release_id)):
+        if self.redis.exists(self.keys.announced(release_id)):
             return ALREADY
-        if not self.redis.set(self.sending_key(release_id), 1, nx=True, ex=SENDING_SECONDS):
-            return BUSY
+        sending = self.keys.announcement_sending(release_id)
+        if not self.redis.set(sending, 1, nx=True, ex=SENDING_SECONDS):
+            return SENDING_ELSEWHERE
         try:
             message = build()
             if message is None:
                 return NOTHING
             sender.send(message)
             with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.notified_key(release_id), int(time.time()), ex=NOTIFIED_SECONDS)
-                pipe.delete(self.pending_key(release_id))
+                pipe.set(self.keys.announced(release_id), int(time.time()), ex=ANNOUNCED_SECONDS)
+                pipe.delete(self.keys.announcement_queued(release_id))
                 pipe.execute()
             return SENT
         finally:
-            self.redis.delete(self.sending_key(release_id))
+            self.redis.delete(sending)
 
     # -- trouble ---------------------------------------------------------------------------
 
-    def after_check(self, check: Mapping[str, Any], alert_after: float) -> Alert | None:
+    def alert_for(self, check: Mapping[str, Any], alert_after: float) -> Alert | None:
         """Decide what one check means for Slack: trouble, recovered, or nothing to say.
 
         A failure that will not fix itself (a bad API key) is reported at once; a transient one
@@ -100,7 +90,7 @@ class Announcements:
         episode gets one trouble message, and one "recovered" when a check succeeds again.
         """
         if check["outcome"] in ("updated", "unchanged"):
-            episode = self.redis.getdel(self.alert_key)
+            episode = self.redis.getdel(self.keys.alert)
             if episode is None:
                 return None
             return Alert(RECOVERED, msgspec.json.decode(episode)["since"])
@@ -111,6 +101,6 @@ class Announcements:
         if check.get("transient") and check["at"] - since < alert_after:
             return None
         episode = msgspec.json.encode({"since": since, "error": check["error"]})
-        if not self.redis.set(self.alert_key, episode, nx=True):
+        if not self.redis.set(self.keys.alert, episode, nx=True):
             return None
         return Alert(TROUBLE, since)

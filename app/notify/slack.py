@@ -6,7 +6,6 @@ tested without Slack, Flask or Celery. Sending is either an incoming webhook or 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -20,6 +19,8 @@ from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
+
+from app import dates
 
 log = logging.getLogger(__name__)
 # slack_sdk logs request URLs (and a webhook URL is a secret) unless its logger's own level is
@@ -105,7 +106,7 @@ def _section(text: str) -> dict[str, Any]:
 def trouble_message(check: Mapping[str, Any], dashboard_link: str) -> Message:
     """Build the message that says syncing is broken, why, and since when."""
     started = check.get("failing_since")
-    since = _when(check["at"] if started is None else started)
+    since = dates.instant(check["at"] if started is None else started)
     reason = f"{check.get('error')}: {check.get('message')}"
     text = f"Manifest sync is failing since {since}: {reason}"
     blocks = [
@@ -118,18 +119,9 @@ def trouble_message(check: Mapping[str, Any], dashboard_link: str) -> Message:
 
 def recovered_message(check: Mapping[str, Any], failing_since: float, link: str) -> Message:
     """Build the message that says syncing works again."""
-    lasted = _duration(check["at"] - failing_since)
+    lasted = dates.duration_in_minutes(check["at"] - failing_since)
     text = f"Manifest sync recovered after {lasted}: the last check {check['outcome']}."
     return {"text": text, "blocks": [_section(f":white_check_mark: {text} <{link}|Dashboard>")]}
-
-
-def _when(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{max(minutes, 1)}m"
 
 
 # -- sending ------------------------------------------------------------------------------

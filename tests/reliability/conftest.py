@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.demo.control import DemoOriginProcess
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import API_KEY
 from tests.reliability.servers import RedisServer
 from tests.reliability.servers import live_groups

@@ -17,11 +17,11 @@ import requests
 from celery import Celery
 from celery.result import AsyncResult
 
-from app.demo.control import DemoAdmin
 from app.manifest.release import release_id
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from devtools.demo.control import DemoAdmin
 from tests.reliability.servers import wait_until
 
 # What a reader compares: the fields of an item that a publish can change.
@@ -90,15 +90,15 @@ def leftovers(client: redis.Redis, store: ManifestStore) -> list[str]:
     of releases that are neither live nor the kept previous one."""
     kept = set(store.kept_ids())
     stray = []
-    for raw in client.scan_iter(match=f"{store.prefix}:*", count=1000):
+    for raw in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000):
         key = raw.decode()
-        parts = key[len(store.prefix) + 1 :].split(":")
+        parts = key[len(store.keys.prefix) + 1 :].split(":")
         if (parts[0] == "release" and parts[1] not in kept) or (
             parts[0] not in FIXED_KEYS and parts[0] not in kept
         ):
             stray.append(key)
-    if client.exists(store.staging_key):
-        stray.append(f"{store.staging_key} -> {client.hkeys(store.staging_key)}")
+    if client.exists(store.keys.staging):
+        stray.append(f"{store.keys.staging} -> {client.hkeys(store.keys.staging)}")
     return stray
 
 
@@ -168,8 +168,8 @@ class Reader(threading.Thread):
                 release, found = self.store.lookup({ITEM_TABLE: expected.sample})
                 values = self.store.definitions(ITEM_TABLE, expected.sample)
                 counted = self._count(
-                    keys=[self.store.current_key],
-                    args=[f"{self.store.prefix}:", f":en:{ITEM_TABLE}"],
+                    keys=[self.store.keys.current],
+                    args=[f"{self.store.keys.prefix}:", f":en:{ITEM_TABLE}"],
                 )
             except self.tolerate_errors:
                 self.unavailable += 1

@@ -10,14 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 from typing import TypeVar
 
 import redis
 
+from tests.processes import CeleryWorker
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
 
@@ -154,11 +155,15 @@ class RedisServer:
 class TrackedProcess(ProjectProcess):
     """A ProjectProcess whose process group is remembered for the orphan check."""
 
-    def __enter__(self) -> TrackedProcess:
+    def __enter__(self) -> Self:
         super().__enter__()
         assert self.process is not None
         STARTED_GROUPS.add(self.process.pid)
         return self
+
+
+class TrackedWorker(TrackedProcess, CeleryWorker):
+    """A CeleryWorker whose process group is remembered for the orphan check."""
 
 
 def live_groups() -> list[int]:
@@ -177,24 +182,15 @@ def live_groups() -> list[int]:
 
 def worker(
     overrides: Mapping[str, object], *, concurrency: int = 1, loglevel: str = "INFO"
-) -> ProjectProcess:
+) -> TrackedWorker:
     """A real Celery worker (prefork) for the app configured by `overrides`."""
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "celery_worker.celery",
-        "worker",
-        f"--loglevel={loglevel}",
-        f"--concurrency={concurrency}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-n",
-        f"reliability-{uuid.uuid4().hex[:8]}@%h",
-    ]
-    return TrackedProcess(args, flask_env(overrides), ready=" ready.")
+    return TrackedWorker(
+        overrides,
+        concurrency=concurrency,
+        loglevel=loglevel,
+        options=("--without-heartbeat",),
+        name="reliability",
+    )
 
 
 def beat(overrides: Mapping[str, object], schedule_file: Path) -> ProjectProcess:

@@ -16,6 +16,7 @@ from app import create_app
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
+from tests.processes import ProjectProcess
 from tests.reliability.conftest import unique
 from tests.reliability.servers import RedisServer
 from tests.reliability.servers import beat
@@ -30,6 +31,11 @@ POLL_SECONDS = 2
 
 def item_path(admin: Any) -> str:
     return admin.state()["paths"]["jsonWorldComponentContentPaths"]["en"][ITEM_TABLE]
+
+
+def ticks(process: ProjectProcess) -> int:
+    """Return how many tasks a beat process has sent."""
+    return process.output().count("Scheduler: Sending due task")
 
 
 def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(origin, admin, figures):
@@ -47,7 +53,7 @@ def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(origin, adm
         app = create_app("testing", overrides)
         with app.app_context():
             store = get_store()
-        stack.enter_context(worker(overrides, concurrency=2))
+        work = stack.enter_context(worker(overrides, concurrency=2))
         beats = [stack.enter_context(beat(overrides, schedules / f"beat-{n}")) for n in (1, 2)]
         first_path = item_path(admin)
         wait_until(store.live_id, 30, "beat's first sync")
@@ -70,12 +76,13 @@ def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(origin, adm
                             time.monotonic() - started,
                         )
                     )
-                time.sleep(0.06 * THREADS)
+                time.sleep(0.06 * THREADS)  # a steady flood, spread over the release
 
         threads = [threading.Thread(target=flood) for _ in range(THREADS)]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # the flood is under way: now the release comes out
+        wait_until(lambda: len(answers) >= TRIGGERS // 5, 30, "the flood to be under way")
+        # The flood is under way: now the release comes out.
         published = admin.publish()
         second_path = item_path(admin)
         for thread in threads:
@@ -88,11 +95,17 @@ def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(origin, adm
             60,
             "the new release to go live",
         )
-        time.sleep(2 * POLL_SECONDS)  # a few more ticks of both beats: they must find nothing
+        # Two more ticks of each beat: they must find nothing.
+        ticked = [ticks(process) for process in beats]
+        wait_until(
+            lambda: all(ticks(p) >= n + 2 for p, n in zip(beats, ticked, strict=True)),
+            4 * POLL_SECONDS + 30,
+            "two more ticks of each beat",
+        )
         for process in beats:
             process.stop()
-        wait_until(lambda: not store.redis.exists(store.lock_key), 30, "the last sync to end")
-        beat_sends = sum(p.output().count("Scheduler: Sending due task") for p in beats)
+        work.wait_until_idle(app.extensions["celery"])  # every sync they sent has run
+        beat_sends = sum(ticks(p) for p in beats)
         history = store.history(50)
         checks = store.recent_checks(50)
 

@@ -172,8 +172,8 @@ def test_worker_and_beat_reconnect_when_the_broker_returns(broker_stack, admin, 
     wait_until(lambda: (store.last_check() or {}).get("version") == admin.state()["version"], 30)
 
     ticker.stop()
-    wait_until(lambda: not store.redis.exists(store.lock_key), 30, "the lock to be let go")
-    wait_until(lambda: not store.redis.exists(f"{store.prefix}:task"), 30, "the ticket to go")
+    wait_until(lambda: not store.redis.exists(store.keys.lock), 30, "the lock to be let go")
+    wait_until(lambda: not store.redis.exists(store.keys.queued_sync), 30, "the ticket to go")
     assert all(status == 503 for status, _ in refused)
     assert all(seconds < FAST for _, seconds in refused)
     reconnect_lines = [line for line in work.output().splitlines() if "Connected to" in line]

@@ -83,7 +83,7 @@ def test_the_next_trigger_after_a_crashed_sync_starts_a_new_one(stack, big_admin
     big_admin.fault("slow_drip", **DRIP)
 
     first = client.post("/api/v1/manifest/sync", headers=TOKEN).get_json()
-    staging = store.table_key(new_id, "en", ITEM_TABLE)
+    staging = store.keys.table(new_id, "en", ITEM_TABLE)
     wait_until(lambda: store.redis.hlen(staging) > 0, 30, "the sync to write")
     if crash == "worker SIGKILLed":
         kill_group(current)
@@ -101,7 +101,7 @@ def test_the_next_trigger_after_a_crashed_sync_starts_a_new_one(stack, big_admin
         stack["broker"].start()
         wait_until(lambda: current.output().count("Connected to") >= 2, 60, "reconnection")
     big_admin.clear_faults()
-    wait_until(lambda: not store.redis.exists(store.lock_key), LOCK_TIMEOUT + 10, "the lock")
+    wait_until(lambda: not store.redis.exists(store.keys.lock), LOCK_TIMEOUT + 10, "the lock")
 
     second = client.post("/api/v1/manifest/sync", headers=TOKEN)
 

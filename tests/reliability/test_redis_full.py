@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import redis
 
-from app.demo.control import DemoOriginProcess
 from app.manifest import sync
 from app.manifest.client import BungieClient
 from app.manifest.settings import ManifestSettings
@@ -24,6 +23,7 @@ from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
 from config import TestingConfig
 from config import settings_dict
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import API_KEY
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import Expectation
@@ -31,6 +31,7 @@ from tests.reliability.helpers import Reader
 from tests.reliability.helpers import leftovers
 from tests.reliability.helpers import origin_release
 from tests.reliability.servers import RedisServer
+from tests.reliability.servers import wait_until
 
 MAXMEMORY = "8mb"
 FIRST_ITEMS = 2_000  # ~2.5 MB in Redis: fits
@@ -81,7 +82,12 @@ def fill_then_overflow(server: RedisServer, full: dict[str, Any]) -> dict[str, A
     try:
         result = sync.run(store, bungie)
         seconds = time.monotonic() - started
-        time.sleep(0.2)  # readers keep reading after the failure
+        rounds = reader.stats.reads + reader.unavailable
+        wait_until(
+            lambda: reader.stats.reads + reader.unavailable >= rounds + 20,
+            30,
+            "readers to keep reading after the failure",
+        )
     finally:
         stats = reader.stop()
     return {
@@ -97,7 +103,7 @@ def fill_then_overflow(server: RedisServer, full: dict[str, Any]) -> dict[str, A
 
 
 def whole(store: ManifestStore, release_id: str, count: int) -> bool:
-    key = store.table_key(release_id, "en", ITEM_TABLE)
+    key = store.keys.table(release_id, "en", ITEM_TABLE)
     return store.live_id() == release_id and store.redis.hlen(key) == count
 
 
@@ -162,7 +168,7 @@ def test_with_an_evicting_policy_redis_drops_what_readers_and_the_lock_need(full
         store, result = run["store"], run["result"]
         evicted = server.client().info("stats")["evicted_keys"]
         live = store.live_release()
-        live_count = store.redis.hlen(store.table_key(live.id, "en", ITEM_TABLE)) if live else 0
+        live_count = store.redis.hlen(store.keys.table(live.id, "en", ITEM_TABLE)) if live else 0
     damage = []
     if live is None:
         damage.append("the live release pointer or record was evicted: readers see no release")

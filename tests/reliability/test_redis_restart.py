@@ -87,7 +87,7 @@ def test_redis_restarted_mid_sync_changes_nothing_half_way_and_everyone_recovers
     try:
         big_admin.fault("slow_drip", **DRIP)
         task_id = send_beat_sync(celery)
-        staging = store.table_key(new_id, "en", ITEM_TABLE)
+        staging = store.keys.table(new_id, "en", ITEM_TABLE)
         wait_until(lambda: store.redis.hlen(staging) > 0.3 * len(new_items), 60, "30% staged")
         if how.startswith("crash"):
             server.kill()
@@ -115,7 +115,7 @@ def test_redis_restarted_mid_sync_changes_nothing_half_way_and_everyone_recovers
         assert client.get("/api/v1/manifest").get_json()["release"]["id"] == live_after
 
         # The worker takes the next run without being restarted; it collects the leftovers.
-        wait_until(lambda: not store.redis.exists(store.lock_key), 30, "the lock to go")
+        wait_until(lambda: not store.redis.exists(store.keys.lock), 30, "the lock to go")
         following = run_task(celery, send_beat_sync(celery), timeout=60).info
         assert following["outcome"] in ("updated", "unchanged"), following
         assert store.live_id() == new_id

@@ -18,12 +18,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.demo.control import DemoOriginProcess
 from app.extensions import get_bungie
 from app.extensions import get_store
 from app.manifest import sync
 from app.notify import slack
-from app.tasks import after_check
+from app.notify.policy import after_check
+from devtools.demo.control import DemoOriginProcess
 from tests.fake_slack import fake_slack
 from tests.reliability.conftest import unique
 from tests.reliability.servers import RedisServer

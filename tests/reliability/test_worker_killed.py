@@ -31,7 +31,6 @@ from app.manifest.store import ManifestStore
 from config import TestingConfig
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack
-from tests.processes import ProjectProcess
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import Expectation
 from tests.reliability.helpers import Reader
@@ -40,6 +39,7 @@ from tests.reliability.helpers import origin_release
 from tests.reliability.helpers import run_task
 from tests.reliability.helpers import send_beat_sync
 from tests.reliability.servers import RedisServer
+from tests.reliability.servers import TrackedWorker
 from tests.reliability.servers import kill_group
 from tests.reliability.servers import pool_children
 from tests.reliability.servers import wait_until
@@ -123,7 +123,7 @@ class Sync:
     started: float = field(default_factory=time.monotonic)
 
     def staged(self, table: str = ITEM_TABLE) -> int:
-        return int(self.store.redis.hlen(self.store.table_key(self.release_id, "en", table)))
+        return int(self.store.redis.hlen(self.store.keys.table(self.release_id, "en", table)))
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_killed_workers_never_show_a_partial_release_and_the_next_run_completes(
     reader_store = ManifestStore(redis.Redis.from_url(setup["server"].url), settings)
     rows: list[dict[str, Any]] = []
     announced: list[str] = []
-    current: ProjectProcess = setup["stack"].enter_context(worker(setup["overrides"]))
+    current: TrackedWorker = setup["stack"].enter_context(worker(setup["overrides"]))
 
     first = run_task(celery, send_beat_sync(celery)).info
     assert first["outcome"] == "updated", first
@@ -216,7 +216,7 @@ def test_killed_workers_never_show_a_partial_release_and_the_next_run_completes(
                 dead = AsyncResult(sync.task_id, app=celery)
                 wait_until(lambda d=dead: d.state == "FAILURE", 30, "the task marked failed")
                 assert "WorkerLostError" in repr(dead.info)
-            wait_until(lambda: not store.redis.exists(store.lock_key), LOCK_TIMEOUT + 10, "lock")
+            wait_until(lambda: not store.redis.exists(store.keys.lock), LOCK_TIMEOUT + 10, "lock")
             result = run_task(celery, send_beat_sync(celery)).info
             recovered = time.monotonic() - killed_at
 
@@ -242,7 +242,7 @@ def test_killed_workers_never_show_a_partial_release_and_the_next_run_completes(
         stats = reader.stop()
         reader_store.redis.close()
 
-    time.sleep(1.0)  # A duplicate would arrive now, after the last expected message.
+    current.wait_until_idle(celery)  # A duplicate would have been sent by now.
     headers = [m["payload"]["blocks"][0]["text"]["text"] for m in slack.received]
     per_release = {v: sum(h.endswith(f"→ {v}") for h in headers) for v in announced}
     summary = figures.scenario("worker-killed")

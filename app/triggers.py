@@ -1,7 +1,7 @@
-"""Tickets for syncs: start one, or join the one already queued or running.
+"""Triggers of syncs: start one, or join the one already queued or running.
 
 A sync is asked for by beat, the pages, the API and the CLI. At most one is queued or running:
-`<prefix>:task` names it (SET NX), and the sync lock names the one running, so every caller
+the queued-sync key names it (SET NX), and the sync lock names the one running, so every caller
 gets the same task id back, and a trigger leaves nothing behind when the broker is down.
 """
 
@@ -20,16 +20,16 @@ from kombu.exceptions import OperationalError
 
 from app.auth import RateWindow
 from app.extensions import get_celery
+from app.extensions import get_keys
 from app.extensions import get_redis
-from app.extensions import get_store
 
 SYNC_TASK = "manifest.sync"
 
 # What a trigger needs to know, read in one round trip: the sync running (the lock's holder),
-# the one queued (the ticket), and the record of whichever it would join; first, when a rate
-# window is given (KEYS[3]), this request is counted in it.
-# KEYS: lock, ticket[, rate window]; ARGV: window seconds, task record key prefix.
-_GLANCE = """
+# the one queued, and the record of whichever it would join; first, when a rate window is given
+# (KEYS[3]), this request is counted in it. A record's key is ARGV[2] followed by its task id.
+# KEYS: lock, queued sync[, rate window]; ARGV: window seconds, task record key prefix.
+_COUNT_AND_FIND_SYNC = """
 local count = 0
 if #KEYS == 3 then
   count = redis.call('INCR', KEYS[3])
@@ -42,7 +42,7 @@ if holder or queued then record = redis.call('GET', ARGV[2] .. (holder or queued
 return {count, holder, queued, record}
 """
 # Delete a key only while it still names this task (another may have replaced it).
-_RELEASE = """
+_DELETE_IF_STILL_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -53,7 +53,7 @@ class BrokerUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Ticket:
+class TriggeredSync:
     """The sync a trigger started or joined, and its record when the trigger read it."""
 
     task_id: str
@@ -61,22 +61,10 @@ class Ticket:
     record: dict[str, Any] | None = None
 
 
-def pending_key() -> str:
-    return f"{get_store().prefix}:task"
-
-
-def task_key(task_id: str) -> str:
-    return f"{get_store().prefix}:task:{task_id}"
-
-
-def alive_key(task_id: str) -> str:
-    return f"{task_key(task_id)}:alive"
-
-
 def started(task_id: str) -> None:
     """Say that a sync task runs; it lapses after MANIFEST_LOCK_TIMEOUT if the worker dies."""
     ttl = max(1, int(current_app.config["MANIFEST_LOCK_TIMEOUT"]))
-    get_redis().set(alive_key(task_id), 1, ex=ttl)
+    get_redis().set(get_keys().task_alive(task_id), 1, ex=ttl)
 
 
 def request_sync(
@@ -85,7 +73,7 @@ def request_sync(
     request_id: str | None = None,
     *,
     rate: RateWindow | None = None,
-) -> Ticket:
+) -> TriggeredSync:
     """Queue a sync unless one is queued or running; return the task id either way.
 
     With `rate`, the request is counted in that rate window first, in the same round trip that
@@ -101,17 +89,21 @@ def request_sync(
         ) from exc
 
 
-def _glance(rate: RateWindow | None) -> tuple[int, str | None, str | None, dict[str, Any] | None]:
+def _count_and_find_sync(
+    rate: RateWindow | None,
+) -> tuple[int, str | None, str | None, dict[str, Any] | None]:
     """Return (this request's count in `rate`, running task, queued task, its record)."""
-    store = get_store()
-    keys = [store.lock_key, pending_key()]
+    keys = get_keys()
+    names = [keys.lock, keys.queued_sync]
     if rate is not None:
-        keys.append(rate.key)
+        names.append(rate.key)
     window = rate.expires if rate is not None else 0
-    script = current_app.extensions.get("trigger_glance")
+    script = current_app.extensions.get("trigger_script")
     if script is None:
-        script = current_app.extensions["trigger_glance"] = get_redis().register_script(_GLANCE)
-    count, holder, queued, record = script(keys=keys, args=[window, f"{store.prefix}:task:"])
+        script = current_app.extensions["trigger_script"] = get_redis().register_script(
+            _COUNT_AND_FIND_SYNC
+        )
+    count, holder, queued, record = script(keys=names, args=[window, keys.task("")])
     return (
         int(count),
         holder.decode() if holder else None,
@@ -122,32 +114,34 @@ def _glance(rate: RateWindow | None) -> tuple[int, str | None, str | None, dict[
 
 def _request_sync(
     trigger: str, requested_by: str | None, request_id: str | None, rate: RateWindow | None
-) -> Ticket:
+) -> TriggeredSync:
     client = get_redis()
-    count, running, queued, record = _glance(rate)
+    keys = get_keys()
+    count, running, queued, record = _count_and_find_sync(rate)
     if rate is not None:
         rate.check(count)
     for _attempt in range(5):
         if running:
-            return Ticket(running, joined=True, record=record)
+            return TriggeredSync(running, joined=True, record=record)
         if queued:
             if not _ran(queued):
-                return Ticket(queued, joined=True, record=record)
+                return TriggeredSync(queued, joined=True, record=record)
             # It ran. It still runs if it holds the lock (building) or is alive (checking,
             # which takes no lock); read after its state, these tell. Neither means it ended or
-            # died without clearing its ticket (a killed worker never reaches its `finally`).
-            _, running, _, record = _glance(None)
+            # died without clearing its queued-sync key (a killed worker never reaches its
+            # `finally`).
+            _, running, _, record = _count_and_find_sync(None)
             if running:
-                return Ticket(running, joined=True, record=record)
-            if client.exists(alive_key(queued)):
-                return Ticket(queued, joined=True, record=known_task(queued))
-            client.eval(_RELEASE, 1, pending_key(), queued)
+                return TriggeredSync(running, joined=True, record=record)
+            if client.exists(keys.task_alive(queued)):
+                return TriggeredSync(queued, joined=True, record=known_task(queued))
+            client.eval(_DELETE_IF_STILL_OURS, 1, keys.queued_sync, queued)
         task_id = uuid.uuid4().hex
         ttl = current_app.config["SYNC_TIME_LIMIT"] + 60
-        if client.set(pending_key(), task_id, nx=True, ex=ttl):
+        if client.set(keys.queued_sync, task_id, nx=True, ex=ttl):
             break
         # Another trigger queued one meanwhile: join it (or clear it, if it already ended).
-        _, running, queued, record = _glance(None)
+        _, running, queued, record = _count_and_find_sync(None)
     else:
         raise BrokerUnavailable("Syncs kept starting and ending under this request; retry.")
     record = remember_task(
@@ -166,13 +160,13 @@ def _request_sync(
             "The task queue is not answering, so the sync was not started. "
             "Check that the broker (CELERY_BROKER_URL or REDIS_URL) is up, then try again."
         ) from exc
-    return Ticket(task_id, joined=False, record=record)
+    return TriggeredSync(task_id, joined=False, record=record)
 
 
 def _ran(task_id: str) -> bool:
     """Whether a sync task has started (and so, with the lock free, is over or dead).
 
-    Still queued (PENDING) or waiting for its retry (RETRY) keeps its ticket.
+    Still queued (PENDING) or waiting for its retry (RETRY) stays the queued sync.
     """
     state = get_celery().backend.get_task_meta(task_id)["status"]
     return state in ("STARTED", "PROGRESS", "SUCCESS", "FAILURE", "REVOKED")
@@ -182,25 +176,33 @@ def remember_task(task_id: str, **info: Any) -> dict[str, Any]:
     """Record that `task_id` is a sync this app started, so its status can be looked up."""
     record = {"at": time.time(), **info}
     ttl = current_app.config["TASK_RESULT_SECONDS"]
-    get_redis().set(task_key(task_id), msgspec.json.encode(record), ex=ttl, nx=True)
+    get_redis().set(get_keys().task(task_id), msgspec.json.encode(record), ex=ttl, nx=True)
     return record
+
+
+def queued_task() -> str | None:
+    """Return the id of the sync task that triggers join now (queued or running), if any."""
+    value = get_redis().get(get_keys().queued_sync)
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def known_task(task_id: str) -> dict[str, Any] | None:
     """Return what is known of a sync task this app started, or None for any other id."""
-    value = get_redis().get(task_key(task_id))
+    value = get_redis().get(get_keys().task(task_id))
     return msgspec.json.decode(value) if value else None
 
 
 def finished(task_id: str) -> None:
     """Let the next trigger start a new sync: this one is done (or gave up)."""
     client = get_redis()
-    client.eval(_RELEASE, 1, pending_key(), task_id)
-    client.delete(alive_key(task_id))
+    keys = get_keys()
+    client.eval(_DELETE_IF_STILL_OURS, 1, keys.queued_sync, task_id)
+    client.delete(keys.task_alive(task_id))
 
 
 def forget(task_id: str) -> None:
     """Undo a trigger whose task never reached the queue."""
     client = get_redis()
-    client.eval(_RELEASE, 1, pending_key(), task_id)
-    client.delete(task_key(task_id))
+    keys = get_keys()
+    client.eval(_DELETE_IF_STILL_OURS, 1, keys.queued_sync, task_id)
+    client.delete(keys.task(task_id))

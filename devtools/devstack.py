@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import IO
-from typing import Any
 
 import redis
 import requests
 
-from app.demo.control import DemoOriginProcess
+from devtools.demo.control import DemoOriginProcess
 
 WINDOWS = sys.platform == "win32"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -47,43 +46,15 @@ class Child:
     relay: threading.Thread = field(init=False)
 
 
-class _KeepsConnectionOnErrorReply:
-    """A fakeredis connection whose error replies are returned to the TCP handler, not raised.
-
-    fakeredis' TCP server closes a connection whenever a command's reply is an error: the
-    NOSCRIPT that redis-py's scripts and kombu's broker expect on a fresh server, a WRONGTYPE,
-    anything. Clients then fail with "Connection closed by server". Returned instead, the error
-    is written to the client as the reply it is, and the connection stays open, as on Redis.
-    """
-
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection, name)
-
-    def read_response(self, **options: Any) -> Any:
-        try:
-            return self._connection.read_response(**options)
-        except redis.ResponseError as error:
-            return error
-
-
 @contextlib.contextmanager
 def embedded_redis() -> Iterator[str]:
     """Serve a Redis-compatible server from this process (fakeredis with Lua); yield its URL."""
     from fakeredis import TcpFakeServer
-    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
-
-    class Handler(TCPFakeRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            self.current_client = _KeepsConnectionOnErrorReply(self.current_client)
 
     server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    server.RequestHandlerClass = Handler
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     try:
         yield f"redis://{host}:{port}/0"
     finally:
@@ -266,7 +237,7 @@ def run(
 ) -> None:
     """Run the whole app until Ctrl+C."""
     from app import create_app
-    from app import tickets
+    from app import triggers
 
     stack = DevStack(port, demo_items)
     stack.check_port()
@@ -284,13 +255,13 @@ def run(
         stack.wait_for_web()
         app = create_app("development", settings)
         with app.test_request_context():
-            ticket = tickets.request_sync("dev", requested_by="make dev")
+            sync = triggers.request_sync("dev", requested_by="make dev")
         user = app.config["ADMIN_USERNAME"]
         password = "(ADMIN_PASSWORD)" if os.environ.get("ADMIN_PASSWORD") else "dev"
         for line in (
             f"Dashboard:  http://127.0.0.1:{port}/",
             f"Sign in:    {user} / {password}",
-            f"First sync: http://127.0.0.1:{port}/updateManifest?task={ticket.task_id}",
+            f"First sync: http://127.0.0.1:{port}/updateManifest?task={sync.task_id}",
             "Press Ctrl+C to stop everything.",
         ):
             stack.say("dev", line)

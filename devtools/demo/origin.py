@@ -28,13 +28,13 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from app.demo.data import CONTENT_PREFIX
-from app.demo.data import ITEM_TABLE
-from app.demo.data import PROFILE_COMPONENTS
-from app.demo.data import TABLES
-from app.demo.data import ContentFile
-from app.demo.data import DemoData
-from app.demo.data import Generation
+from devtools.demo.data import CONTENT_PREFIX
+from devtools.demo.data import ITEM_TABLE
+from devtools.demo.data import PROFILE_COMPONENTS
+from devtools.demo.data import TABLES
+from devtools.demo.data import ContentFile
+from devtools.demo.data import DemoData
+from devtools.demo.data import Generation
 
 log = logging.getLogger(__name__)
 
@@ -481,9 +481,10 @@ class DemoOrigin:
     def _apply_path_fault(
         self, manifest: dict[str, Any], generation: Generation, fault: Fault
     ) -> None:
-        table = fault.options.get("table")
+        table: str | None = fault.options.get("table")
         components = manifest["jsonWorldComponentContentPaths"]
         if fault.name in ("shrunk", "bad_json"):
+            table = table or ITEM_TABLE  # parse_fault gives these two a table
             variant = self.data.variant_paths(generation, table, fault.name)
             for lang, path in variant.items():
                 components[lang][table] = path
@@ -819,7 +820,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             ("POST", "reset"): origin.reset,
             ("POST", "fault"): lambda: origin.set_fault(parse_fault(body)),
             ("DELETE", "fault"): lambda: origin.clear_faults(
-                body.get("name") or (parse_qs(query).get("name") or [None])[0]
+                body.get("name") or next(iter(parse_qs(query).get("name", ())), None)
             ),
             ("GET", "requests"): lambda: {"requests": origin.requests()},
             ("DELETE", "requests"): origin.clear_requests,

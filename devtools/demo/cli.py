@@ -12,10 +12,10 @@ from types import FrameType
 
 import click
 
-from app.demo.data import DemoData
-from app.demo.origin import FAULTS
-from app.demo.origin import DemoHTTPServer
-from app.demo.origin import DemoOrigin
+from devtools.demo.data import DemoData
+from devtools.demo.origin import FAULTS
+from devtools.demo.origin import DemoHTTPServer
+from devtools.demo.origin import DemoOrigin
 
 _LANGUAGE = re.compile(r"[a-z]{2}(-[a-z]{2,4})?")
 

@@ -1,0 +1,226 @@
+"""Every Redis key of the app: its name, what it holds, its type and how long it lives.
+
+Every key lives under one prefix (`MANIFEST_KEY_PREFIX`), so several deployments can share a
+Redis. No other module builds a key name: ask a `Keys` for it. Celery's own keys (the broker's
+queues, `celery-task-meta-<id>` results) are named by Celery and are not listed here.
+
+`python -m app.keys` prints the layout that docs/DECISIONS.md shows (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The names of this app's keys under `prefix`; one line of docs per key, then its life."""
+
+    prefix: str
+
+    # -- releases and their data ---------------------------------------------------------------
+
+    @property
+    def current(self) -> str:
+        """string: the live release id.
+
+        Kept for good; changed only by a commit or a rollback (one MULTI/EXEC).
+        """
+        return f"{self.prefix}:current"
+
+    @property
+    def releases(self) -> str:
+        """zset: ids of the releases whose data is kept (the live one and the previous one).
+
+        Scored by commit time; an id leaves it when a commit makes it older than the previous.
+        """
+        return f"{self.prefix}:releases"
+
+    def release(self, release_id: str) -> str:
+        """hash: a release's record: paths, version, counts, diff, change, base, trigger.
+
+        Written by its commit; unlinked with the release's data when it leaves `releases`.
+        """
+        return f"{self.prefix}:release:{release_id}"
+
+    def table(self, release_id: str, lang: str, table: str) -> str:
+        """hash: definition hash -> the stored definition JSON, for one table of a release.
+
+        Built while staging, never changed after its commit; unlinked with its release.
+        """
+        return f"{self.prefix}:{release_id}:{lang}:{table}"
+
+    def digests(self, release_id: str, lang: str, table: str) -> str:
+        """hash: definition hash -> 8-byte digest of the stored JSON (the live release only).
+
+        Written with the table; unlinked by the commit that makes its release the previous one
+        (a rollback works them out again).
+        """
+        return f"{self.table(release_id, lang, table)}:sums"
+
+    @property
+    def staging(self) -> str:
+        """hash: release id -> JSON list of the keys a sync is building for it.
+
+        An entry is removed by its commit or its discard; the next sync collects a dead run's.
+        """
+        return f"{self.prefix}:staging"
+
+    @property
+    def history(self) -> str:
+        """list: commits (updates and rollbacks), newest first, as JSON.
+
+        Capped at MANIFEST_HISTORY_LENGTH entries; kept for good.
+        """
+        return f"{self.prefix}:history"
+
+    @property
+    def checks(self) -> str:
+        """list: outcomes of the latest checks of Bungie, newest first, as JSON.
+
+        Capped at the last 50; kept for good.
+        """
+        return f"{self.prefix}:checks"
+
+    @property
+    def last_check(self) -> str:
+        """string: the latest check as JSON (outcome, failing_since, last_success).
+
+        Kept for good; replaced by every check.
+        """
+        return f"{self.prefix}:last_check"
+
+    @property
+    def lock(self) -> str:
+        """string: the sync lock; holds the running sync's task id.
+
+        Expires MANIFEST_LOCK_TIMEOUT seconds after the holder last extended it.
+        """
+        return f"{self.prefix}:lock"
+
+    # -- triggers and sync tasks ---------------------------------------------------------------
+
+    @property
+    def queued_sync(self) -> str:
+        """string: the task id of the sync queued or running, which every trigger joins.
+
+        Set NX by the trigger that queues it; deleted when that task ends; expires after
+        SYNC_TIME_LIMIT + 60 seconds.
+        """
+        return f"{self.prefix}:task"
+
+    def task(self, task_id: str) -> str:
+        """string: JSON record of a sync task this app started (trigger, who asked, when).
+
+        Expires after TASK_RESULT_SECONDS, with the task's result.
+        """
+        return f"{self.prefix}:task:{task_id}"
+
+    def task_alive(self, task_id: str) -> str:
+        """string: present while the sync task runs (also while it checks, without the lock).
+
+        Expires after MANIFEST_LOCK_TIMEOUT; deleted when the task ends.
+        """
+        return f"{self.task(task_id)}:alive"
+
+    def rate_window(self, bucket: str, client: str, window_start: int) -> str:
+        """string: requests a client made in one rate-limit window of `bucket` (a counter).
+
+        Expires when the window (RATE_LIMIT_WINDOW seconds) ends.
+        """
+        return f"{self.prefix}:rate:{bucket}:{client}:{window_start}"
+
+    # -- announcements -------------------------------------------------------------------------
+
+    def announcement_queued(self, release_id: str) -> str:
+        """string: a message about the release is queued (keeps retries from piling up).
+
+        Expires after 6 hours; deleted once the message is sent, given up or not needed.
+        """
+        return f"{self.prefix}:notify:pending:{release_id}"
+
+    def announcement_sending(self, release_id: str) -> str:
+        """string: a worker is sending the release's message right now.
+
+        Expires after 120 seconds (a worker killed mid-send); deleted when the send ends.
+        """
+        return f"{self.prefix}:notify:sending:{release_id}"
+
+    def announced(self, release_id: str) -> str:
+        """string: when Slack accepted the release's message (unix seconds): never send again.
+
+        Expires after 180 days.
+        """
+        return f"{self.prefix}:notified:{release_id}"
+
+    @property
+    def alert(self) -> str:
+        """string: the trouble episode Slack was told about (JSON).
+
+        Kept until the "recovered" message clears it.
+        """
+        return f"{self.prefix}:alert"
+
+    # -- players -------------------------------------------------------------------------------
+
+    def profile(self, membership_type: int | str, membership_id: str) -> str:
+        """string: a player's profile with its page as resolved against a release (JSON).
+
+        Expires after PROFILE_CACHE_SECONDS.
+        """
+        return f"{self.prefix}:profile:{membership_type}:{membership_id}"
+
+    def player_search(self, name: str) -> str:
+        """string: the memberships found for a Bungie name, casefolded (JSON).
+
+        Expires after PROFILE_CACHE_SECONDS.
+        """
+        return f"{self.prefix}:player:search:{name}"
+
+    def player_sync_claim(self, release_id: str) -> str:
+        """string: a player's page asked for a sync for items this release does not know.
+
+        Expires after MANIFEST_POLL_SECONDS (one ask per release and poll interval).
+        """
+        return f"{self.prefix}:player:sync:{release_id}"
+
+    # -- workers -------------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> str:
+        """string: the latest ping of the Celery workers (JSON: at, workers).
+
+        Expires after 30 seconds.
+        """
+        return f"{self.prefix}:workers"
+
+
+def layout(prefix: str = "<p>") -> Iterator[tuple[str, str, str]]:
+    """Yield (name pattern, what it holds, how long it lives) for every key, in source order."""
+    keys = Keys(prefix)
+    for name, member in vars(Keys).items():
+        if name.startswith("_") or name == "prefix":
+            continue
+        if isinstance(member, property):
+            pattern = getattr(keys, name)
+        elif inspect.isfunction(member):
+            params = list(inspect.signature(member).parameters)[1:]
+            pattern = member(keys, *(f"<{p}>" for p in params))
+        else:
+            continue
+        what, _, life = inspect.cleandoc(member.__doc__ or "").partition("\n\n")
+        yield pattern, what, " ".join(life.split())
+
+
+def layout_markdown() -> str:
+    """Return the layout as the table docs/DECISIONS.md shows under "Redis layout"."""
+    rows = ["| key | holds | lives |", "| --- | --- | --- |"]
+    rows += [f"| `{pattern}` | {what} | {life} |" for pattern, what, life in layout()]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(layout_markdown())

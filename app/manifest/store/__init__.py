@@ -1,0 +1,42 @@
+"""The manifest cache in Redis: each release under its own keys, `current` naming the live one.
+
+A commit is one MULTI/EXEC that flips the pointer and records the release, so readers see all
+of the old release or all of the new one. The previous release is kept (rollback, readers
+mid-request). `ManifestStore` gathers the package's rooms: records.py (release records,
+history, checks), reads.py (definitions of the live release), search.py (item search),
+writer.py (staging, writes, commit, garbage) and lock.py (one sync at a time).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from app.keys import Keys
+from app.manifest.settings import ManifestSettings
+from app.manifest.store.lock import SyncLock
+from app.manifest.store.reads import WHOLE_TABLE
+from app.manifest.store.records import ReleaseInfo
+from app.manifest.store.search import ITEM_TABLE
+from app.manifest.store.search import ItemSearch
+from app.manifest.store.search import SearchPage
+from app.manifest.store.writer import ReleaseWriter
+from app.manifest.store.writer import TableWriter
+
+__all__ = [
+    "ITEM_TABLE",
+    "WHOLE_TABLE",
+    "ManifestStore",
+    "ReleaseInfo",
+    "SearchPage",
+    "SyncLock",
+    "TableWriter",
+]
+
+
+class ManifestStore(ReleaseWriter, ItemSearch):
+    """The manifest cache in Redis: write a release beside the live one, flip, read, search."""
+
+    def __init__(self, client: redis.Redis, settings: ManifestSettings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)

@@ -1,0 +1,168 @@
+"""Reading definitions of the live release, whole, while commits may land: lookups and reads beside
+the live pointer, starting from the live release id this process last saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import cast
+
+import msgspec
+
+from app.manifest.errors import ManifestError
+from app.manifest.live import UNKNOWN
+from app.manifest.live import Unknown
+from app.manifest.live import live_pointer
+from app.manifest.replies import raw
+from app.manifest.store.records import ReleaseRecords
+
+# Asks lookup() for every definition of a table.
+WHOLE_TABLE = None
+# How many times a read starts again when commits keep landing while it runs.
+READ_ATTEMPTS = 3
+# How many fields a scan of a whole table asks for at a time: Redis never serves the whole
+# table in one blocking reply.
+SCAN_COUNT = 2000
+
+_json_decode = msgspec.json.decode
+
+# prefix -> the release this process last read as live. Reads start from it: a good guess (the
+# pointer moves once a release) saves the round trip that reads the pointer; a stale one costs
+# a second try. The transaction of each read says which it was.
+_live_hints: dict[str, str] = {}
+
+
+class LiveReads(ReleaseRecords):
+    """Definitions of the live release by table and hash, never mixing two releases."""
+
+    def lookup(
+        self, wanted: Mapping[str, Iterable[int] | None], lang: str | None = None
+    ) -> tuple[str | None, dict[str, dict[int, dict[str, Any] | None]]]:
+        """Read definitions of several tables from the live release, atomically.
+
+        `wanted` maps a table to the hashes to read, or to WHOLE_TABLE for all of a (small)
+        table. Returns the release id read from and, per table, each hash's definition (None
+        if absent). One round trip, once this process has seen the live release.
+        """
+        release_id, found = self.lookup_raw(wanted, lang)
+        decoded = {
+            table: {h: _json_decode(v) if v else None for h, v in values.items()}
+            for table, values in found.items()
+        }
+        return release_id, decoded
+
+    def lookup_raw(
+        self, wanted: Mapping[str, Iterable[int] | None], lang: str | None = None
+    ) -> tuple[str | None, dict[str, dict[int, bytes | None]]]:
+        """Like `lookup`, with each definition as stored: JSON bytes, not decoded.
+
+        What only passes the definitions on (the API's item pages) saves decoding and encoding
+        them again; what reads a few fields decodes just those.
+        """
+        groups = [
+            (table, None if hashes is None else [int(h) & 0xFFFFFFFF for h in hashes])
+            for table, hashes in wanted.items()
+        ]
+        release_id, vouched = self.reader_live_id()
+        for _attempt in range(READ_ATTEMPTS):
+            if release_id is None:
+                return None, {table: dict.fromkeys(hashes or ()) for table, hashes in groups}
+            live, found = self._read(release_id, groups, lang, vouched)
+            if found is not None:
+                return release_id, found
+            release_id = live
+        raise ManifestError("The live release kept changing during the lookup")
+
+    def definitions(
+        self, table: str, hashes: Iterable[int], lang: str | None = None
+    ) -> dict[int, dict[str, Any] | None]:
+        """Return definitions of one table by hash (one HMGET on the live release)."""
+        return self.lookup({table: hashes}, lang)[1][table]
+
+    def definition(self, table: str, definition_hash: int) -> dict[str, Any] | None:
+        """Return one definition of the live release, or None."""
+        return self.definitions(table, [definition_hash])[definition_hash]
+
+    def reader_live_id(self) -> tuple[str | None, bool]:
+        """Return the live release id, and whether Redis vouches for it (see `live.py`).
+
+        Not vouched for (a server that cannot track keys), it is the release this process last
+        read as live here, else the pointer read now; `_read` then checks it with the data.
+        """
+        found = self._tracked_live_id()
+        if found is not UNKNOWN:
+            return cast("str | None", found), True
+        return _live_hints.get(self.keys.prefix) or self.live_id(), False
+
+    def _tracked_live_id(self) -> str | Unknown | None:
+        """The live release id Redis vouches for, else UNKNOWN (see `live.py`)."""
+        if not self.settings.track_live:
+            return UNKNOWN
+        return live_pointer(self.redis, self.keys.current).get()
+
+    def read_beside_live(self, key: str) -> tuple[str | None, bytes | None]:
+        """Return the live release id and the value at `key` (a string), in one round trip.
+
+        For what is kept per release outside the release's keys (a player's resolved page):
+        the id tells whether the value was made against the live release.
+        """
+        live = self._tracked_live_id()
+        if live is not UNKNOWN:
+            return cast("str | None", live), raw(self.redis.get(key))
+        # A pipeline, not a MULTI: reads go on while Redis is full (it refuses those).
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.current)
+        pipe.get(key)
+        pointer, value = pipe.execute()
+        return (pointer.decode() if pointer else None), value
+
+    def _read(
+        self,
+        release_id: str,
+        groups: Sequence[tuple[str, list[int] | None]],
+        lang: str | None,
+        vouched: bool,
+    ) -> tuple[str | None, dict[str, dict[int, bytes | None]] | None]:
+        """Read definitions of `release_id` if it is live: one round trip, or none.
+
+        A release's keys never change once committed, and are dropped only once two more
+        releases have been committed after it. Vouched for by Redis, the release is read as it
+        is: a commit landing meanwhile leaves it whole (and with nothing to read, nothing is
+        sent). Otherwise one pipeline reads the live pointer, the tables, and the pointer
+        again: when both reads name `release_id`, the tables read between them are that
+        release's, whole (anything else takes three commits and a build within the pipeline's
+        microseconds); if not, the answer is (live release, None) and the caller reads that
+        one instead. Not a MULTI: Redis refuses a transaction while it is over maxmemory,
+        reads included, and readers must go on reading then.
+        """
+        lang = lang or self.settings.languages[0]
+        pipe = self.redis.pipeline(transaction=False)
+        if not vouched:
+            pipe.get(self.keys.current)
+        for table, hashes in groups:
+            key = self.keys.table(release_id, lang, table)
+            if hashes is None:
+                pipe.hgetall(key)
+            elif hashes:
+                pipe.hmget(key, hashes)
+        if not vouched:
+            pipe.get(self.keys.current)
+        replies = pipe.execute() if pipe.command_stack else []
+        if not vouched:
+            before, *replies, after = replies
+            live = after.decode() if after else None
+            if before != after or live != release_id:
+                return live, None
+            _live_hints[self.keys.prefix] = release_id
+        answers = iter(replies)
+        found: dict[str, dict[int, bytes | None]] = {}
+        for table, hashes in groups:
+            if hashes is None:
+                found[table] = {int(k): v for k, v in next(answers).items()}
+            else:
+                values = next(answers) if hashes else []
+                found[table] = {h: v or None for h, v in zip(hashes, values, strict=True)}
+        return release_id, found

@@ -1,0 +1,197 @@
+"""Writing a release beside the live one: staging, table writes, the commit that flips the live
+pointer, and collecting what dead runs left behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from redis.exceptions import WatchError
+
+from app.manifest.diff import TableDiff
+from app.manifest.ingest import Batch
+from app.manifest.release import Release
+from app.manifest.replies import text
+from app.manifest.replies import texts
+from app.manifest.store.lock import LockLost
+from app.manifest.store.lock import SyncLock
+from app.manifest.store.reads import SCAN_COUNT
+from app.manifest.store.records import ReleaseInfo
+from app.manifest.store.records import ReleaseRecords
+
+WRITE_BATCH = 500
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.decode
+
+
+class ReleaseWriter(ReleaseRecords):
+    """Stage a release under its own keys, write its tables, then make it live in one step."""
+
+    def lock(self, run_id: str) -> SyncLock:
+        """Return the sync lock as run `run_id` would hold it."""
+        return SyncLock(self.redis, self.keys.lock, run_id, self.settings.lock_timeout)
+
+    def data_keys(self, release: Release) -> list[str]:
+        """Return every key holding a release's data."""
+        return self._keys(release, self.keys.table) + self.digest_keys(release)
+
+    def digest_keys(self, release: Release) -> list[str]:
+        """Return the keys of a release's digests (what a build compares with, while live)."""
+        return self._keys(release, self.keys.digests)
+
+    @staticmethod
+    def _keys(release: Release, key: Callable[[str, str, str], str]) -> list[str]:
+        return [
+            key(release.id, lang, table) for lang in release.languages for table in release.tables
+        ]
+
+    def stage(self, release: Release) -> None:
+        """Prepare to write `release`, dropping leftovers of a run that died building it."""
+        keys = self.data_keys(release)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.unlink(*keys)
+            pipe.hset(self.keys.staging, release.id, _json_encode(keys))
+            pipe.execute()
+
+    def table_writer(
+        self, release: Release, lang: str, table: str, diff: TableDiff | None, live_id: str | None
+    ) -> TableWriter:
+        """Return a writer of one table of a staged release."""
+        return TableWriter(self, release.id, lang, table, diff, live_id)
+
+    def discard(self, release_id: str) -> None:
+        """Delete the data of a staged release that will not be committed."""
+        keys = self.redis.hget(self.keys.staging, release_id)
+        # Not a transaction: over maxmemory Redis refuses a whole MULTI, deletes included, and
+        # this is when they are needed. Data first: a crash in between leaves the record, and
+        # the next run collects the keys again.
+        with self.redis.pipeline(transaction=False) as pipe:
+            if keys:
+                pipe.unlink(*_json_decode(keys))
+            pipe.hdel(self.keys.staging, release_id)
+            pipe.execute()
+
+    def collect_garbage(self) -> int:
+        """Delete staged data of runs that died; call only while holding the sync lock."""
+        staged = self.redis.hgetall(self.keys.staging)
+        for release_id in staged:
+            self.discard(text(release_id))
+        return len(staged)
+
+    def commit(self, info: ReleaseInfo, history: Mapping[str, Any], lock: SyncLock) -> None:
+        """Make `info` the live release in one transaction; drop releases older than the previous.
+
+        Raises LockLost if another run took the lock meanwhile: then nothing changes.
+        """
+        self._flip(info.id, history, lock, record=info)
+
+    def activate(self, release: Release, history: Mapping[str, Any], lock: SyncLock) -> None:
+        """Make a kept release live again without downloading it (a rollback).
+
+        Its digests were dropped when it stopped being live: they are worked out again from
+        its stored definitions first (the next build compares with them).
+        """
+        for lang in release.languages:
+            for table in release.tables:
+                self._restore_digests(release.id, lang, table, lock)
+        self._flip(release.id, history, lock, record=None)
+
+    def _restore_digests(self, release_id: str, lang: str, table: str, lock: SyncLock) -> None:
+        key = self.keys.digests(release_id, lang, table)
+        self.redis.unlink(key)
+        items = self.redis.hscan_iter(self.keys.table(release_id, lang, table), count=SCAN_COUNT)
+        while stored := list(itertools.islice(items, WRITE_BATCH)):
+            fields, data = zip(*stored, strict=True)
+            batch = Batch.of(list(fields), list(data))
+            self.redis.hset(key, items=batch.pairs(batch.digests, 0, len(batch)))
+            lock.keep_alive()
+
+    def _flip(
+        self,
+        release_id: str,
+        history: Mapping[str, Any],
+        lock: SyncLock,
+        record: ReleaseInfo | None,
+    ) -> None:
+        keys = self.keys
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.lock, keys.current, keys.releases)
+                    holder = pipe.get(keys.lock)
+                    if holder is None or text(holder) != lock.run_id:
+                        raise LockLost("The sync lock was lost before the commit")
+                    live = pipe.get(keys.current)
+                    keep = {release_id, text(live)} if live else {release_id}
+                    old = texts(pipe.zrange(keys.releases, 0, -1))
+                    drop = [r for r in old if r not in keep]
+                    drop_keys = [keys.release(r) for r in drop]
+                    for r in drop:
+                        info = self.release_info(r)
+                        if info is not None:
+                            drop_keys += self.data_keys(info.release)
+                    # The release that stops being live keeps its definitions (readers, a
+                    # rollback), not its digests: only the live release's are compared with.
+                    previous = self.release_info(text(live)) if live else None
+                    if previous is not None and previous.id != release_id:
+                        drop_keys += self.digest_keys(previous.release)
+                    pipe.multi()
+                    if record is not None:
+                        pipe.hset(keys.release(release_id), mapping=record.to_fields())
+                        pipe.hdel(keys.staging, release_id)
+                    pipe.set(keys.current, release_id)
+                    pipe.zadd(keys.releases, {release_id: time.time()})
+                    if drop:
+                        pipe.zrem(keys.releases, *drop)
+                    if drop_keys:
+                        pipe.unlink(*drop_keys)
+                    pipe.lpush(keys.history, _json_encode(history))
+                    pipe.ltrim(keys.history, 0, self.settings.history_length - 1)
+                    pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+
+class TableWriter:
+    """Write one table of a staged release in pipelined batches, counting its diff as it goes."""
+
+    def __init__(
+        self,
+        store: ReleaseWriter,
+        release_id: str,
+        lang: str,
+        table: str,
+        diff: TableDiff | None,
+        live_id: str | None,
+    ) -> None:
+        keys = store.keys
+        self._redis = store.redis
+        self._data_key = keys.table(release_id, lang, table)
+        self._digests_key = keys.digests(release_id, lang, table)
+        self._old_digests_key = keys.digests(live_id, lang, table) if live_id and diff else None
+        self.diff = diff
+        self.count = 0
+
+    def write(self, batch: Batch) -> None:
+        """Write a batch of entries; with a diff, compare them with the live release's digests."""
+        if not batch:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(batch), WRITE_BATCH):
+                stop = start + WRITE_BATCH
+                pipe.hset(self._data_key, items=batch.pairs(batch.data, start, stop))
+                pipe.hset(self._digests_key, items=batch.pairs(batch.digests, start, stop))
+            if self._old_digests_key:
+                pipe.hmget(self._old_digests_key, batch.keys)
+            replies = pipe.execute()
+        if self.diff is not None:
+            old = replies[-1] if self._old_digests_key else [None] * len(batch)
+            self.diff.count_batch(batch, old)
+        self.count += len(batch)

@@ -1,0 +1,129 @@
+"""When to tell Slack, and what: after each check, queue the messages it calls for; send them.
+
+A check queues the message of each new release and any trouble or recovered message; the
+tasks of app/tasks.py send them, and retry while Slack is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import current_app
+from flask import url_for
+from kombu.exceptions import OperationalError
+
+from app.extensions import get_celery
+from app.extensions import get_keys
+from app.extensions import get_redis
+from app.extensions import get_store
+from app.manifest import sync
+from app.notify import announce
+from app.notify import slack
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_RELEASE_TASK = "manifest.notify_slack"
+ALERT_TASK = "manifest.notify_trouble"
+ANNOUNCE_RECENT = 10
+ANNOUNCE_WITHIN_SECONDS = 86400
+
+
+def announcements() -> announce.Announcements:
+    """Return the Slack bookkeeping of the current app's cache."""
+    return announce.Announcements(get_redis(), get_keys())
+
+
+def after_check(result: sync.SyncResult) -> None:
+    """After a check: queue the release message and any trouble or recovered message."""
+    if slack.sender_from_config(current_app.config) is None or result.outcome == sync.BUSY:
+        return
+    bookkeeping = announcements()
+    store = get_store()
+    if result.ok:
+        # The latest release, and any recent one whose message was given up on while Slack was
+        # down (also once a newer one is live), oldest first. Not older ones: turning Slack on
+        # must not replay last month.
+        since = time.time() - ANNOUNCE_WITHIN_SECONDS
+        for entry in reversed(store.history(ANNOUNCE_RECENT)):
+            if entry["previous"] and entry["at"] >= since and bookkeeping.should_queue(entry["id"]):
+                _queue(ANNOUNCE_RELEASE_TASK, entry["id"])
+    check = store.last_check()
+    if check is None:
+        return  # Redis lost the check's record meanwhile: nothing to judge
+    alert = bookkeeping.alert_for(check, current_app.config["SLACK_ALERT_AFTER_SECONDS"])
+    if alert is not None:
+        _queue(ALERT_TASK, alert.kind, check, alert.since)
+
+
+def announce_release(release_id: str) -> str:
+    """Tell Slack what a committed release changed, unless it was told; return what happened.
+
+    Raises SlackUnavailable while Slack is down: the message stays queued, for a retry.
+    """
+    sender = slack.sender_from_config(current_app.config)
+    bookkeeping = announcements()
+    if sender is None:
+        bookkeeping.unqueue(release_id)
+        return "Slack is off"
+    store = get_store()
+
+    def build() -> slack.Message | None:
+        entry = store.history_entry(release_id)
+        if entry is None or entry["previous"] is None:
+            return None  # The first fill of the cache has no news to tell.
+        return slack.release_message(entry, _item_url, _url("main.release", release_id=release_id))
+
+    try:
+        outcome = bookkeeping.announce(release_id, build, sender)
+    except slack.SlackRejected:
+        log.exception("Slack refused the message for release %s; not retrying", release_id)
+        bookkeeping.unqueue(release_id)
+        return "rejected"
+    if outcome != announce.SENDING_ELSEWHERE:
+        bookkeeping.unqueue(release_id)
+    log.info("Slack message for release %s: %s", release_id, outcome)
+    return outcome
+
+
+def give_up_release(release_id: str) -> None:
+    """Stop waiting for Slack to take the release's message (a later check queues it again)."""
+    announcements().unqueue(release_id)
+
+
+def send_alert(kind: str, check: dict[str, Any], since: float) -> str:
+    """Tell Slack that syncing is failing (TROUBLE) or works again; return what happened.
+
+    Raises SlackUnavailable while Slack is down.
+    """
+    sender = slack.sender_from_config(current_app.config)
+    if sender is None:
+        return "Slack is off"
+    link = _url("main.dashboard")
+    if kind == announce.TROUBLE:
+        message = slack.trouble_message({**check, "failing_since": since}, link)
+    else:
+        message = slack.recovered_message(check, since, link)
+    try:
+        sender.send(message)
+    except slack.SlackRejected:
+        log.exception("Slack refused the %s message; not retrying", kind)
+        return "rejected"
+    return "sent"
+
+
+def _queue(task: str, *args: Any) -> None:
+    # The sync is committed whatever happens here: a broker hiccup must not fail it.
+    try:
+        get_celery().send_task(task, args=args, ignore_result=True)
+    except OperationalError:
+        log.exception("Could not queue %s", task)
+
+
+def _url(endpoint: str, **values: Any) -> str:
+    return url_for(endpoint, _external=True, **values)
+
+
+def _item_url(item_hash: int) -> str:
+    return _url("main.item", item_hash=item_hash)
