@@ -21,11 +21,6 @@ def clock(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")
 
 
-def iso_instant(moment: str) -> str:
-    """Format an ISO 8601 time as "2026-11-21 19:30 UTC"; raise ValueError if it is not one."""
-    return instant(datetime.fromisoformat(moment).timestamp())
-
-
 def ago(epoch: float) -> str:
     """Say how long ago a Unix time was: "just now", "1 minute ago", "3 days ago"."""
     elapsed = time.time() - epoch

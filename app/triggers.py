@@ -15,10 +15,14 @@ from typing import Any
 
 import msgspec
 import redis
+from flask import abort
 from flask import current_app
+from flask import request
 from kombu.exceptions import OperationalError
 
 from app.auth import RateWindow
+from app.auth import client_address
+from app.auth import rate_window
 from app.extensions import get_celery
 from app.extensions import get_keys
 from app.extensions import get_redis
@@ -206,3 +210,27 @@ def forget(task_id: str) -> None:
     keys = get_keys()
     client.eval(_DELETE_IF_STILL_OURS, 1, keys.queued_sync, task_id)
     client.delete(keys.task(task_id))
+
+
+# -- from a web request: the pages and the API ----------------------------------------------
+
+MAX_REQUEST_ID = 128
+
+
+def start_sync(trigger: str, requested_by: str) -> TriggeredSync:
+    """Queue a sync, or join the one queued or running; 503 if the broker refuses it.
+
+    The sync records `requested_by` and the client's address, and the request's X-Request-ID
+    (else a new id). Rate limited per client (429); the count is kept in the round trip that
+    finds the sync to join.
+    """
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    try:
+        return request_sync(
+            trigger,
+            requested_by=f"{requested_by} from {client_address()}",
+            request_id=request_id[:MAX_REQUEST_ID],
+            rate=rate_window("trigger", current_app.config["TRIGGER_RATE_LIMIT"]),
+        )
+    except BrokerUnavailable as exc:
+        abort(503, description=str(exc))

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import redis
 from celery import Celery
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -123,17 +124,16 @@ class CeleryWorker(ProjectProcess):
         """
         deadline = time.monotonic() + timeout
         answers = 0
-        while answers < 2:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {self.node} was still busy after {timeout:.0f}s")
-            answers = answers + 1 if self._idle(celery) else 0
-            time.sleep(0.05)
+        with redis.Redis.from_url(celery.conf.broker_url) as broker:
+            while answers < 2:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"worker {self.node} was still busy after {timeout:.0f}s")
+                answers = answers + 1 if self._idle(celery, broker) else 0
+                time.sleep(0.05)
 
-    def _idle(self, celery: Celery) -> bool:
-        with celery.connection_or_acquire() as connection:
-            # The broker is Redis here: a queue is a list.
-            if connection.default_channel.client.llen(celery.conf.task_default_queue):
-                return False
+    def _idle(self, celery: Celery, broker: redis.Redis) -> bool:
+        if broker.llen(celery.conf.task_default_queue):  # a Redis broker: a queue is a list
+            return False
         inspect = celery.control.inspect(destination=[self.node], timeout=5)
         revoked = inspect.revoked()
         if revoked is None:

@@ -29,8 +29,8 @@ from app.player_pages import parse_bungie_name
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items
-from app.triggering import start_sync
 from app.triggers import known_task
+from app.triggers import start_sync
 
 TASK_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
 HISTORY_LIMIT = 20

@@ -37,9 +37,9 @@ from app.queries import PER_PAGE
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items
-from app.triggering import start_sync
 from app.triggers import known_task
 from app.triggers import queued_task
+from app.triggers import start_sync
 from app.workers import worker_status
 
 RECENT_RELEASES = 5

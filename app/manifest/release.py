@@ -90,26 +90,6 @@ class ReleaseChange:
     languages: tuple[str, ...]
     tables: tuple[str, ...]
 
-    @property
-    def version_changed(self) -> bool:
-        """True when the version differs from the live release's."""
-        return self.old_version != self.new_version
-
-    def describe(self) -> str:
-        """Return one line a person can read, e.g. "version 1 -> 2; en: DestinyClassDefinition"."""
-        parts = []
-        if self.old_version is None:
-            parts.append(f"first release {self.new_version}")
-        elif self.version_changed:
-            parts.append(f"version {self.old_version} -> {self.new_version}")
-        else:
-            parts.append(f"content changed, version still {self.new_version}")
-        if self.languages:
-            parts.append("languages " + ", ".join(self.languages))
-        if self.tables:
-            parts.append("tables " + ", ".join(self.tables))
-        return "; ".join(parts)
-
     def to_record(self) -> dict[str, Any]:
         """Return plain data for JSON (records, history, the API)."""
         return {
