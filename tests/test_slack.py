@@ -22,6 +22,8 @@ from app.manifest.store import ITEM_TABLE
 from app.notify import slack
 from app.notify.policy import after_check
 from app.tasks import notify_slack
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import queued_task_ids
 from tests.fake_slack import WEBHOOK_PATH
 from tests.fake_slack import FakeSlack
@@ -62,7 +64,7 @@ def all_text(message: dict[str, Any]) -> str:
     return "\n".join(str(b.get("text", {}).get("text", "")) for b in message["blocks"])
 
 
-def test_release_message_says_what_changed():
+def test_release_message_says_what_changed() -> None:
     message = slack.release_message(entry(), item_link, "https://syncer.example/releases/abc")
     assert message["blocks"][0]["text"]["text"] == "Destiny 2 manifest updated: 1.0 → 2.0"
     text = all_text(message)
@@ -75,7 +77,7 @@ def test_release_message_says_what_changed():
     assert "1.0 -> 2.0" in message["text"]
 
 
-def test_long_names_and_lists_are_cut_cleanly():
+def test_long_names_and_lists_are_cut_cleanly() -> None:
     many = [[i, f"Item number {i} " * 20] for i in range(200)]
     big = entry()
     big["diff"] = [{**big["diff"][0], "table": f"Table{i}", "added_names": many} for i in range(80)]
@@ -87,13 +89,13 @@ def test_long_names_and_lists_are_cut_cleanly():
     assert "…" in all_text(message)
 
 
-def test_a_rollback_says_so():
+def test_a_rollback_says_so() -> None:
     message = slack.release_message(entry(rollback=True), item_link, "https://x")
     assert "rolled back: 1.0 → 2.0" in message["blocks"][0]["text"]["text"]
     assert "This is a rollback" in all_text(message)
 
 
-def test_trouble_and_recovered_messages():
+def test_trouble_and_recovered_messages() -> None:
     check = {
         "at": 7200.0,
         "outcome": "unavailable",
@@ -117,7 +119,9 @@ def slack_server() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="module")
-def slack_settings(origin, redis_url: str, slack_server: FakeSlack) -> dict[str, Any]:
+def slack_settings(
+    origin: DemoOriginProcess, redis_url: str, slack_server: FakeSlack
+) -> dict[str, Any]:
     return {
         "REDIS_URL": redis_url,
         "BUNGIE_BASE_URL": origin.url,
@@ -150,7 +154,13 @@ def _wipe(redis_client: redis.Redis, prefix: str) -> None:
 
 
 @pytest.fixture
-def app(slack_settings, slack_worker, slack_server, admin, redis_client) -> Flask:
+def app(
+    slack_settings: dict[str, Any],
+    slack_worker: CeleryWorker,
+    slack_server: FakeSlack,
+    admin: DemoAdmin,
+    redis_client: redis.Redis,
+) -> Flask:
     _wipe(redis_client, slack_settings["MANIFEST_KEY_PREFIX"])
     slack_server.reset()
     return create_app("testing", slack_settings)
@@ -175,7 +185,9 @@ def all_sent(app: Flask, worker: CeleryWorker, slack_server: FakeSlack) -> list[
     return list(slack_server.received)
 
 
-def test_a_new_release_is_announced_once_with_its_diff(app, admin, slack_server, slack_worker):
+def test_a_new_release_is_announced_once_with_its_diff(
+    app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
+) -> None:
     first = run_sync(app)
     assert first["outcome"] == "updated"
     assert all_sent(app, slack_worker, slack_server) == []  # filling an empty cache is no news
@@ -199,7 +211,9 @@ def test_a_new_release_is_announced_once_with_its_diff(app, admin, slack_server,
     assert f"http://localhost/releases/{second['release_id']}" in text
 
 
-def test_a_429_is_waited_out_and_sent_once(app, admin, slack_server, slack_worker):
+def test_a_429_is_waited_out_and_sent_once(
+    app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
+) -> None:
     run_sync(app)
     admin.publish()
     slack_server.answer_next(429, Retry_After="1")
@@ -209,8 +223,8 @@ def test_a_429_is_waited_out_and_sent_once(app, admin, slack_server, slack_worke
 
 
 def test_slack_down_retries_then_gives_up_and_the_sync_stays(
-    app, admin, slack_server, slack_worker
-):
+    app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
+) -> None:
     run_sync(app)
     admin.publish()
     slack_server.answer_next(500, times=10)
@@ -230,7 +244,9 @@ def test_slack_down_retries_then_gives_up_and_the_sync_stays(
     assert len(all_sent(app, slack_worker, slack_server)) == 1
 
 
-def test_the_same_release_is_announced_once(app, admin, slack_server, slack_worker):
+def test_the_same_release_is_announced_once(
+    app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
+) -> None:
     run_sync(app)
     admin.publish()
     release_id = run_sync(app)["release_id"]
@@ -243,8 +259,8 @@ def test_the_same_release_is_announced_once(app, admin, slack_server, slack_work
 
 
 def test_a_manifest_flipping_between_two_releases_is_announced_once_each(
-    app, admin, slack_server, slack_worker
-):
+    app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
+) -> None:
     run_sync(app)  # A, the first fill: no message
     admin.publish()
     run_sync(app)  # B: announced
@@ -263,8 +279,12 @@ def test_a_manifest_flipping_between_two_releases_is_announced_once_each(
 
 
 def test_a_long_maintenance_makes_one_trouble_and_one_recovered_message(
-    app, admin, slack_server, slack_worker, slack_settings
-):
+    app: Flask,
+    admin: DemoAdmin,
+    slack_server: FakeSlack,
+    slack_worker: CeleryWorker,
+    slack_settings: dict[str, Any],
+) -> None:
     run_sync(app)
     admin.fault("maintenance")
     assert run_sync(app)["outcome"] == "unavailable"  # just started: not yet worth a message
@@ -285,7 +305,9 @@ def test_a_long_maintenance_makes_one_trouble_and_one_recovered_message(
     assert "recovered" in messages[1]["payload"]["text"]
 
 
-def test_a_bad_api_key_is_reported_at_once(app, admin, slack_server, slack_worker):
+def test_a_bad_api_key_is_reported_at_once(
+    app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
+) -> None:
     admin.fault("bad_api_key")
     assert run_sync(app)["error"] == "BungieConfigError"
     messages = all_sent(app, slack_worker, slack_server)
@@ -294,8 +316,14 @@ def test_a_bad_api_key_is_reported_at_once(app, admin, slack_server, slack_worke
     assert "test-api-key" not in str(messages[0]["payload"])
 
 
-def test_slack_off_sends_nothing_and_says_nothing_wrong(app_overrides, admin, redis_client, caplog):
+def test_slack_off_sends_nothing_and_says_nothing_wrong(
+    app_overrides: dict[str, Any],
+    admin: DemoAdmin,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level("INFO")
+    queued = queued_task_ids(redis_client, app_overrides["CELERY_QUEUE"])
     with fake_slack() as server:
         app = create_app("testing", app_overrides)
         assert "Slack is off" in caplog.text
@@ -307,12 +335,12 @@ def test_slack_off_sends_nothing_and_says_nothing_wrong(app_overrides, admin, re
             prefix = app_overrides["MANIFEST_KEY_PREFIX"]
             # Nothing was queued: no pending-message marker, no alert, no task.
             assert list(redis_client.scan_iter(match=f"{prefix}:notif*")) == []
-        assert queued_task_ids(redis_client, app_overrides["CELERY_QUEUE"]) == []
+        assert queued_task_ids(redis_client, app_overrides["CELERY_QUEUE"]) == queued
         assert server.attempts == []
         assert "ERROR" not in caplog.text
 
 
-def test_a_bot_token_posts_to_the_channel(slack_server):
+def test_a_bot_token_posts_to_the_channel(slack_server: FakeSlack) -> None:
     slack_server.reset()
     sender = slack.BotSender("xoxb-test-token", "#manifest", base_url=slack_server.url + "/api/")
     sender.send({"text": "hello", "blocks": []})
