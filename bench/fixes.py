@@ -81,17 +81,17 @@ def profiles(workload: str, figures: dict[str, Any]) -> str:
             "timed):\n\n| step | us |\n| --- | --- |\n" + rows + "\n"
         )
     if workload in ("trigger_load", "reading") and figures.get("profiles"):
-        rows = []
+        lines = []
         for found in figures["profiles"]:
             kinds = ", ".join(f"{kind} {us:.0f}" for kind, us in found["kinds_us"].items())
-            rows.append(f"| {found['label']} | {found['mean_us']:.0f} | {kinds} |")
+            lines.append(f"| {found['label']} | {found['mean_us']:.0f} | {kinds} |")
         worst = max(figures["profiles"], key=lambda p: p["mean_us"])
         return (
             "Each endpoint replayed in process (Flask's test client, same Redis keys, no HTTP): "
             "its mean time, and its profiled time split by kind of work (profiled times run "
             "about twice as long; compare the shares):\n\n"
             "| request | us in process | profiled us by kind of work |\n| --- | --- | --- |\n"
-            + "\n".join(rows)
+            + "\n".join(lines)
             + f"\n\nThe costliest, {worst['label']}, by cumulative time:\n\n"
             + code(worst["listing"])
         )

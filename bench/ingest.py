@@ -43,11 +43,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
+from types import GenericAlias
 from typing import Any
 
 import ijson
@@ -55,6 +58,7 @@ import msgspec
 import orjson
 import redis
 import requests
+from redis.typing import EncodableT
 from stack import DEFAULT_REDIS_URL
 from stack import delete_keys
 from stack import describe_machine
@@ -184,7 +188,7 @@ def prepare_orjson(source: Source, client: redis.Redis) -> Work:
 def prepare_msgspec(source: Source, client: redis.Redis) -> Work:
     """Download the whole file, decode just the projected fields into msgspec structs, write."""
     decoder = msgspec.json.Decoder(
-        dict[str, projection_struct(projection_tree(PROJECTIONS[TABLE]))]
+        GenericAlias(dict, (str, projection_struct(projection_tree(PROJECTIONS[TABLE]))))
     )
     encode = msgspec.json.Encoder().encode
     key = f"{source.prefix}:{TABLE}"
@@ -261,7 +265,8 @@ def download(url: str) -> bytes:
 def write_hash(client: redis.Redis, key: str, pairs: Iterable[tuple[str, bytes]]) -> int:
     """HSET `pairs` into `key`, FIELDS_PER_HSET a command, pipelined; return how many."""
     written = 0
-    remaining = iter(pairs)
+    # redis-py's HSET takes a Mapping, invariant in its key: widen to what it accepts.
+    remaining: Iterator[tuple[EncodableT, EncodableT]] = iter(pairs)
     with client.pipeline(transaction=False) as pipe:
         while batch := dict(itertools.islice(remaining, FIELDS_PER_HSET)):
             pipe.hset(key, mapping=batch)
@@ -684,7 +689,7 @@ def growth_verdict(sizes: list[SizeResult]) -> Verdict:
     return Verdict(GROWTH_TARGET, scope, growth, shown)
 
 
-def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+def linear_fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
     """Return slope, intercept and R² of the least-squares line through `points`."""
     n = len(points)
     mean_x = sum(x for x, _ in points) / n
@@ -818,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.route:
         run_route(args)
         return 0
+    assert isinstance(sys.stdout, io.TextIOWrapper)
     sys.stdout.reconfigure(line_buffering=True)  # progress shows through a pipe (tee) too
     try:
         client = redis.Redis.from_url(args.redis_url)

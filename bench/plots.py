@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-ROUTE_STYLES = {
+ROUTE_STYLES: dict[str, dict[str, Any]] = {
     "engine": {"color": "tab:blue", "marker": "o", "linewidth": 2.5},
     "msgspec": {"color": "tab:green", "marker": "s"},
     "orjson": {"color": "tab:orange", "marker": "^"},

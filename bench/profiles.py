@@ -51,6 +51,7 @@ def kind_of(filename: str, function: str) -> str:
 def split_by_kind(stats: pstats.Stats, calls: int) -> dict[str, float]:
     """Return the profiled own time per call, in microseconds, summed by kind of work."""
     kinds: dict[str, float] = {}
+    # typeshed's pstats.Stats omits `stats`, the raw table every Stats method reads.
     for (filename, _, function), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
         kind = kind_of(filename, function)
         kinds[kind] = kinds.get(kind, 0.0) + own
@@ -65,6 +66,7 @@ def split_by_kind(stats: pstats.Stats, calls: int) -> dict[str, float]:
 def listing(stats: pstats.Stats, lines: int = 18) -> str:
     """Return the top of a profile by cumulative time, header included."""
     text = io.StringIO()
+    # typeshed's pstats.Stats omits `stream`, where print_stats writes (set by __init__).
     stats.stream = text  # type: ignore[attr-defined]
     stats.strip_dirs().sort_stats("cumulative").print_stats(lines)
     body = text.getvalue()

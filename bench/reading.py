@@ -28,6 +28,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -57,6 +58,7 @@ from targets import Target
 from targets import Verdict
 from targets import percentile
 from targets import print_verdicts
+from werkzeug.test import TestResponse
 
 PAGE_TARGET = Target("page requests/s / /healthz requests/s", ">= 35%", 0.35, at_most=False)
 SEARCH_TARGET = Target("store.search p50", "<= 5 ms", 5.0, at_most=True)
@@ -296,13 +298,11 @@ def profile_reads(
     profiles = []
     for name, chosen in paths.items():
         turn = iter(range(10**9))
-        profiles.append(
-            profile_call(
-                LABELS[name],
-                lambda chosen=chosen, turn=turn: web.get(chosen[next(turn) % len(chosen)]),
-                PROFILE_ROUNDS,
-            )
-        )
+
+        def get(chosen: list[str] = chosen, turn: Iterator[int] = turn) -> TestResponse:
+            return web.get(chosen[next(turn) % len(chosen)])
+
+        profiles.append(profile_call(LABELS[name], get, PROFILE_ROUNDS))
     turn = iter(range(10**9))
     profiles.append(
         profile_call(

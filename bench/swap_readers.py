@@ -83,7 +83,12 @@ def read_loop(args: argparse.Namespace) -> None:
     hashes = [int(h) for h in args.hashes.split(",")]
     decode = msgspec.json.decode
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def stop_when_stdin_closes() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=stop_when_stdin_closes, daemon=True).start()
     moments, took = array("d"), array("d")
     kinds, releases, digests = array("b"), array("l"), array("l")
     numbers: dict[str, dict[str, int]] = {"release": {}, "digest": {}}
@@ -100,6 +105,7 @@ def read_loop(args: argparse.Namespace) -> None:
             values = [found[ITEM_TABLE][h] for h in hashes]
         else:
             current = client.get(store.keys.current)
+            assert current is None or isinstance(current, bytes)
             release_id = current.decode() if current else None
             raw = client.hmget(store.keys.table(str(release_id), LANGUAGE, ITEM_TABLE), hashes)
             values = [decode(v) if v else None for v in raw]

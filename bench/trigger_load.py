@@ -248,7 +248,7 @@ def profile_triggers(env: dict[str, str], client: redis.Redis) -> list[RequestPr
     """
     from app import create_app
 
-    settings = {name.removeprefix("FLASK_"): value for name, value in env.items()}
+    settings: dict[str, Any] = {name.removeprefix("FLASK_"): value for name, value in env.items()}
     del settings["CONFIG"]
     settings["TRIGGER_RATE_LIMIT"] = UNLIMITED
     settings["MANIFEST_KEY_PREFIX"] += ":profile"

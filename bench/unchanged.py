@@ -264,8 +264,8 @@ def profile_unchanged(store: Any, settings: Any, runs: int = 200) -> dict[str, f
             for label, _, _ in STEPS:
                 samples[label].append(spent.get(label, 0.0))
     finally:
-        for owner, name, method in originals:
-            setattr(owner, name, method)
+        for patched, name, method in originals:
+            setattr(patched, name, method)
     steps = {label: statistics.median(times) * 1e6 for label, times in samples.items()}
     steps["other (sync.py, logging, results)"] = steps["whole sync"] - sum(
         steps[label] for label, _, _ in STEPS

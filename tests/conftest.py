@@ -205,7 +205,7 @@ def _commands(packed: str | list[bytes | memoryview]) -> list[tuple[str, ...]]:
     while at < len(data):
         end = data.index(b"\r\n", at)
         count, at = int(data[at + 1 : end]), end + 2
-        named = []
+        named: list[str] = []
         for _ in range(count):
             end = data.index(b"\r\n", at)
             start = end + 2
@@ -225,7 +225,9 @@ def _handshake(command: tuple[str, ...]) -> bool:
     )
 
 
-def snapshot(client: redis.Redis, prefix: str, skip: tuple[str, ...] = ()) -> dict[bytes, bytes]:
+def snapshot(
+    client: redis.Redis, prefix: str, skip: tuple[str, ...] = ()
+) -> dict[bytes, bytes | None]:
     """Return every key under `prefix` with its DUMP, to prove that nothing was written."""
     skipped = tuple(f"{prefix}:{name}".encode() for name in skip)
     keys = sorted(k for k in client.scan_iter(match=f"{prefix}:*") if k not in skipped)

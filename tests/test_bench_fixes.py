@@ -22,7 +22,7 @@ def load_fixes() -> ModuleType:
 
 
 @pytest.mark.parametrize("scope", PAGES)
-def test_every_missed_target_has_its_explanation_written(scope):
+def test_every_missed_target_has_its_explanation_written(scope: str) -> None:
     fixes = load_fixes()
     costs = {"GET": {"client_cpu_us": 97.0, "redis_cpu_us": 39.0}}
     for figures in ({}, {"round_trips": costs, "healthz": {"rps": 2876.0}, "cpus": 2}):

@@ -15,6 +15,8 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.processes import celery_worker
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,7 +37,7 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def settings(origin, redis_url: str) -> dict[str, Any]:
+def settings(origin: DemoOriginProcess, redis_url: str) -> dict[str, Any]:
     return {
         "REDIS_URL": redis_url,
         "BUNGIE_BASE_URL": origin.url,
@@ -64,7 +66,7 @@ def site(settings: dict[str, Any], redis_client: redis.Redis) -> Iterator[str]:
             redis_client.unlink(*keys)
 
 
-def test_sign_in_check_now_and_watch_the_sync_finish(site: str, admin):
+def test_sign_in_check_now_and_watch_the_sync_finish(site: str, admin: DemoAdmin) -> None:
     # Slow enough to watch: the item table arrives in pieces.
     admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.2)
     with sync_api.sync_playwright() as playwright:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
+
+from flask import Flask
 
 from app.cli import EXIT_CODES
 from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
+from devtools.demo.control import DemoAdmin
 from tests.conftest import DEMO_ITEMS
 
 
@@ -18,7 +22,7 @@ def diff_row(output: str, table: str) -> tuple[int, ...]:
     return tuple(int(n.replace(",", "")) for n in row.split()[1:4])
 
 
-def test_sync_prints_progress_and_the_diff_table(app, admin):
+def test_sync_prints_progress_and_the_diff_table(app: Flask, admin: DemoAdmin) -> None:
     runner = app.test_cli_runner()
     first = runner.invoke(args=["manifest", "sync"])
     assert first.exit_code == 0, first.output
@@ -41,7 +45,7 @@ def test_sync_prints_progress_and_the_diff_table(app, admin):
     assert third.output.startswith("Unchanged") or "\nUnchanged" in third.output
 
 
-def test_sync_failure_exits_non_zero_with_one_line_reason(app, admin):
+def test_sync_failure_exits_non_zero_with_one_line_reason(app: Flask, admin: DemoAdmin) -> None:
     admin.fault("maintenance")
     result = app.test_cli_runner().invoke(args=["manifest", "sync"])
     assert result.exit_code == EXIT_CODES[sync.UNAVAILABLE] != 0
@@ -50,7 +54,7 @@ def test_sync_failure_exits_non_zero_with_one_line_reason(app, admin):
     assert "retry after 60s" in reason
 
 
-def test_status_before_and_after_a_sync(app, admin):
+def test_status_before_and_after_a_sync(app: Flask, admin: DemoAdmin) -> None:
     runner = app.test_cli_runner()
     empty = runner.invoke(args=["manifest", "status"])
     assert "Live release: none yet" in empty.output
@@ -66,7 +70,9 @@ def test_status_before_and_after_a_sync(app, admin):
     assert f"en  {ITEM_TABLE:<36} {DEMO_ITEMS:>8,}" in status.output
 
 
-def test_manage_py_runs_the_sync_as_a_real_process(app_overrides, admin, redis_url):
+def test_manage_py_runs_the_sync_as_a_real_process(
+    app_overrides: dict[str, Any], admin: DemoAdmin, redis_url: str
+) -> None:
     env = {
         **os.environ,
         "FLASK_CONFIG": "testing",

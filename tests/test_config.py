@@ -16,7 +16,6 @@ from app import create_app
 from app.manifest.settings import ManifestSettings
 from config import Config
 from config import ConfigurationError
-from config import DevelopmentConfig
 from config import ProductionConfig
 from config import TestingConfig
 from config import celery_settings
@@ -32,17 +31,18 @@ PRODUCTION = {
 }
 
 
-def test_flask_config_picks_the_class(monkeypatch):
+def test_flask_config_picks_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_config("production") is ProductionConfig
     monkeypatch.setenv("FLASK_CONFIG", "testing")
     assert get_config() is TestingConfig
     monkeypatch.delenv("FLASK_CONFIG")
-    assert get_config() is DevelopmentConfig
+    monkeypatch.delenv("FLASK_DEBUG", raising=False)
+    assert get_config() is ProductionConfig  # never development secrets by omission
     with pytest.raises(ValueError, match="Unknown FLASK_CONFIG 'staging'"):
         get_config("staging")
 
 
-def test_production_names_every_missing_setting_at_once():
+def test_production_names_every_missing_setting_at_once() -> None:
     with pytest.raises(ConfigurationError) as refused:
         create_app("production", dict.fromkeys(PRODUCTION))
     message = str(refused.value)
@@ -50,13 +50,13 @@ def test_production_names_every_missing_setting_at_once():
         assert name in message
 
 
-def test_production_accepts_a_password_hash_instead_of_a_password():
+def test_production_accepts_a_password_hash_instead_of_a_password() -> None:
     settings = {**PRODUCTION, "ADMIN_PASSWORD": None, "ADMIN_PASSWORD_HASH": "scrypt:..."}
     app = create_app("production", settings)
     assert app.config["SESSION_COOKIE_SECURE"] is True
 
 
-def test_production_refusal_is_one_clear_line_not_a_traceback_of_secrets():
+def test_production_refusal_is_one_clear_line_not_a_traceback_of_secrets() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "from app import create_app; create_app('production')"],
         capture_output=True,
@@ -68,7 +68,7 @@ def test_production_refusal_is_one_clear_line_not_a_traceback_of_secrets():
     assert "ProductionConfig needs these settings in the environment: REDIS_URL" in done.stderr
 
 
-def test_settings_come_from_the_environment(monkeypatch):
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASK_MANIFEST_POLL_SECONDS", "42")
     monkeypatch.setenv("FLASK_MANIFEST_KEY_PREFIX", "elsewhere")
     app = create_app("testing")
@@ -78,7 +78,7 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert schedule["schedule"] == 42
 
 
-def test_a_switch_reads_the_usual_words_and_refuses_others(monkeypatch):
+def test_a_switch_reads_the_usual_words_and_refuses_others(monkeypatch: pytest.MonkeyPatch) -> None:
     for word, meant in (("true", True), ("1", True), ("Off", False), ("no", False)):
         monkeypatch.setenv("MANIFEST_TRACK_LIVE", word)
         assert config.env_bool("MANIFEST_TRACK_LIVE", not meant) is meant
@@ -102,13 +102,17 @@ def test_a_switch_reads_the_usual_words_and_refuses_others(monkeypatch):
         ("FLASK_MANIFEST_PROJECTIONS", "[1]", "FLASK_MANIFEST_PROJECTIONS must be a JSON object"),
     ],
 )
-def test_a_flask_prefixed_value_is_checked_like_the_others(monkeypatch, variable, value, message):
+def test_a_flask_prefixed_value_is_checked_like_the_others(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=re.escape(message)):
         create_app("testing")
 
 
-def test_flask_prefixed_values_take_the_type_of_their_setting(monkeypatch):
+def test_flask_prefixed_values_take_the_type_of_their_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("FLASK_MANIFEST_TABLES", "DestinyClassDefinition, DestinyStatDefinition")
     monkeypatch.setenv("FLASK_API_TOKEN", "12345")
     monkeypatch.setenv("FLASK_MANIFEST_LOCK_TIMEOUT", "7")
@@ -121,7 +125,7 @@ def test_flask_prefixed_values_take_the_type_of_their_setting(monkeypatch):
     assert settings.projection("DestinyClassDefinition") == ("hash",)
 
 
-def test_the_engine_takes_every_default_from_config():
+def test_the_engine_takes_every_default_from_config() -> None:
     assert not [
         field.name
         for field in dataclasses.fields(ManifestSettings)
@@ -136,7 +140,7 @@ def test_the_engine_takes_every_default_from_config():
     assert settings.lock_timeout == Config.MANIFEST_LOCK_TIMEOUT
 
 
-def test_broker_defaults_to_redis_url_and_can_be_rabbitmq():
+def test_broker_defaults_to_redis_url_and_can_be_rabbitmq() -> None:
     base = settings_dict(TestingConfig)
     assert celery_settings(base)["broker_url"] == base["REDIS_URL"]
     rabbit = {**base, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
@@ -146,7 +150,7 @@ def test_broker_defaults_to_redis_url_and_can_be_rabbitmq():
     assert conf["broker_use_ssl"] is None
 
 
-def test_heroku_rediss_urls_get_tls_options_for_redis_and_celery():
+def test_heroku_rediss_urls_get_tls_options_for_redis_and_celery() -> None:
     heroku = {
         **settings_dict(TestingConfig),
         "REDIS_URL": "rediss://:secret@ec2-1-2-3-4.compute-1.amazonaws.com:6380",
@@ -162,7 +166,7 @@ def test_heroku_rediss_urls_get_tls_options_for_redis_and_celery():
         celery_settings({**heroku, "REDIS_SSL_CERT_REQS": "sometimes"})
 
 
-def test_celery_is_set_up_for_long_syncs():
+def test_celery_is_set_up_for_long_syncs() -> None:
     app = create_app("testing")
     conf = app.extensions["celery"].conf
     assert conf.task_ignore_result is True
@@ -175,7 +179,7 @@ def test_celery_is_set_up_for_long_syncs():
     assert task.ignore_result is False
 
 
-def test_the_readme_documents_every_setting():
+def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     rows = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
     assert set(settings_dict(Config)) - {"DEBUG", "TESTING"} <= rows

@@ -17,7 +17,7 @@ BASE = "https://www.bungie.net"
         "/common/destiny2_content/sqlite/en/world_sql_content_0123456789abcdef.content",
     ],
 )
-def test_plain_content_paths_join_the_base_url(path: str):
+def test_plain_content_paths_join_the_base_url(path: str) -> None:
     assert content_url(BASE, path) == BASE + path
     assert content_url(BASE + "/", path) == BASE + path
 
@@ -46,6 +46,6 @@ def test_plain_content_paths_join_the_base_url(path: str):
         42,
     ],
 )
-def test_hostile_paths_are_refused(path: object):
+def test_hostile_paths_are_refused(path: object) -> None:
     with pytest.raises(UnsafeContentPath):
         content_url(BASE, path)

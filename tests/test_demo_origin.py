@@ -115,6 +115,7 @@ def raw_entries(data: bytes) -> dict[str, bytes]:
 def raw_request(url: str, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """Send a GET with http.client, to see exactly what the server sends."""
     address = urlsplit(url)
+    assert address.hostname is not None
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
     connection.request("GET", path)
     return connection, connection.getresponse()

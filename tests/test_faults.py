@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import pytest
+import redis
 
 from app.manifest import sync
 from app.manifest.client import BungieClient
+from app.manifest.release import Release
+from app.manifest.settings import ManifestSettings
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from devtools.demo.control import DemoAdmin
 from tests.conftest import API_KEY
 from tests.conftest import snapshot
 
@@ -47,14 +52,14 @@ CONTENT_FAULTS = [
 
 
 @pytest.fixture
-def synced(store: ManifestStore, bungie: BungieClient, admin) -> sync.SyncResult:
+def synced(store: ManifestStore, bungie: BungieClient, admin: DemoAdmin) -> sync.SyncResult:
     """A cache holding the origin's first release."""
     result = sync.run(store, bungie)
     assert result.outcome == sync.UPDATED
     return result
 
 
-def leftovers(redis_client, key_prefix: str, store: ManifestStore) -> list[bytes]:
+def leftovers(redis_client: redis.Redis, key_prefix: str, store: ManifestStore) -> list[bytes]:
     """Keys of releases that are neither live nor kept, and staging records."""
     kept = set(store.kept_ids())
     stray = [
@@ -79,18 +84,18 @@ def leftovers(redis_client, key_prefix: str, store: ManifestStore) -> list[bytes
 
 @pytest.mark.parametrize(("fault", "options", "outcome", "error", "retry_after"), MANIFEST_FAULTS)
 def test_manifest_faults_are_classified_and_change_nothing(
-    fault,
-    options,
-    outcome,
-    error,
-    retry_after,
-    synced,
-    store,
-    bungie,
-    admin,
-    redis_client,
-    key_prefix,
-):
+    fault: str,
+    options: dict[str, Any],
+    outcome: str,
+    error: str,
+    retry_after: float | None,
+    synced: sync.SyncResult,
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
     admin.publish()
     before = snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP)
     admin.fault(fault, **options)
@@ -103,19 +108,30 @@ def test_manifest_faults_are_classified_and_change_nothing(
     assert store.live_id() == synced.release_id
     assert snapshot(redis_client, key_prefix, skip=LIVE_KEYS_SKIP) == before
     check = store.last_check()
+    assert check is not None
     assert (check["outcome"], check["error"]) == (outcome, error)
     assert check["failing_since"] is not None
 
     admin.clear_faults()
     recovered = sync.run(store, bungie)
     assert recovered.outcome == sync.UPDATED
-    assert store.last_check()["failing_since"] is None
+    check = store.last_check()
+    assert check is not None
+    assert check["failing_since"] is None
 
 
 @pytest.mark.parametrize(("fault", "outcome", "error"), CONTENT_FAULTS)
 def test_content_faults_leave_the_live_release_and_no_staging(
-    fault, outcome, error, synced, store, settings, admin, redis_client, key_prefix
-):
+    fault: str,
+    outcome: str,
+    error: str,
+    synced: sync.SyncResult,
+    store: ManifestStore,
+    settings: ManifestSettings,
+    admin: DemoAdmin,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
     # The demo's item file is under 1 MiB: a 4 MiB cap is reached quickly, well inside the
     # deadline the slow faults need, also on a busy machine (16 MiB sometimes was not).
     tight = replace(settings, download_deadline=1.5, max_bytes=4 * 1024 * 1024)
@@ -137,7 +153,9 @@ def test_content_faults_leave_the_live_release_and_no_staging(
     assert leftovers(redis_client, key_prefix, store) == []
 
 
-def test_a_404_is_retried_with_a_cache_buster(synced, store, bungie, admin):
+def test_a_404_is_retried_with_a_cache_buster(
+    synced: sync.SyncResult, store: ManifestStore, bungie: BungieClient, admin: DemoAdmin
+) -> None:
     admin.publish()
     admin.clear_requests_log()
     admin.fault("not_found", count=1, table=ITEM_TABLE)
@@ -153,15 +171,22 @@ def test_a_404_is_retried_with_a_cache_buster(synced, store, bungie, admin):
     assert [(r["status"], bool(r["query"])) for r in item_requests] == [(404, False), (200, True)]
 
 
-def test_a_short_429_is_waited_out(synced, store, bungie, admin):
+def test_a_short_429_is_waited_out(
+    synced: sync.SyncResult, store: ManifestStore, bungie: BungieClient, admin: DemoAdmin
+) -> None:
     admin.publish()
     admin.fault("http_429", count=1, retry_after=1)
     assert sync.run(store, bungie).outcome == sync.UPDATED
 
 
 def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
-    synced, store, bungie, admin, redis_client, key_prefix
-):
+    synced: sync.SyncResult,
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
     # What a killed worker leaves: a staged release half written, never committed.
     admin.publish()
     release_id = "deadbeefdeadbeef"
@@ -174,11 +199,18 @@ def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
     assert leftovers(redis_client, key_prefix, store) == []
 
 
-def synced_release(store: ManifestStore):
-    return store.live_release().release
+def synced_release(store: ManifestStore) -> Release:
+    info = store.live_release()
+    assert info is not None
+    return info.release
 
 
-def test_the_api_key_never_reaches_content_or_logs(store, settings, admin, caplog):
+def test_the_api_key_never_reaches_content_or_logs(
+    store: ManifestStore,
+    settings: ManifestSettings,
+    admin: DemoAdmin,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     bungie = BungieClient.from_settings(settings)
     assert sync.run(store, bungie).outcome == sync.UPDATED
@@ -194,7 +226,9 @@ def test_the_api_key_never_reaches_content_or_logs(store, settings, admin, caplo
     assert API_KEY not in str(failed.to_dict())
 
 
-def test_a_wrong_api_key_is_a_configuration_error_without_the_key(store, settings, admin):
+def test_a_wrong_api_key_is_a_configuration_error_without_the_key(
+    store: ManifestStore, settings: ManifestSettings, admin: DemoAdmin
+) -> None:
     wrong = "wrong-key-0123456789"
     result = sync.run(store, BungieClient.from_settings(replace(settings, api_key=wrong)))
     assert (result.outcome, result.error) == (sync.FAILED, "BungieConfigError")
@@ -202,15 +236,21 @@ def test_a_wrong_api_key_is_a_configuration_error_without_the_key(store, setting
     assert wrong not in str(result.to_dict())
 
 
-def test_a_missing_api_key_fails_without_calling_bungie(store, settings, admin):
+def test_a_missing_api_key_fails_without_calling_bungie(
+    store: ManifestStore, settings: ManifestSettings, admin: DemoAdmin
+) -> None:
     result = sync.run(store, BungieClient.from_settings(replace(settings, api_key=None)))
     assert (result.outcome, result.error) == (sync.FAILED, "BungieConfigError")
+    assert result.message is not None
     assert "BUNGIE_API_KEY" in result.message
     assert admin.requests_log() == []
 
 
-def test_an_unreachable_bungie_is_an_outage(store, settings):
+def test_an_unreachable_bungie_is_an_outage(
+    store: ManifestStore, settings: ManifestSettings
+) -> None:
     nowhere = replace(settings, base_url="http://127.0.0.1:9", retries=1)
     result = sync.run(store, BungieClient.from_settings(nowhere))
     assert (result.outcome, result.error) == (sync.UNAVAILABLE, "BungieOutage")
+    assert result.message is not None
     assert "127.0.0.1:9" in result.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -78,14 +79,16 @@ def ingest(data: bytes, chunk: int = 4096, slab: int = 16 * 1024) -> dict[str, d
 
 @pytest.mark.parametrize("indent", [None, 2])
 @pytest.mark.parametrize(("chunk", "slab"), [(1, 64), (997, 8 * 1024), (65536, 256 * 1024)])
-def test_slabs_give_the_same_entries_as_one_parse(indent: int | None, chunk: int, slab: int):
+def test_slabs_give_the_same_entries_as_one_parse(
+    indent: int | None, chunk: int, slab: int
+) -> None:
     table = make_table(400)
     separators = (",", ":") if indent is None else None
     data = json.dumps(table, indent=indent, separators=separators).encode()
     assert ingest(data, chunk, slab) == {k: projected(v) for k, v in table.items()}
 
 
-def test_projection_keeps_only_the_configured_fields():
+def test_projection_keeps_only_the_configured_fields() -> None:
     table = make_table(3)
     entries = ingest(json.dumps(table).encode())
     key = next(iter(table))
@@ -99,7 +102,7 @@ def test_projection_keeps_only_the_configured_fields():
     assert entries[key]["displayProperties"]["name"] == table[key]["displayProperties"]["name"]
 
 
-def test_star_projection_keeps_the_whole_definition():
+def test_star_projection_keeps_the_whole_definition() -> None:
     table = make_table(5)
     codec = EntryCodec(Projection.of(["*"]))
     data = json.dumps(table).encode()
@@ -107,7 +110,7 @@ def test_star_projection_keeps_the_whole_definition():
     assert {k.decode(): json.loads(v) for k, v, _ in entries} == table
 
 
-def test_digest_changes_only_when_kept_fields_change():
+def test_digest_changes_only_when_kept_fields_change() -> None:
     table = make_table(2)
     key = next(iter(table))
     codec = EntryCodec(Projection.of(ITEM_FIELDS))
@@ -122,7 +125,7 @@ def test_digest_changes_only_when_kept_fields_change():
     assert digest(table[key]) != before
 
 
-def test_empty_table():
+def test_empty_table() -> None:
     assert ingest(b"  {}  ") == {}
 
 
@@ -130,19 +133,19 @@ def test_empty_table():
     "data",
     [b"", b"[1, 2]", b'{"1": {"hash": 1}', b'{"1": {"hash": 1}} trailing', b'{"1": {"hash": 1},}'],
 )
-def test_bad_tables_are_refused(data: bytes):
+def test_bad_tables_are_refused(data: bytes) -> None:
     with pytest.raises(TableInvalid):
         ingest(data)
 
 
-def test_garbage_in_the_middle_is_refused():
+def test_garbage_in_the_middle_is_refused() -> None:
     data = json.dumps(make_table(200), separators=(",", ":")).encode()
     boundary = data.index(b'},"', len(data) // 2) + 1  # between two entries, not in a string
     with pytest.raises(TableInvalid):
         ingest(data[:boundary] + b"@@garbage@@" + data[boundary:])
 
 
-def test_sqlite_rows_use_unsigned_hashes(tmp_path):
+def test_sqlite_rows_use_unsigned_hashes(tmp_path: Path) -> None:
     table = make_table(50)
     database = tmp_path / "world.content"
     connection = sqlite3.connect(database)

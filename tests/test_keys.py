@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from typing import TypeGuard
 
 import pytest
 import redis
@@ -19,6 +20,7 @@ from app.keys import layout
 from app.keys import layout_markdown
 from app.notify import policy
 from devtools.demo.control import DemoAdmin
+from tests.conftest import CSRF
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack
 
@@ -44,7 +46,7 @@ NEW_ITEMS = "Guardian%230003"
 # -- the table of DECISIONS.md --------------------------------------------------------------
 
 
-def test_decisions_shows_the_registry():
+def test_decisions_shows_the_registry() -> None:
     text = DECISIONS.read_text(encoding="utf-8")
     assert TABLE_BEGIN in text, "the keys table's first marker is gone"
     assert TABLE_END in text, "the keys table's last marker is gone"
@@ -68,7 +70,7 @@ def _starts_a_segment(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value[:1] == ":"
 
 
-def _builds_a_key(node: ast.AST) -> bool:
+def _builds_a_key(node: ast.AST) -> TypeGuard[ast.expr]:
     """An f-string `f"{prefix}:..."`, or `prefix + ":..."`."""
     if isinstance(node, ast.JoinedStr) and len(node.values) >= 2:
         first, second = node.values[:2]
@@ -82,7 +84,7 @@ def _builds_a_key(node: ast.AST) -> bool:
     return False
 
 
-def test_only_the_registry_builds_key_names():
+def test_only_the_registry_builds_key_names() -> None:
     offenders = [
         f"{path.relative_to(ROOT)}:{node.lineno}"
         for path in sorted((ROOT / "app").rglob("*.py"))
@@ -186,11 +188,13 @@ def test_every_key_the_app_writes_is_in_the_registry(
     key_prefix: str,
     written: set[str],
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     monkeypatch.setattr(app.extensions["celery"].control, "ping", lambda **_: [])
     assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "updated"
     player_page(signed_in, GUARDIAN)
     player_page(signed_in, NEW_ITEMS)  # items the cache lacks: asks for a sync
+    wrong = {"username": "nobody", "password": "wrong", "csrf_token": CSRF}
+    assert signed_in.post("/login", data=wrong).status_code == 401  # counted per account
     admin.publish()
     assert signed_in.get("/updateManifest").status_code == 200  # joins that sync
     update = run_queued_sync(app)

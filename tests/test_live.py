@@ -27,7 +27,7 @@ def key(redis_client: redis.Redis) -> Iterator[str]:
 
 def test_a_kept_value_is_right_as_soon_as_anyone_moves_it(
     redis_client: redis.Redis, redis_url: str, key: str
-):
+) -> None:
     redis_client.set(key, "first")
     pointer = LivePointer(redis_client, key)
     assert [pointer.get() for _ in range(3)] == ["first"] * 3
@@ -47,8 +47,8 @@ def test_a_kept_value_is_right_as_soon_as_anyone_moves_it(
 
 @pytest.mark.budget
 def test_budget_a_kept_value_costs_no_round_trip_until_someone_moves_it(
-    redis_client: redis.Redis, key: str, round_trips
-):
+    redis_client: redis.Redis, key: str, round_trips: list[list[tuple[str, ...]]]
+) -> None:
     redis_client.set(key, "first")
     pointer = LivePointer(redis_client, key)
     round_trips.clear()
@@ -63,11 +63,13 @@ def test_budget_a_kept_value_costs_no_round_trip_until_someone_moves_it(
     pointer.close()
 
 
-def test_a_dropped_connection_means_unknown_never_stale(redis_client: redis.Redis, key: str):
+def test_a_dropped_connection_means_unknown_never_stale(
+    redis_client: redis.Redis, key: str
+) -> None:
     redis_client.set(key, "first")
     pointer = LivePointer(redis_client, key)
     assert pointer.get() == "first"
-    assert redis_client.client_kill_filter(_id=connection_id(pointer)) == 1
+    assert redis_client.client_kill_filter(_id=str(connection_id(pointer))) == 1
     redis_client.set(key, "second")  # unheard of: the connection is gone
 
     assert pointer.get() is UNKNOWN
@@ -76,8 +78,11 @@ def test_a_dropped_connection_means_unknown_never_stale(redis_client: redis.Redi
 
 @pytest.mark.budget
 def test_budget_a_value_past_its_trust_costs_one_round_trip_per_read(
-    redis_client: redis.Redis, key: str, round_trips, monkeypatch: pytest.MonkeyPatch
-):
+    redis_client: redis.Redis,
+    key: str,
+    round_trips: list[list[tuple[str, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     redis_client.set(key, "first")
     pointer = LivePointer(redis_client, key)
     monkeypatch.setattr(live, "TRUST_SECONDS", 0.0)
@@ -88,7 +93,7 @@ def test_budget_a_value_past_its_trust_costs_one_round_trip_per_read(
     pointer.close()
 
 
-def test_a_server_that_cannot_track_keys_gets_unknown():
+def test_a_server_that_cannot_track_keys_gets_unknown() -> None:
     with devstack.embedded_redis() as url:
         client = redis.Redis.from_url(url)
         client.set("manifest:current", "first")
@@ -98,7 +103,7 @@ def test_a_server_that_cannot_track_keys_gets_unknown():
 
 def test_a_pointer_does_not_outlive_its_connection_pool(
     redis_client: redis.Redis, redis_url: str, key: str
-):
+) -> None:
     client = redis.Redis.from_url(redis_url)
     client.set(key, "first")
     assert live_pointer(client, key).get() == "first"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from flask import Flask
+from flask.testing import FlaskClient
+from flask.testing import FlaskCliRunner
 
 from app import create_app
 from app.cli import shell_context
@@ -19,16 +22,17 @@ from app.manifest import sync
 from app.manifest.client import BungieClient
 from app.manifest.store import ManifestStore
 from app.triggers import request_sync
+from devtools.demo.control import DemoAdmin
 from tests.conftest import queued_task_ids
 
 
-def test_healthz_answers(client):
+def test_healthz_answers(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok"}
 
 
-def test_readyz_waits_for_a_successful_check(app, client):
+def test_readyz_waits_for_a_successful_check(app: Flask, client: FlaskClient) -> None:
     before = client.get("/readyz")
     assert before.status_code == 503
     assert before.get_json() == {
@@ -44,7 +48,9 @@ def test_readyz_waits_for_a_successful_check(app, client):
     assert after.get_json() == {"status": "ready", "failing": []}
 
 
-def test_readyz_names_a_broker_that_does_not_answer(app_overrides, admin):
+def test_readyz_names_a_broker_that_does_not_answer(
+    app_overrides: dict[str, Any], admin: DemoAdmin
+) -> None:
     app = create_app("testing", {**app_overrides, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
 
     response = app.test_client().get("/readyz")
@@ -54,7 +60,7 @@ def test_readyz_names_a_broker_that_does_not_answer(app_overrides, admin):
     assert any(reason.startswith("broker:") for reason in failing), failing
 
 
-def test_tasks_without_a_worker_says_so(app: Flask, runner):
+def test_tasks_without_a_worker_says_so(app: Flask, runner: FlaskCliRunner) -> None:
     # Control commands reach every worker on the broker; a control exchange of this test's own
     # keeps workers of other test runs on the same Redis from answering.
     with app.app_context():
@@ -74,7 +80,9 @@ def empty_queue(redis_client: redis.Redis, celery_queue: str) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("empty_queue")
-def test_tasks_purge_asks_first_then_drops_queued_tasks(app, runner, redis_client, celery_queue):
+def test_tasks_purge_asks_first_then_drops_queued_tasks(
+    app: Flask, runner: FlaskCliRunner, redis_client: redis.Redis, celery_queue: str
+) -> None:
     with app.app_context():
         task_id = request_sync("test").task_id
     queued = queued_task_ids(redis_client, celery_queue)
@@ -94,7 +102,7 @@ def test_tasks_purge_asks_first_then_drops_queued_tasks(app, runner, redis_clien
     assert queued_task_ids(redis_client, celery_queue) == []
 
 
-def test_shell_context_has_the_tools_at_hand(app):
+def test_shell_context_has_the_tools_at_hand(app: Flask) -> None:
     with app.app_context():
         context = shell_context()
         try:

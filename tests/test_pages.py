@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -19,6 +20,7 @@ from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
 from tests.conftest import CSRF
 from tests.conftest import DEMO_ITEMS
 
@@ -41,12 +43,15 @@ def run_sync(app: Flask) -> sync.SyncResult:
 def form_token(client: FlaskClient) -> str:
     """Open the sign-in page like a browser and read the CSRF token from its form."""
     page = text(client.get("/login"))
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match is not None
+    return match.group(1)
 
 
 def pending_task(app: Flask) -> str | None:
     with app.app_context():
         value = get_store().redis.get(get_keys().queued_sync)
+    assert value is None or isinstance(value, bytes)
     return value.decode() if value else None
 
 
@@ -57,7 +62,7 @@ def workers_answer(app: Flask, monkeypatch: pytest.MonkeyPatch, names: list[str]
 
 
 @pytest.fixture
-def published(app: Flask, admin) -> dict[str, Any]:
+def published(app: Flask, admin: DemoAdmin) -> dict[str, Any]:
     """Sync the first release, publish a second at the origin, sync it; return the publish."""
     run_sync(app)
     change = admin.publish()
@@ -68,7 +73,9 @@ def published(app: Flask, admin) -> dict[str, Any]:
 # -- dashboard ------------------------------------------------------------------------------
 
 
-def test_dashboard_before_any_sync(app, client, monkeypatch):
+def test_dashboard_before_any_sync(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     workers_answer(app, monkeypatch, [])
 
     page = text(client.get("/"))
@@ -80,11 +87,12 @@ def test_dashboard_before_any_sync(app, client, monkeypatch):
 
 
 def test_dashboard_shows_the_live_release_and_the_last_change(
-    app, signed_in, published, monkeypatch
-):
+    app: Flask, signed_in: FlaskClient, published: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     workers_answer(app, monkeypatch, ["celery@one"])
     with app.app_context():
         live = get_store().live_release()
+    assert live is not None
 
     response = signed_in.get("/")
     page = text(response)
@@ -100,7 +108,7 @@ def test_dashboard_shows_the_live_release_and_the_last_change(
     assert f'value="{CSRF}"' in page
 
 
-def test_dashboard_shows_a_failing_check(app, client, admin):
+def test_dashboard_shows_a_failing_check(app: Flask, client: FlaskClient, admin: DemoAdmin) -> None:
     run_sync(app)
     admin.fault("maintenance")
     with app.app_context():
@@ -113,7 +121,7 @@ def test_dashboard_shows_a_failing_check(app, client, admin):
     assert "Failing since" in page
 
 
-def test_dashboard_links_to_a_queued_sync(app, signed_in):
+def test_dashboard_links_to_a_queued_sync(app: Flask, signed_in: FlaskClient) -> None:
     signed_in.get("/updateManifest")
 
     page = text(signed_in.get("/"))
@@ -124,7 +132,7 @@ def test_dashboard_links_to_a_queued_sync(app, signed_in):
 # -- check now and /updateManifest ----------------------------------------------------------
 
 
-def test_check_now_needs_sign_in(app, client):
+def test_check_now_needs_sign_in(app: Flask, client: FlaskClient) -> None:
     with client.session_transaction() as session:
         session["csrf_token"] = CSRF
 
@@ -136,7 +144,9 @@ def test_check_now_needs_sign_in(app, client):
 
 
 @pytest.mark.parametrize("form", [{}, {"csrf_token": "forged"}])
-def test_check_now_needs_the_form_token(app, signed_in, form):
+def test_check_now_needs_the_form_token(
+    app: Flask, signed_in: FlaskClient, form: dict[str, str]
+) -> None:
     response = signed_in.post("/sync", data=form)
 
     assert response.status_code == 400
@@ -144,14 +154,16 @@ def test_check_now_needs_the_form_token(app, signed_in, form):
     assert pending_task(app) is None
 
 
-def test_check_now_queues_a_sync_and_shows_its_progress(app, signed_in):
+def test_check_now_queues_a_sync_and_shows_its_progress(app: Flask, signed_in: FlaskClient) -> None:
     response = signed_in.post("/sync", data={"csrf_token": CSRF})
 
     assert response.status_code == 303
     task_id = pending_task(app)
+    assert task_id is not None
     assert response.location == f"/updateManifest?task={task_id}"
     with app.app_context():
         task = triggers.known_task(task_id)
+    assert task is not None
     assert task["trigger"] == "dashboard"
     assert task["requested_by"] == f"{TestingConfig.ADMIN_USERNAME} from 127.0.0.1"
     page = text(signed_in.get(response.location))
@@ -159,7 +171,7 @@ def test_check_now_queues_a_sync_and_shows_its_progress(app, signed_in):
     assert "Following a sync" in page
 
 
-def test_update_manifest_asks_to_sign_in_then_comes_back(app, client):
+def test_update_manifest_asks_to_sign_in_then_comes_back(app: Flask, client: FlaskClient) -> None:
     response = client.get("/updateManifest")
     assert response.status_code == 302
     assert response.location == "/login?next=/updateManifest"
@@ -178,12 +190,15 @@ def test_update_manifest_asks_to_sign_in_then_comes_back(app, client):
 
     assert landed.request.path == "/updateManifest"
     assert landed.status_code == 200
-    assert pending_task(app) in text(landed)
+    task_id = pending_task(app)
+    assert task_id is not None
+    assert task_id in text(landed)
 
 
-def test_update_manifest_starts_a_sync_then_joins_it(app, signed_in):
+def test_update_manifest_starts_a_sync_then_joins_it(app: Flask, signed_in: FlaskClient) -> None:
     first = text(signed_in.get("/updateManifest"))
     task_id = pending_task(app)
+    assert task_id is not None
     second = text(signed_in.get("/updateManifest"))
 
     assert "Started a new sync" in first
@@ -195,10 +210,14 @@ def test_update_manifest_starts_a_sync_then_joins_it(app, signed_in):
     assert "you joined it" in second
     assert f'data-task-id="{task_id}"' in second
     with app.app_context():
-        assert triggers.known_task(task_id)["trigger"] == "web"
+        task = triggers.known_task(task_id)
+    assert task is not None
+    assert task["trigger"] == "web"
 
 
-def test_update_manifest_with_an_unknown_task_is_a_404_page(app, signed_in):
+def test_update_manifest_with_an_unknown_task_is_a_404_page(
+    app: Flask, signed_in: FlaskClient
+) -> None:
     response = signed_in.get("/updateManifest?task=0123456789abcdef")
 
     assert response.status_code == 404
@@ -206,7 +225,7 @@ def test_update_manifest_with_an_unknown_task_is_a_404_page(app, signed_in):
     assert pending_task(app) is None
 
 
-def test_triggers_are_rate_limited(signed_in):
+def test_triggers_are_rate_limited(signed_in: FlaskClient) -> None:
     limit = TestingConfig.TRIGGER_RATE_LIMIT
     statuses = [signed_in.get("/updateManifest").status_code for _ in range(limit + 1)]
 
@@ -216,7 +235,9 @@ def test_triggers_are_rate_limited(signed_in):
     assert "Too many requests" in text(response)
 
 
-def test_a_broker_that_is_down_answers_503_and_leaves_nothing(app_overrides, redis_client):
+def test_a_broker_that_is_down_answers_503_and_leaves_nothing(
+    app_overrides: dict[str, Any], redis_client: redis.Redis
+) -> None:
     app = create_app("testing", {**app_overrides, "CELERY_BROKER_URL": DOWN})
     client = app.test_client()
     with client.session_transaction() as session:
@@ -233,7 +254,7 @@ def test_a_broker_that_is_down_answers_503_and_leaves_nothing(app_overrides, red
     assert list(redis_client.scan_iter(match=f"{prefix}:task*")) == []
 
 
-def test_redis_that_is_down_answers_a_503_page(app_overrides):
+def test_redis_that_is_down_answers_a_503_page(app_overrides: dict[str, Any]) -> None:
     app = create_app("testing", {**app_overrides, "REDIS_URL": DOWN})
 
     response = app.test_client().get("/")
@@ -245,14 +266,14 @@ def test_redis_that_is_down_answers_a_503_page(app_overrides):
 # -- items ----------------------------------------------------------------------------------
 
 
-def test_items_before_any_sync(client):
+def test_items_before_any_sync(client: FlaskClient) -> None:
     response = client.get("/items")
 
     assert response.status_code == 200
     assert "Nothing synced yet" in text(response)
 
 
-def test_items_are_found_by_name_in_any_case(app, client):
+def test_items_are_found_by_name_in_any_case(app: Flask, client: FlaskClient) -> None:
     run_sync(app)
     with app.app_context():
         item = next(
@@ -269,7 +290,7 @@ def test_items_are_found_by_name_in_any_case(app, client):
     assert "found" in page
 
 
-def test_item_filters_and_pages_keep_the_filters(app, client):
+def test_item_filters_and_pages_keep_the_filters(app: Flask, client: FlaskClient) -> None:
     run_sync(app)
     with app.app_context():
         legendary = get_store().search(tier=5, per_page=200).total
@@ -280,12 +301,16 @@ def test_item_filters_and_pages_keep_the_filters(app, client):
     assert f"{legendary} items found, page 1 of {pages}" in first
     assert set(re.findall(r'class="tier (tier-\d)"', first)) == {"tier-5"}
     assert '<option value="5" selected>Legendary</option>' in first
-    next_link = html.unescape(re.search(r'<a rel="next" href="([^"]+)"', first).group(1))
+    next_match = re.search(r'<a rel="next" href="([^"]+)"', first)
+    assert next_match is not None
+    next_link = html.unescape(next_match.group(1))
     assert "tier=5" in next_link
     assert "per_page=5" in next_link
     second = text(client.get(next_link))
     assert f"page 2 of {pages}" in second
-    previous = html.unescape(re.search(r'<a rel="prev" href="([^"]+)"', second).group(1))
+    prev_match = re.search(r'<a rel="prev" href="([^"]+)"', second)
+    assert prev_match is not None
+    previous = html.unescape(prev_match.group(1))
     assert "tier=5" in previous
 
 
@@ -298,7 +323,9 @@ def test_item_filters_and_pages_keep_the_filters(app, client):
         ({"q": "x" * 101}, "q is at most 100 characters"),
     ],
 )
-def test_bad_item_search_parameters_answer_a_400_page(client, args, message):
+def test_bad_item_search_parameters_answer_a_400_page(
+    client: FlaskClient, args: dict[str, str], message: str
+) -> None:
     response = client.get("/items", query_string=args)
 
     assert response.status_code == 400
@@ -307,7 +334,7 @@ def test_bad_item_search_parameters_answer_a_400_page(client, args, message):
     assert "Traceback" not in text(response)
 
 
-def test_item_page_shows_the_item_and_its_stored_json(app, client):
+def test_item_page_shows_the_item_and_its_stored_json(app: Flask, client: FlaskClient) -> None:
     run_sync(app)
     with app.app_context():
         item = get_store().search(tier=6, per_page=1).items[0]
@@ -323,7 +350,7 @@ def test_item_page_shows_the_item_and_its_stored_json(app, client):
     assert "<pre" in page
 
 
-def test_an_unknown_item_is_a_404_page(app, client):
+def test_an_unknown_item_is_a_404_page(app: Flask, client: FlaskClient) -> None:
     run_sync(app)
 
     response = client.get("/items/12345")
@@ -332,7 +359,7 @@ def test_an_unknown_item_is_a_404_page(app, client):
     assert "There is no item 12345 in the live release" in text(response)
 
 
-def test_a_garbage_item_hash_is_a_400_page(client):
+def test_a_garbage_item_hash_is_a_400_page(client: FlaskClient) -> None:
     response = client.get("/items/abc")
 
     assert response.status_code == 400
@@ -342,7 +369,9 @@ def test_a_garbage_item_hash_is_a_400_page(client):
 # -- history and releases -------------------------------------------------------------------
 
 
-def test_history_lists_every_release_and_the_checks(app, client, admin, published):
+def test_history_lists_every_release_and_the_checks(
+    app: Flask, client: FlaskClient, admin: DemoAdmin, published: dict[str, Any]
+) -> None:
     admin.rollback()
     run_sync(app)
     with app.app_context():
@@ -357,10 +386,12 @@ def test_history_lists_every_release_and_the_checks(app, client, admin, publishe
     assert page.count('class="badge rollback"') == 1
     assert "Recent checks" in page
     assert "updated" in page
-    assert "by tester" in page
+    assert "by tester" not in page  # who asked: for the signed-in admin (test_who_asked.py)
 
 
-def test_release_page_shows_the_diff_and_the_names(app, client, published):
+def test_release_page_shows_the_diff_and_the_names(
+    app: Flask, client: FlaskClient, published: dict[str, Any]
+) -> None:
     with app.app_context():
         entry = get_store().history()[0]
 
@@ -376,7 +407,7 @@ def test_release_page_shows_the_diff_and_the_names(app, client, published):
     assert any(f'href="/items/{h}"' in page for h in published["added"])
 
 
-def test_an_unknown_release_is_a_404_page(client):
+def test_an_unknown_release_is_a_404_page(client: FlaskClient) -> None:
     response = client.get("/releases/0123456789abcdef")
 
     assert response.status_code == 404
@@ -390,7 +421,9 @@ def test_an_unknown_release_is_a_404_page(client):
     ("username", "password"),
     [(TestingConfig.ADMIN_USERNAME, "wrong"), ("someone", TestingConfig.ADMIN_PASSWORD)],
 )
-def test_wrong_credentials_get_the_form_again_with_401(client, username, password):
+def test_wrong_credentials_get_the_form_again_with_401(
+    client: FlaskClient, username: str, password: str
+) -> None:
     response = client.post(
         "/login",
         data={"username": username, "password": password, "csrf_token": form_token(client)},
@@ -403,7 +436,7 @@ def test_wrong_credentials_get_the_form_again_with_401(client, username, passwor
     assert "Sign out" not in page
 
 
-def test_sign_in_is_rate_limited(client):
+def test_sign_in_is_rate_limited(client: FlaskClient) -> None:
     token = form_token(client)
     attempts = [
         client.post("/login", data={"username": "admin", "password": "x", "csrf_token": token})
@@ -419,7 +452,9 @@ def test_sign_in_is_rate_limited(client):
     ("wanted", "landing"),
     [("/history", "/history"), ("https://evil.example", "/"), ("//evil.example", "/")],
 )
-def test_sign_in_goes_on_to_a_local_next_only(client, wanted, landing):
+def test_sign_in_goes_on_to_a_local_next_only(
+    client: FlaskClient, wanted: str, landing: str
+) -> None:
     response = client.post(
         "/login",
         data={
@@ -435,7 +470,7 @@ def test_sign_in_goes_on_to_a_local_next_only(client, wanted, landing):
     assert "Signed in as admin" in text(client.get(landing))
 
 
-def test_sign_in_needs_the_form_token(client):
+def test_sign_in_needs_the_form_token(client: FlaskClient) -> None:
     response = client.post(
         "/login",
         data={"username": TestingConfig.ADMIN_USERNAME, "password": TestingConfig.ADMIN_PASSWORD},
@@ -445,14 +480,14 @@ def test_sign_in_needs_the_form_token(client):
     assert "Sign out" not in text(client.get("/"))
 
 
-def test_signed_in_visitors_skip_the_sign_in_form(signed_in):
+def test_signed_in_visitors_skip_the_sign_in_form(signed_in: FlaskClient) -> None:
     response = signed_in.get("/login?next=/items")
 
     assert response.status_code == 302
     assert response.location == "/items"
 
 
-def test_sign_out_needs_the_form_token(signed_in):
+def test_sign_out_needs_the_form_token(signed_in: FlaskClient) -> None:
     refused = signed_in.post("/logout")
     assert refused.status_code == 400
     assert "Sign out" in text(signed_in.get("/"))
@@ -509,7 +544,9 @@ def assert_safe_page(response: TestResponse, status: int) -> None:
     assert not re.search(r"\son[a-z]+\s*=", page), url
 
 
-def test_every_page_is_html_with_security_headers_and_no_inline_code(app, signed_in, published):
+def test_every_page_is_html_with_security_headers_and_no_inline_code(
+    app: Flask, signed_in: FlaskClient, published: dict[str, Any]
+) -> None:
     for url, status in page_urls(app):
         assert_safe_page(signed_in.get(url), status)
     visitor = app.test_client()
@@ -518,12 +555,12 @@ def test_every_page_is_html_with_security_headers_and_no_inline_code(app, signed
     assert "progress.js" in text(signed_in.get("/updateManifest"))
 
 
-def test_the_static_files_are_served(client):
+def test_the_static_files_are_served(client: FlaskClient) -> None:
     for name in ("style.css", "progress.js", "favicon.svg"):
         assert client.get(f"/static/{name}").status_code == 200
 
 
-def test_links_follow_the_mount_point(app, client):
+def test_links_follow_the_mount_point(app: Flask, client: FlaskClient) -> None:
     run_sync(app)
     # The same process serves the app at / and, behind a proxy, under /sync.
     at_root = client.get("/items?q=a").get_data(as_text=True)
@@ -538,8 +575,11 @@ def test_links_follow_the_mount_point(app, client):
     assert 'href="/static/style.css"' not in page
 
 
-def test_an_item_with_odd_field_types_is_listed_not_fatal(app, client, redis_client):
+def test_an_item_with_odd_field_types_is_listed_not_fatal(
+    app: Flask, client: FlaskClient, redis_client: redis.Redis
+) -> None:
     result = run_sync(app)
+    assert result.release_id is not None
     with app.app_context():
         table = get_store().keys.table(result.release_id, "en", ITEM_TABLE)
     odd = b'{"hash": 7, "displayProperties": {"name": 12, "icon": ["x"]}, "itemType": "3"}'

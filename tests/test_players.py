@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+import redis
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
@@ -100,7 +101,9 @@ def assert_json_error(response: TestResponse, status: int, error: str) -> dict[s
 # -- search and the player page ---------------------------------------------------------------
 
 
-def test_search_leads_to_the_page_with_the_players_items_and_tiers(client, admin, synced):
+def test_search_leads_to_the_page_with_the_players_items_and_tiers(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     items = origin_items(admin)
     damage_types = origin_table(admin, "DestinyDamageTypeDefinition")
     path = player_path(client, GUARDIAN)
@@ -127,7 +130,9 @@ def test_search_leads_to_the_page_with_the_players_items_and_tiers(client, admin
     assert "unknown item" not in page
 
 
-def test_each_player_page_shows_its_own_equipment_when_pages_are_shown_again(client, admin, synced):
+def test_each_player_page_shows_its_own_equipment_when_pages_are_shown_again(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     # A process keeps players' characters rendered: pages shown in turn, and again, must each
     # show the equipment of their own player.
     items = origin_items(admin)
@@ -146,7 +151,9 @@ def test_each_player_page_shows_its_own_equipment_when_pages_are_shown_again(cli
         assert shown == worn[path]
 
 
-def test_search_ignores_case_and_lists_several_memberships(client, admin, synced):
+def test_search_ignores_case_and_lists_several_memberships(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     assert player_path(client, "gUARDIAN%230001") == player_path(client, GUARDIAN)
 
     response = client.get(f"/players?name={TWO_PLATFORMS}")
@@ -159,7 +166,7 @@ def test_search_ignores_case_and_lists_several_memberships(client, admin, synced
     assert page.count('href="/players/') == 2
 
 
-def test_the_players_page_without_a_name_shows_the_form(client):
+def test_the_players_page_without_a_name_shows_the_form(client: FlaskClient) -> None:
     response = client.get("/players")
 
     assert response.status_code == 200
@@ -171,8 +178,13 @@ def test_the_players_page_without_a_name_shows_the_form(client):
 
 
 def test_unknown_items_show_ask_for_one_sync_and_resolve_after_it(
-    app, client, admin, synced, redis_client, celery_queue
-):
+    app: Flask,
+    client: FlaskClient,
+    admin: DemoAdmin,
+    synced: None,
+    redis_client: redis.Redis,
+    celery_queue: str,
+) -> None:
     path = player_path(client, NEW_ITEMS)
 
     first = client.get(path)
@@ -200,7 +212,9 @@ def test_unknown_items_show_ask_for_one_sync_and_resolve_after_it(
     assert len(queued_task_ids(redis_client, celery_queue)) == 1
 
 
-def test_unknown_items_before_any_sync_ask_for_one(client, admin, redis_client, celery_queue):
+def test_unknown_items_before_any_sync_ask_for_one(
+    client: FlaskClient, admin: DemoAdmin, redis_client: redis.Redis, celery_queue: str
+) -> None:
     page = text(client.get(player_path(client, GUARDIAN)))
 
     assert "Nothing synced yet" in page
@@ -208,7 +222,9 @@ def test_unknown_items_before_any_sync_ask_for_one(client, admin, redis_client, 
     assert len(queued_task_ids(redis_client, celery_queue)) == 1
 
 
-def test_a_broker_down_is_logged_and_the_page_still_shown(app_overrides, admin, caplog):
+def test_a_broker_down_is_logged_and_the_page_still_shown(
+    app_overrides: dict[str, Any], admin: DemoAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
     app = create_app("testing", {**app_overrides, "CELERY_BROKER_URL": CLOSED_PORT})
     run_sync(app)
     client = app.test_client()
@@ -228,7 +244,9 @@ def test_a_broker_down_is_logged_and_the_page_still_shown(app_overrides, admin, 
 # -- errors -----------------------------------------------------------------------------------
 
 
-def test_a_private_profile_is_a_clear_403(client, admin, synced):
+def test_a_private_profile_is_a_clear_403(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     path = player_path(client, PRIVATE)
 
     response = client.get(path)
@@ -239,7 +257,9 @@ def test_a_private_profile_is_a_clear_403(client, admin, synced):
     assert "keeps their Destiny profile private" in body["message"]
 
 
-def test_a_profile_without_its_components_counts_as_private(app, monkeypatch, admin):
+def test_a_profile_without_its_components_counts_as_private(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, admin: DemoAdmin
+) -> None:
     hidden = {"profile": {"privacy": 2}, "characters": {"privacy": 2}}
     monkeypatch.setattr("app.manifest.client.BungieClient.get_platform", lambda self, path: hidden)
 
@@ -249,7 +269,7 @@ def test_a_profile_without_its_components_counts_as_private(app, monkeypatch, ad
     assert "private" in text(response)
 
 
-def test_a_name_nobody_has_is_404(client, admin, synced):
+def test_a_name_nobody_has_is_404(client: FlaskClient, admin: DemoAdmin, synced: None) -> None:
     page = client.get(f"/players?name={NOBODY}")
     body = assert_json_error(client.get(f"/api/v1/players?name={NOBODY}"), 404, "not_found")
 
@@ -259,7 +279,9 @@ def test_a_name_nobody_has_is_404(client, admin, synced):
     assert "Nobody#9999" in body["message"]
 
 
-def test_a_membership_bungie_does_not_know_is_404(client, admin, synced):
+def test_a_membership_bungie_does_not_know_is_404(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     page = client.get("/players/3/4611686018400000001")
     body = assert_json_error(client.get("/api/v1/players/3/4611686018400000001"), 404, "not_found")
 
@@ -268,7 +290,9 @@ def test_a_membership_bungie_does_not_know_is_404(client, admin, synced):
     assert "4611686018400000001" in body["message"]
 
 
-def test_bungie_in_maintenance_is_a_clear_503(client, admin, synced):
+def test_bungie_in_maintenance_is_a_clear_503(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     path = player_path(client, GUARDIAN)
     admin.fault("maintenance")
 
@@ -287,7 +311,9 @@ def test_bungie_in_maintenance_is_a_clear_503(client, admin, synced):
     assert int(page.headers["Retry-After"]) >= 30
 
 
-def test_bungie_refusing_the_key_says_so_without_the_key(app_overrides, admin):
+def test_bungie_refusing_the_key_says_so_without_the_key(
+    app_overrides: dict[str, Any], admin: DemoAdmin
+) -> None:
     app = create_app("testing", {**app_overrides, "BUNGIE_API_KEY": "wrong-key-for-this-test"})
 
     response = app.test_client().get(f"/api/v1/players?name={GUARDIAN}")
@@ -313,7 +339,9 @@ def test_bungie_refusing_the_key_says_so_without_the_key(app_overrides, admin):
         "/players/3/%EF%BC%91",
     ],
 )
-def test_bad_membership_parameters_are_400(client, admin, path):
+def test_bad_membership_parameters_are_400(
+    client: FlaskClient, admin: DemoAdmin, path: str
+) -> None:
     page = client.get(path)
     body = assert_json_error(client.get(f"/api/v1{path}"), 400, "bad_request")
 
@@ -334,7 +362,7 @@ def test_bad_membership_parameters_are_400(client, admin, path):
         "x" * 65 + "%231",
     ],
 )
-def test_bad_bungie_names_are_400(client, admin, name):
+def test_bad_bungie_names_are_400(client: FlaskClient, admin: DemoAdmin, name: str) -> None:
     body = assert_json_error(client.get(f"/api/v1/players?name={name}"), 400, "bad_request")
     assert "Bungie name" in body["message"]
     if name:
@@ -348,8 +376,8 @@ def test_bad_bungie_names_are_400(client, admin, name):
 
 
 def test_profiles_and_searches_are_cached_for_a_while(
-    client, admin, synced, redis_client, key_prefix
-):
+    client: FlaskClient, admin: DemoAdmin, synced: None, redis_client: redis.Redis, key_prefix: str
+) -> None:
     path = player_path(client, GUARDIAN)
     _, _, membership_type, membership_id = path.split("/")
     client.get(path)
@@ -364,7 +392,9 @@ def test_profiles_and_searches_are_cached_for_a_while(
     assert 0 < redis_client.ttl(key) <= TestingConfig.PROFILE_CACHE_SECONDS
 
 
-def test_without_a_profile_cache_every_load_asks_bungie(app_overrides, admin):
+def test_without_a_profile_cache_every_load_asks_bungie(
+    app_overrides: dict[str, Any], admin: DemoAdmin
+) -> None:
     app = create_app("testing", {**app_overrides, "PROFILE_CACHE_SECONDS": 0})
     run_sync(app)
     client = app.test_client()
@@ -377,8 +407,13 @@ def test_without_a_profile_cache_every_load_asks_bungie(app_overrides, admin):
 
 
 def test_a_kept_profile_is_resolved_against_the_release_live_now(
-    app, client, admin, synced, key_prefix, redis_client
-):
+    app: Flask,
+    client: FlaskClient,
+    admin: DemoAdmin,
+    synced: None,
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
     path = player_path(client, GUARDIAN)
     client.get(path)
     profile_key = key_prefix + path.replace("/players/", ":profile:").replace("/", ":")
@@ -409,8 +444,13 @@ def test_a_kept_profile_is_resolved_against_the_release_live_now(
 
 @pytest.mark.budget
 def test_budget_a_kept_page_takes_one_round_trip_until_another_release_is_live(
-    app, client, admin, synced, round_trips, key_prefix
-):
+    app: Flask,
+    client: FlaskClient,
+    admin: DemoAdmin,
+    synced: None,
+    round_trips: list[list[tuple[str, ...]]],
+    key_prefix: str,
+) -> None:
     path = player_path(client, GUARDIAN)
     client.get(path)
     profile_key = key_prefix + path.replace("/players/", ":profile:").replace("/", ":")
@@ -437,7 +477,9 @@ def test_budget_a_kept_page_takes_one_round_trip_until_another_release_is_live(
 # -- the JSON twin ----------------------------------------------------------------------------
 
 
-def test_json_search_and_player_match_the_page(client, admin, synced):
+def test_json_search_and_player_match_the_page(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     found = client.get(f"/api/v1/players?name={GUARDIAN}").get_json()
     (membership,) = found["players"]
     path = f"/players/{membership['membership_type']}/{membership['membership_id']}"
@@ -461,7 +503,9 @@ def test_json_search_and_player_match_the_page(client, admin, synced):
             assert item["tier"]
 
 
-def test_json_player_with_unknown_items_names_its_sync(client, admin, synced):
+def test_json_player_with_unknown_items_names_its_sync(
+    client: FlaskClient, admin: DemoAdmin, synced: None
+) -> None:
     path = player_path(client.application.test_client(), NEW_ITEMS)
 
     body = client.get(f"/api/v1{path}").get_json()

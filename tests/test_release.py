@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def manifest(version: str, guid: str, *, class_guid: str | None = None) -> dict:
     }
 
 
-def test_id_follows_the_paths_not_the_version():
+def test_id_follows_the_paths_not_the_version() -> None:
     a = Release.from_manifest(manifest("100", "aaa"), SETTINGS)
     assert Release.from_manifest(manifest("100", "aaa"), SETTINGS).id == a.id
     # Bungie changes content without bumping the version...
@@ -49,7 +50,7 @@ def test_id_follows_the_paths_not_the_version():
     assert Release.from_manifest(manifest("101", "aaa"), SETTINGS).id == a.id
 
 
-def test_change_in_either_direction_is_a_change():
+def test_change_in_either_direction_is_a_change() -> None:
     new = Release.from_manifest(manifest("200", "bbb"), SETTINGS)
     old = Release.from_manifest(manifest("100", "aaa"), SETTINGS)
     back = compare(new, old)  # a rollback to a lower version
@@ -57,7 +58,7 @@ def test_change_in_either_direction_is_a_change():
     assert back.tables == SETTINGS.tables
 
 
-def test_change_reports_which_tables_and_languages():
+def test_change_reports_which_tables_and_languages() -> None:
     old = Release.from_manifest(manifest("100", "aaa"), SETTINGS)
     new = Release.from_manifest(manifest("100", "aaa", class_guid="ccc"), SETTINGS)
     change = compare(old, new)
@@ -66,14 +67,14 @@ def test_change_reports_which_tables_and_languages():
     assert change.languages == ("en", "fr")
 
 
-def test_first_release_reports_everything():
+def test_first_release_reports_everything() -> None:
     new = Release.from_manifest(manifest("100", "aaa"), SETTINGS)
     change = compare(None, new)
     assert change.old_version is None
     assert change.tables == SETTINGS.tables
 
 
-def test_sqlite_release_uses_the_database_path():
+def test_sqlite_release_uses_the_database_path() -> None:
     sqlite = replace(SETTINGS, format="sqlite")
     a = Release.from_manifest(manifest("100", "aaa"), sqlite)
     assert a.id != Release.from_manifest(manifest("100", "aaa"), SETTINGS).id
@@ -88,11 +89,13 @@ def test_sqlite_release_uses_the_database_path():
         ({"tables": ("NoSuchDefinition",)}, "no table 'NoSuchDefinition'"),
     ],
 )
-def test_asking_for_what_the_manifest_lacks_is_a_configuration_error(change, message):
+def test_asking_for_what_the_manifest_lacks_is_a_configuration_error(
+    change: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ManifestConfigError, match=message):
         Release.from_manifest(manifest("1", "a"), replace(SETTINGS, **change))
 
 
-def test_record_round_trip():
+def test_record_round_trip() -> None:
     release = Release.from_manifest(manifest("100", "aaa"), SETTINGS)
     assert Release.from_record(release.to_record()) == release

@@ -25,6 +25,8 @@ from app import create_app
 from app import triggers
 from app.extensions import get_celery
 from devtools import devstack
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.processes import PROJECT_ROOT
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
@@ -68,7 +70,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 # -- make dev -----------------------------------------------------------------------------
 
 
-def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path):
+def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "dev.log"
     env = clean_env(REDIS_URL="redis://127.0.0.1:1/0", PYTHONUNBUFFERED="1")
@@ -131,7 +133,7 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path):
     assert "Connection to broker lost" not in log.read_text()
 
 
-def test_the_embedded_redis_answers_an_error_and_keeps_the_connection():
+def test_the_embedded_redis_answers_an_error_and_keeps_the_connection() -> None:
     with devstack.embedded_redis() as url:
         client = redis.Redis.from_url(url, single_connection_client=True)
         client.set("key", "text")
@@ -154,7 +156,7 @@ def procfile() -> dict[str, str]:
 
 
 @pytest.fixture
-def heroku_env(origin, redis_url, tmp_path) -> dict[str, str]:
+def heroku_env(origin: DemoOriginProcess, redis_url: str, tmp_path: Path) -> dict[str, Any]:
     settings = {
         "REDIS_URL": redis_url,
         "BUNGIE_BASE_URL": origin.url,
@@ -162,7 +164,7 @@ def heroku_env(origin, redis_url, tmp_path) -> dict[str, str]:
         "CELERY_QUEUE": f"test-{uuid.uuid4().hex[:12]}",
         "CELERY_BEAT_SCHEDULE_FILE": str(tmp_path / "celerybeat-schedule"),
     }
-    return {**settings, "_env": flask_env(settings)}  # type: ignore[dict-item]
+    return {**settings, "_env": flask_env(settings)}
 
 
 def run_procfile_line(kind: str, env: dict[str, str], ready: str) -> ProjectProcess:
@@ -171,7 +173,7 @@ def run_procfile_line(kind: str, env: dict[str, str], ready: str) -> ProjectProc
     return ProjectProcess(["bash", "-c", f"exec {command}"], shell_env, ready=ready)
 
 
-def test_procfile_web_serves_pages_on_port(heroku_env, admin):
+def test_procfile_web_serves_pages_on_port(heroku_env: dict[str, Any], admin: DemoAdmin) -> None:
     port = free_port()
     env = {**heroku_env["_env"], "PORT": str(port), "WEB_CONCURRENCY": "1"}
     with run_procfile_line("web", env, ready="Booting worker"):
@@ -183,7 +185,9 @@ def test_procfile_web_serves_pages_on_port(heroku_env, admin):
         assert "Manifest Syncer" in page.text
 
 
-def test_procfile_worker_runs_syncs_and_beat(heroku_env, admin, redis_client):
+def test_procfile_worker_runs_syncs_and_beat(
+    heroku_env: dict[str, Any], admin: DemoAdmin, redis_client: redis.Redis
+) -> None:
     settings = {k: v for k, v in heroku_env.items() if k != "_env"}
     with run_procfile_line("worker", heroku_env["_env"], ready=" ready.") as worker:
         app = create_app("testing", settings)
@@ -214,7 +218,7 @@ def startup_bat_commands() -> list[list[str]]:
     return commands
 
 
-def test_startup_bat_uses_crlf_and_starts_each_piece_in_its_own_window():
+def test_startup_bat_uses_crlf_and_starts_each_piece_in_its_own_window() -> None:
     raw = (PROJECT_ROOT / "Startup.bat").read_bytes()
     assert b"\r\n" in raw
     assert b"\n" not in raw.replace(b"\r\n", b"")
@@ -243,7 +247,7 @@ def dry_run(args: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("args", startup_bat_commands(), ids=lambda a: " ".join(a[:4]))
-def test_every_python_command_of_startup_bat_exists(args, redis_url):
+def test_every_python_command_of_startup_bat_exists(args: list[str], redis_url: str) -> None:
     done = subprocess.run(
         [sys.executable, *dry_run(args)],
         cwd=PROJECT_ROOT,
@@ -268,7 +272,7 @@ def command_of(service: dict[str, Any]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
-def test_compose_services_run_this_projects_commands():
+def test_compose_services_run_this_projects_commands() -> None:
     services = compose()["services"]
     assert {"redis", "web", "worker", "beat", "demo-origin", "flower"} <= set(services)
     ours = {name: command_of(s) for name, s in services.items() if s.get("build") == "."}
@@ -280,7 +284,7 @@ def test_compose_services_run_this_projects_commands():
     assert set(ours) == {"web", "worker", "beat", "demo-origin"}
 
 
-def test_compose_has_exactly_one_beat_and_healthchecks():
+def test_compose_has_exactly_one_beat_and_healthchecks() -> None:
     services = compose()["services"]
     beats = [name for name, s in services.items() if "beat" in command_of(s)]
     assert beats == ["beat"]
@@ -298,7 +302,7 @@ def test_compose_has_exactly_one_beat_and_healthchecks():
     assert schedule.startswith("--schedule=/tmp/")  # writable by the image's non-root user
 
 
-def test_compose_commands_load_the_app(redis_url):
+def test_compose_commands_load_the_app(redis_url: str) -> None:
     services = compose()["services"]
     env = clean_env(FLASK_CONFIG="testing", TEST_REDIS_URL=redis_url)
     checks = {
@@ -316,13 +320,14 @@ def test_compose_commands_load_the_app(redis_url):
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
 
 
-def test_compose_configuration_comes_from_env_example():
+def test_compose_configuration_comes_from_env_example() -> None:
     example = (PROJECT_ROOT / ".env.example").read_text()
     names = re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.MULTILINE)
     from config import Config
 
     assert names
-    assert all(hasattr(Config, name) or name == "FLASK_CONFIG" for name in names), names
+    compose_only = ("FLASK_CONFIG", "FLOWER_BASIC_AUTH")
+    assert all(hasattr(Config, name) or name in compose_only for name in names), names
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "USER syncer" in dockerfile
     assert dockerfile.index("pip install -r") < dockerfile.index("COPY . .")

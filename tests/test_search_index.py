@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.manifest.items import ItemSummary
 from app.manifest.store.search import SearchIndex
 from app.manifest.store.search import SearchRow
@@ -20,11 +22,11 @@ ROWS = [
 ]
 
 
-def hashes(index: SearchIndex, rows) -> list[int]:
+def hashes(index: SearchIndex, rows: Sequence[int]) -> list[int]:
     return [index.hashes[row] for row in rows]
 
 
-def test_substrings_match_by_name_in_order():
+def test_substrings_match_by_name_in_order() -> None:
     index = SearchIndex(ROWS)
     assert hashes(index, index.matches("spade")) == [1, 4]
     assert hashes(index, index.matches("horn")) == [3]
@@ -32,27 +34,27 @@ def test_substrings_match_by_name_in_order():
     assert hashes(index, index.matches("zzz")) == []
 
 
-def test_a_match_never_spans_two_names():
+def test_a_match_never_spans_two_names() -> None:
     index = SearchIndex(ROWS)
     assert index.matches("spadesfate") == []
     assert index.matches("spades\nfate") == ()
     assert hashes(index, index.matches("r")) == [2, 3]  # each name once, however many hits
 
 
-def test_filters_apply_to_the_matches_only():
+def test_filters_apply_to_the_matches_only() -> None:
     index = SearchIndex(ROWS)
     assert hashes(index, index.filter(index.matches("spade"), 3, None, None)) == [1]
     assert hashes(index, index.filter(index.matches(""), None, 6, 3)) == [1, 3]
     assert hashes(index, index.filter(index.matches(""), None, None, 1)) == [4]
 
 
-def test_an_empty_release():
+def test_an_empty_release() -> None:
     index = SearchIndex([])
     assert list(index.matches("")) == []
     assert index.matches("a") == []
 
 
-def test_needles_of_every_length_find_exactly_the_names_that_hold_them():
+def test_needles_of_every_length_find_exactly_the_names_that_hold_them() -> None:
     rows = [
         row("ace of spades", 1, 3, 6, 3),
         row("the lament", 2, 3, 5, 3),
@@ -71,7 +73,7 @@ def test_needles_of_every_length_find_exactly_the_names_that_hold_them():
     assert index.matches("lamentables") == []
 
 
-def test_the_index_keeps_what_a_list_of_results_shows():
+def test_the_index_keeps_what_a_list_of_results_shows() -> None:
     stored = (
         b'{"hash": 9, "displayProperties": {"name": "Ace of Spades", "icon": "/i/ace.jpg"},'
         b' "itemTypeDisplayName": "Hand Cannon", "itemType": 3, "classType": 3,'

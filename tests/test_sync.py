@@ -16,6 +16,7 @@ from app.manifest.store import ITEM_TABLE
 from app.manifest.store import WHOLE_TABLE
 from app.manifest.store import ManifestStore
 from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import DEMO_ITEMS
 from tests.conftest import snapshot
 
@@ -33,7 +34,9 @@ def content_requests(admin: DemoAdmin) -> list[dict]:
     return [r for r in admin.requests_log() if r["path"].startswith("/common/")]
 
 
-def test_first_sync_fills_the_cache(store: ManifestStore, bungie: BungieClient, admin, origin):
+def test_first_sync_fills_the_cache(
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, origin: DemoOriginProcess
+) -> None:
     progress: list[sync.Progress] = []
     result = sync.run(
         store, bungie, trigger="test", requested_by="tester", progress=progress.append
@@ -46,6 +49,7 @@ def test_first_sync_fills_the_cache(store: ManifestStore, bungie: BungieClient, 
     items = item_file(admin, origin.url)
     some_hash, raw = next(iter(items.items()))
     stored = store.definition(ITEM_TABLE, int(some_hash))
+    assert stored is not None
     assert stored["displayProperties"]["name"] == raw["displayProperties"]["name"]
     assert stored["inventory"]["tierType"] == raw["inventory"]["tierType"]
     assert "stats" not in stored
@@ -59,14 +63,17 @@ def test_first_sync_fills_the_cache(store: ManifestStore, bungie: BungieClient, 
     assert any(p.table == ITEM_TABLE and p.bytes_total for p in progress)
     # The release and its history entry remember the trigger.
     live = store.live_release()
+    assert live is not None
     assert live.trigger["requested_by"] == "tester"
     assert store.history()[0]["id"] == result.release_id
-    assert store.last_check()["outcome"] == sync.UPDATED
+    check = store.last_check()
+    assert check is not None
+    assert check["outcome"] == sync.UPDATED
 
 
 def test_search_finds_items_by_name_any_case(
-    store: ManifestStore, bungie: BungieClient, admin, origin
-):
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, origin: DemoOriginProcess
+) -> None:
     sync.run(store, bungie)
     items = item_file(admin, origin.url)
     name = next(
@@ -95,8 +102,12 @@ def test_search_finds_items_by_name_any_case(
 
 @pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
 def test_a_search_reads_the_release_live_now(
-    store: ManifestStore, bungie: BungieClient, admin, origin, track_live
-):
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    origin: DemoOriginProcess,
+    track_live: bool,
+) -> None:
     store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
     first = sync.run(store, bungie)
     assert store.search("", per_page=200).release_id == first.release_id
@@ -118,8 +129,11 @@ def test_a_search_reads_the_release_live_now(
 @pytest.mark.budget
 @pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
 def test_budget_a_search_takes_one_round_trip_and_its_rows_none_once_tracked(
-    store: ManifestStore, bungie: BungieClient, round_trips, track_live
-):
+    store: ManifestStore,
+    bungie: BungieClient,
+    round_trips: list[list[tuple[str, ...]]],
+    track_live: bool,
+) -> None:
     store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
     live = sync.run(store, bungie)
     assert store.search("", per_page=200).release_id == live.release_id
@@ -135,6 +149,7 @@ def test_budget_a_search_takes_one_round_trip_and_its_rows_none_once_tracked(
         assert trips == [["HMGET"]]
     else:
         assert trips == [["GET", "HMGET", "GET"], ["GET", "GET"]]
+    assert live.release_id is not None
     assert round_trips[0][trips[0].index("HMGET")][1] == store.keys.table(
         live.release_id, "en", ITEM_TABLE
     )
@@ -143,8 +158,13 @@ def test_budget_a_search_takes_one_round_trip_and_its_rows_none_once_tracked(
 @pytest.mark.budget
 @pytest.mark.parametrize("track_live", [True, False], ids=["tracked", "untracked"])
 def test_budget_a_value_kept_per_release_is_read_beside_the_live_id_in_one_round_trip(
-    store: ManifestStore, bungie: BungieClient, key_prefix, redis_client, round_trips, track_live
-):
+    store: ManifestStore,
+    bungie: BungieClient,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    round_trips: list[list[tuple[str, ...]]],
+    track_live: bool,
+) -> None:
     store = ManifestStore(store.redis, replace(store.settings, track_live=track_live))
     first = sync.run(store, bungie)
     redis_client.set(f"{key_prefix}:kept", b"made against the first release")
@@ -159,8 +179,12 @@ def test_budget_a_value_kept_per_release_is_read_beside_the_live_id_in_one_round
 
 
 def test_second_sync_is_unchanged_and_writes_nothing(
-    store, bungie, admin, key_prefix, redis_client
-):
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
     first = sync.run(store, bungie)
     before = snapshot(redis_client, key_prefix, skip=BOOKKEEPING)
     admin.clear_requests_log()
@@ -173,11 +197,15 @@ def test_second_sync_is_unchanged_and_writes_nothing(
     assert content_requests(admin) == []
     assert len(admin.requests_log()) == 1
     assert snapshot(redis_client, key_prefix, skip=BOOKKEEPING) == before
-    assert store.last_check()["outcome"] == sync.UNCHANGED
+    check = store.last_check()
+    assert check is not None
+    assert check["outcome"] == sync.UNCHANGED
 
 
 @pytest.mark.budget
-def test_budget_an_unchanged_check_takes_one_round_trip(store, bungie, round_trips):
+def test_budget_an_unchanged_check_takes_one_round_trip(
+    store: ManifestStore, bungie: BungieClient, round_trips: list[list[tuple[str, ...]]]
+) -> None:
     sync.run(store, bungie)
     round_trips.clear()
 
@@ -187,7 +215,9 @@ def test_budget_an_unchanged_check_takes_one_round_trip(store, bungie, round_tri
     assert [[command[0] for command in trip] for trip in round_trips] == [["EVALSHA"]]
 
 
-def test_a_published_release_swaps_in_with_the_right_diff(store, bungie, admin, origin):
+def test_a_published_release_swaps_in_with_the_right_diff(
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, origin: DemoOriginProcess
+) -> None:
     first = sync.run(store, bungie)
     old_items = item_file(admin, origin.url)
     published = admin.publish()
@@ -209,10 +239,18 @@ def test_a_published_release_swaps_in_with_the_right_diff(store, bungie, admin, 
     # Readers now get the new release; removed items are gone from it.
     assert store.definition(ITEM_TABLE, int(next(iter(removed)))) is None
     assert store.definition(ITEM_TABLE, int(next(iter(added)))) is not None
+    assert result.change is not None
     assert result.change["old_version"] != result.change["new_version"]
 
 
-def test_readers_never_see_a_mixed_release(store, bungie, admin, origin, redis_client, settings):
+def test_readers_never_see_a_mixed_release(
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    origin: DemoOriginProcess,
+    redis_client: redis.Redis,
+    settings: ManifestSettings,
+) -> None:
     sync.run(store, bungie)
     old_items = item_file(admin, origin.url)
     admin.publish(changed=DEMO_ITEMS // 2, added=0, removed=0)
@@ -230,7 +268,12 @@ def test_readers_never_see_a_mixed_release(store, bungie, admin, origin, redis_c
 
     def names_now() -> tuple[str, ...]:
         found = reader_store.definitions(ITEM_TABLE, hashes)
-        return tuple(found[h]["displayProperties"]["name"] for h in hashes)
+        read_names = []
+        for h in hashes:
+            definition = found[h]
+            assert definition is not None
+            read_names.append(definition["displayProperties"]["name"])
+        return tuple(read_names)
 
     def read() -> None:
         while not done.is_set():
@@ -251,23 +294,30 @@ def test_readers_never_see_a_mixed_release(store, bungie, admin, origin, redis_c
     assert names_now() == names["new"]
 
 
-def definitions_snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes]:
+def definitions_snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
     """Every release's definitions (the tables, not their digests) and records."""
     found = snapshot(client, prefix, skip=(*BOOKKEEPING, "current", "history", "releases"))
     return {key: value for key, value in found.items() if not key.endswith(b":sums")}
 
 
-def digests_kept(client: redis.Redis, prefix: str) -> dict[str, dict[bytes, bytes]]:
+def digests_kept(client: redis.Redis, prefix: str) -> dict[str, dict[bytes | str, bytes | str]]:
     """The digests kept, by key."""
     return {key.decode(): client.hgetall(key) for key in client.scan_iter(match=f"{prefix}:*:sums")}
 
 
-def test_a_rollback_is_a_pointer_flip(store, bungie, admin, key_prefix, redis_client):
+def test_a_rollback_is_a_pointer_flip(
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
     first = sync.run(store, bungie)
     first_digests = digests_kept(redis_client, key_prefix)
     admin.publish()
     second = sync.run(store, bungie)
     # Only the live release keeps the digests a build compares with.
+    assert second.release_id is not None
     assert all(second.release_id in key for key in digests_kept(redis_client, key_prefix))
     admin.rollback()
     admin.clear_requests_log()
@@ -300,20 +350,30 @@ def test_a_rollback_is_a_pointer_flip(store, bungie, admin, key_prefix, redis_cl
     assert len(published["changed"]) == 7
 
 
-def test_only_two_releases_are_kept(store, bungie, admin, key_prefix, redis_client):
-    ids = []
+def test_only_two_releases_are_kept(
+    store: ManifestStore,
+    bungie: BungieClient,
+    admin: DemoAdmin,
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
+    ids: list[str] = []
     for _ in range(3):
-        ids.append(sync.run(store, bungie).release_id)
+        release_id = sync.run(store, bungie).release_id
+        assert release_id is not None
+        ids.append(release_id)
         admin.publish()
     assert store.kept_ids() == [ids[2], ids[1]]
     assert not list(redis_client.scan_iter(match=f"{key_prefix}:{ids[0]}:*"))
     assert redis_client.exists(store.keys.release(ids[0])) == 0
-    assert store.history_entry(ids[0])["version"]  # the record of what happened stays
+    entry = store.history_entry(ids[0])
+    assert entry is not None
+    assert entry["version"]  # the record of what happened stays
 
 
 def test_sqlite_format_gives_the_same_cache_as_json(
-    redis_client, settings: ManifestSettings, admin, key_prefix
-):
+    redis_client: redis.Redis, settings: ManifestSettings, admin: DemoAdmin, key_prefix: str
+) -> None:
     json_store = ManifestStore(redis_client, settings)
     sqlite_settings = replace(settings, format="sqlite", key_prefix=f"{key_prefix}:sqlite")
     sqlite_store = ManifestStore(redis_client, sqlite_settings)
@@ -323,6 +383,8 @@ def test_sqlite_format_gives_the_same_cache_as_json(
 
     assert from_sqlite.outcome == sync.UPDATED, from_sqlite.summary()
     assert from_sqlite.counts == from_json.counts
+    assert from_json.release_id is not None
+    assert from_sqlite.release_id is not None
     for table in settings.tables:
         json_key = json_store.keys.table(from_json.release_id, "en", table)
         sqlite_key = sqlite_store.keys.table(from_sqlite.release_id, "en", table)
@@ -330,7 +392,9 @@ def test_sqlite_format_gives_the_same_cache_as_json(
     assert sqlite_store.search("a").total == json_store.search("a").total
 
 
-def test_every_configured_language_is_cached(redis_client, settings, admin):
+def test_every_configured_language_is_cached(
+    redis_client: redis.Redis, settings: ManifestSettings, admin: DemoAdmin
+) -> None:
     multi = replace(settings, languages=("en", "fr"))
     store = ManifestStore(redis_client, multi)
     result = sync.run(store, BungieClient.from_settings(multi))
@@ -338,10 +402,14 @@ def test_every_configured_language_is_cached(redis_client, settings, admin):
     some_hash = int(next(iter(store.search("", per_page=1, lang="fr").items))["hash"])
     english = store.definitions(ITEM_TABLE, [some_hash], lang="en")[some_hash]
     french = store.definitions(ITEM_TABLE, [some_hash], lang="fr")[some_hash]
+    assert english is not None
+    assert french is not None
     assert english["displayProperties"]["name"] != french["displayProperties"]["name"]
 
 
-def test_concurrent_runs_make_one_sync(store, bungie, admin, settings):
+def test_concurrent_runs_make_one_sync(
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, settings: ManifestSettings
+) -> None:
     # Slow the item table down so the first run is still ingesting when the others arrive.
     admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.05)
     ingesting = threading.Event()
@@ -370,7 +438,9 @@ def test_concurrent_runs_make_one_sync(store, bungie, admin, settings):
     assert len(item_requests) == 1
 
 
-def test_the_lock_is_extended_while_work_goes_on(redis_client, settings, admin):
+def test_the_lock_is_extended_while_work_goes_on(
+    redis_client: redis.Redis, settings: ManifestSettings, admin: DemoAdmin
+) -> None:
     # A lock timeout far shorter than the sync: without extension another run could start.
     short = replace(settings, lock_timeout=0.6)
     store = ManifestStore(redis_client, short)
@@ -389,22 +459,33 @@ def test_the_lock_is_extended_while_work_goes_on(redis_client, settings, admin):
     assert store.lock("observer").holder() is None
 
 
-def test_a_lock_left_by_a_crashed_run_expires(redis_client, store, bungie, admin):
+def test_a_lock_left_by_a_crashed_run_expires(
+    redis_client: redis.Redis, store: ManifestStore, bungie: BungieClient, admin: DemoAdmin
+) -> None:
     redis_client.set(store.keys.lock, "crashed-run", px=300)
+    redis_client.set(store.keys.heartbeat("crashed-run"), 1, px=300)  # it beat until it died
     assert sync.run(store, bungie).outcome == sync.BUSY
     threading.Event().wait(0.4)
     assert sync.run(store, bungie).outcome == sync.UPDATED
 
 
-def test_lookup_reads_several_tables_and_whole_small_ones_at_once(store, bungie, admin, origin):
+def test_lookup_reads_several_tables_and_whole_small_ones_at_once(
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, origin: DemoOriginProcess
+) -> None:
     sync.run(store, bungie)
     some_hash = int(next(iter(item_file(admin, origin.url))))
     release_id, found = store.lookup(
         {ITEM_TABLE: [some_hash, 1], "DestinyDamageTypeDefinition": WHOLE_TABLE}
     )
     assert release_id == store.live_id()
-    assert found[ITEM_TABLE][some_hash]["hash"] == some_hash
+    item = found[ITEM_TABLE][some_hash]
+    assert item is not None
+    assert item["hash"] == some_hash
     assert found[ITEM_TABLE][1] is None
     damage = found["DestinyDamageTypeDefinition"]
-    assert len(damage) == store.live_release().counts["en"]["DestinyDamageTypeDefinition"]
-    assert all(definition["hash"] == h for h, definition in damage.items())
+    live = store.live_release()
+    assert live is not None
+    assert len(damage) == live.counts["en"]["DestinyDamageTypeDefinition"]
+    assert all(
+        definition is not None and definition["hash"] == h for h, definition in damage.items()
+    )

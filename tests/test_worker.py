@@ -21,14 +21,17 @@ from app.extensions import get_keys
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import DEMO_ITEMS
+from tests.processes import CeleryWorker
 from tests.processes import celery_worker
 
 TOKEN = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def worker_settings(origin, redis_url: str) -> dict[str, Any]:
+def worker_settings(origin: DemoOriginProcess, redis_url: str) -> dict[str, Any]:
     """Settings shared by this module's worker and apps: their own key prefix and queue."""
     return {
         "REDIS_URL": redis_url,
@@ -40,7 +43,7 @@ def worker_settings(origin, redis_url: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def worker(worker_settings: dict[str, Any], redis_client: redis.Redis) -> Iterator[Any]:
+def worker(worker_settings: dict[str, Any], redis_client: redis.Redis) -> Iterator[CeleryWorker]:
     with celery_worker(worker_settings) as process:
         yield process
     prefix, queue = worker_settings["MANIFEST_KEY_PREFIX"], worker_settings["CELERY_QUEUE"]
@@ -51,7 +54,12 @@ def worker(worker_settings: dict[str, Any], redis_client: redis.Redis) -> Iterat
 
 
 @pytest.fixture
-def app(worker_settings: dict[str, Any], worker, admin, redis_client: redis.Redis) -> Flask:
+def app(
+    worker_settings: dict[str, Any],
+    worker: CeleryWorker,
+    admin: DemoAdmin,
+    redis_client: redis.Redis,
+) -> Flask:
     """The app as the worker sees it, with this module's cache emptied before each test."""
     keys = list(redis_client.scan_iter(match=f"{worker_settings['MANIFEST_KEY_PREFIX']}:*"))
     if keys:
@@ -73,13 +81,17 @@ def wait_for(app: Flask, client: FlaskClient, task_id: str, timeout: float = 60)
     raise AssertionError(f"task {task_id} did not finish: {seen[-3:]}")
 
 
-def test_update_manifest_runs_a_sync_on_the_worker(app, signed_in, admin):
+def test_update_manifest_runs_a_sync_on_the_worker(
+    app: Flask, signed_in: FlaskClient, admin: DemoAdmin
+) -> None:
     # Slow the item table so the sync is long enough to be watched.
     admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.15)
     page = signed_in.get("/updateManifest")
     assert page.status_code == 200
     with app.app_context():
-        task_id = get_store().redis.get(get_keys().queued_sync).decode()
+        queued = get_store().redis.get(get_keys().queued_sync)
+    assert isinstance(queued, bytes)
+    task_id = queued.decode()
     assert task_id in page.get_data(as_text=True)
 
     answers = wait_for(app, signed_in, task_id)
@@ -106,7 +118,7 @@ def test_update_manifest_runs_a_sync_on_the_worker(app, signed_in, admin):
     assert entry["trigger"]["run_id"] == task_id
 
 
-def test_fifty_concurrent_triggers_make_one_sync(app, admin):
+def test_fifty_concurrent_triggers_make_one_sync(app: Flask, admin: DemoAdmin) -> None:
     # The sync lasts seconds, so all fifty arrive while it is queued or running (one arriving
     # after it ended would rightly start the next).
     admin.fault("slow_drip", table=ITEM_TABLE, chunk=32768, delay=0.2)
@@ -137,7 +149,7 @@ def test_fifty_concurrent_triggers_make_one_sync(app, admin):
     assert len(downloads) == 1
 
 
-def test_a_throttled_sync_is_retried_after_throttle_seconds(app, admin):
+def test_a_throttled_sync_is_retried_after_throttle_seconds(app: Flask, admin: DemoAdmin) -> None:
     admin.fault("throttle", count=1, throttle_seconds=1)
     with app.test_request_context():
         ticket = triggers.request_sync("test")
@@ -150,7 +162,7 @@ def test_a_throttled_sync_is_retried_after_throttle_seconds(app, admin):
     assert len(manifest_calls) == 2
 
 
-def test_a_configuration_error_is_not_retried(app, admin):
+def test_a_configuration_error_is_not_retried(app: Flask, admin: DemoAdmin) -> None:
     admin.fault("bad_api_key")
     with app.test_request_context():
         ticket = triggers.request_sync("test")
@@ -166,7 +178,7 @@ def test_a_configuration_error_is_not_retried(app, admin):
         assert get_store().redis.get(get_keys().queued_sync) is None
 
 
-def test_beat_schedule_runs_the_sync_task_with_expiry(app):
+def test_beat_schedule_runs_the_sync_task_with_expiry(app: Flask) -> None:
     with app.app_context():
         schedule = get_celery().conf.beat_schedule["sync-manifest"]
     assert schedule["task"] == "manifest.sync"
@@ -178,7 +190,9 @@ def test_beat_schedule_runs_the_sync_task_with_expiry(app):
     not os.environ.get("TEST_AMQP_URL"),
     reason="TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672//); .ci/run sets it",
 )
-def test_the_same_sync_runs_with_rabbitmq_as_the_broker(worker_settings, admin, redis_client):
+def test_the_same_sync_runs_with_rabbitmq_as_the_broker(
+    worker_settings: dict[str, Any], admin: DemoAdmin, redis_client: redis.Redis
+) -> None:
     settings = {
         **worker_settings,
         "MANIFEST_KEY_PREFIX": f"test:{uuid.uuid4().hex[:12]}",

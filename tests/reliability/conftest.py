@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import API_KEY
 from tests.reliability.servers import RedisServer
@@ -100,7 +101,7 @@ def big_origin() -> Iterator[DemoOriginProcess]:
 
 
 @pytest.fixture
-def big_admin(big_origin: DemoOriginProcess) -> Iterator[Any]:
+def big_admin(big_origin: DemoOriginProcess) -> Iterator[DemoAdmin]:
     control = big_origin.admin
     control.reset()
     yield control

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -19,6 +20,7 @@ from app.extensions import get_store
 from app.manifest import sync
 from config import TestingConfig
 from tests.conftest import CSRF
+from tests.reliability.conftest import Figures
 from tests.reliability.servers import closed_port_url
 
 TOKEN = TestingConfig.API_TOKEN
@@ -61,7 +63,9 @@ def form_token(client: FlaskClient) -> str:
 
 
 @pytest.mark.parametrize("headers", WRONG_TOKENS.values(), ids=WRONG_TOKENS.keys())
-def test_the_api_refuses_missing_wrong_and_short_tokens(client, redis_client, key_prefix, headers):
+def test_the_api_refuses_missing_wrong_and_short_tokens(
+    client: FlaskClient, redis_client: redis.Redis, key_prefix: str, headers: dict[str, str]
+) -> None:
     query = {"token": TOKEN} if "X-Token-In-Query" in headers else None
     response = client.post("/api/v1/manifest/sync", headers=headers, query_string=query)
 
@@ -74,13 +78,15 @@ def test_the_api_refuses_missing_wrong_and_short_tokens(client, redis_client, ke
     assert list(redis_client.scan_iter(match=f"{key_prefix}:task*")) == []
 
 
-def test_the_right_token_gets_in_whatever_the_scheme_case(client):
+def test_the_right_token_gets_in_whatever_the_scheme_case(client: FlaskClient) -> None:
     response = client.post("/api/v1/manifest/sync", headers={"Authorization": f"bearer {TOKEN}"})
     assert response.status_code == 202
 
 
 @pytest.mark.parametrize("configured", [None, ""])
-def test_without_an_api_token_configured_nobody_gets_in(app_overrides, configured):
+def test_without_an_api_token_configured_nobody_gets_in(
+    app_overrides: dict[str, Any], configured: str | None
+) -> None:
     app = create_app("testing", {**app_overrides, "API_TOKEN": configured})
     client = app.test_client()
     for header in ("Bearer ", "Bearer None", "Bearer null"):
@@ -88,7 +94,7 @@ def test_without_an_api_token_configured_nobody_gets_in(app_overrides, configure
         assert response.status_code == 401, header
 
 
-def test_secrets_are_compared_in_constant_time():
+def test_secrets_are_compared_in_constant_time() -> None:
     for function in (auth.token_required, auth.check_credentials, auth._check_csrf):
         source = inspect.getsource(function)
         assert "hmac.compare_digest" in source, function.__name__
@@ -102,7 +108,9 @@ def test_secrets_are_compared_in_constant_time():
 # -- sign-in ---------------------------------------------------------------------------------
 
 
-def test_sign_in_brute_force_is_cut_off_even_for_the_right_password(app_overrides, figures):
+def test_sign_in_brute_force_is_cut_off_even_for_the_right_password(
+    app_overrides: dict[str, Any], figures: Figures
+) -> None:
     app = create_app("testing", {**app_overrides, "RATE_LIMIT_WINDOW": 3600})
     client = app.test_client()
     token = form_token(client)
@@ -144,13 +152,16 @@ def form_routes(app: Flask) -> list[str]:
     )
 
 
-def test_every_form_refuses_a_post_without_its_token(app, redis_client, key_prefix, figures):
+def test_every_form_refuses_a_post_without_its_token(
+    app: Flask, redis_client: redis.Redis, key_prefix: str, figures: Figures
+) -> None:
     routes = form_routes(app)
     assert {"/login", "/logout", "/sync"} <= set(routes)
     other = app.test_client()
     foreign = form_token(other)
     credentials = {"username": "admin", "password": TestingConfig.ADMIN_PASSWORD}
-    for route in routes:
+    # Signing out ends every session of the admin, the forged ones here too: last.
+    for route in sorted(routes, key=lambda route: route == "/logout"):
         for token in (None, "", "forged-token", foreign, CSRF.upper()):
             client = signed_in_client(app)
             data = dict(credentials) if token is None else {**credentials, "csrf_token": token}
@@ -165,7 +176,9 @@ def test_every_form_refuses_a_post_without_its_token(app, redis_client, key_pref
     figures.scenario("auth")["summary"]["forms checked for CSRF"] = ", ".join(routes)
 
 
-def test_a_refused_form_changes_nothing(app, redis_client, key_prefix):
+def test_a_refused_form_changes_nothing(
+    app: Flask, redis_client: redis.Redis, key_prefix: str
+) -> None:
     client = signed_in_client(app)
     assert client.post("/sync").status_code == 400
     assert client.post("/logout").status_code == 400
@@ -200,7 +213,9 @@ def sign_in(app: Flask, password: str) -> str:
     return response.headers["Set-Cookie"]
 
 
-def test_the_session_cookie_is_httponly_lax_and_secure_in_production(app, app_overrides, figures):
+def test_the_session_cookie_is_httponly_lax_and_secure_in_production(
+    app: Flask, app_overrides: dict[str, Any], figures: Figures
+) -> None:
     testing = sign_in(app, TestingConfig.ADMIN_PASSWORD)
     production = sign_in(production_app(app_overrides), "production-password")
 
@@ -271,7 +286,9 @@ def assert_security_headers(response: Any, where: str) -> None:
     assert headers.get("X-Frame-Options") == "DENY", where
 
 
-def test_every_answer_has_the_security_headers(filled, app_overrides, figures):
+def test_every_answer_has_the_security_headers(
+    filled: Flask, app_overrides: dict[str, Any], figures: Figures
+) -> None:
     statuses = set()
     for config_name, app in (("testing", filled), ("production", production_app(app_overrides))):
         client = signed_in_client(app)

@@ -21,6 +21,8 @@ from app.manifest.client import MANIFEST_PATH
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
 from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import run_task
 from tests.reliability.helpers import send_beat_sync
@@ -32,7 +34,7 @@ SLACK = 1.5  # seconds a retry may come later than asked (scheduling, polling)
 
 
 @pytest.fixture(scope="module")
-def module_stack(origin) -> Iterator[dict[str, Any]]:
+def module_stack(origin: DemoOriginProcess) -> Iterator[dict[str, Any]]:
     """A worker and the app on a Redis of their own, for the whole module."""
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
@@ -54,7 +56,7 @@ def module_stack(origin) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def stack(module_stack, admin) -> dict[str, Any]:
+def stack(module_stack: dict[str, Any], admin: DemoAdmin) -> dict[str, Any]:
     """The module's worker with a release live and a newer one published (a unique version, so
     that it is new to the cache whatever earlier tests published)."""
     celery: Celery = module_stack["celery"]
@@ -87,10 +89,16 @@ SHORT_WAITS = [
 
 @pytest.mark.parametrize(("fault", "options", "asked"), SHORT_WAITS)
 def test_a_throttled_sync_waits_as_long_as_asked_then_succeeds(
-    stack, admin, figures, fault, options, asked
-):
+    stack: dict[str, Any],
+    admin: DemoAdmin,
+    figures: Figures,
+    fault: str,
+    options: dict[str, Any],
+    asked: float,
+) -> None:
     store: ManifestStore = stack["store"]
     old = store.live_id()
+    assert old is not None
     admin.fault(fault, **options)
     task_id = send_beat_sync(stack["celery"])
 
@@ -141,11 +149,17 @@ def scheduled_in(celery: Celery, task_id: str) -> float | None:
 
 @pytest.mark.parametrize(("fault", "options", "countdown"), LONG_WAITS)
 def test_a_long_wait_is_scheduled_not_slept_and_permanent_errors_are_not_retried(
-    stack, admin, figures, fault, options, countdown
-):
+    stack: dict[str, Any],
+    admin: DemoAdmin,
+    figures: Figures,
+    fault: str,
+    options: dict[str, Any],
+    countdown: float | None,
+) -> None:
     store: ManifestStore = stack["store"]
     celery: Celery = stack["celery"]
     old = store.live_id()
+    assert old is not None
     admin.fault(fault, **options)
     task_id = send_beat_sync(celery)
     task = AsyncResult(task_id, app=celery)
@@ -162,8 +176,11 @@ def test_a_long_wait_is_scheduled_not_slept_and_permanent_errors_are_not_retried
         else:
             assert task.state == "RETRY"
             planned = wait_until(lambda: scheduled_in(celery, task_id), 10, "the retry's ETA")
+            assert planned is not None
             assert countdown - 3 <= planned <= countdown, planned
-        error = store.last_check()["error"]
+        check = store.last_check()
+        assert check is not None
+        error = check["error"]
         assert live_is_whole(store, old)
     finally:
         celery.control.revoke(task_id)

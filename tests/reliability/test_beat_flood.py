@@ -16,7 +16,10 @@ from app import create_app
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.processes import ProjectProcess
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.servers import RedisServer
 from tests.reliability.servers import beat
@@ -38,7 +41,9 @@ def ticks(process: ProjectProcess) -> int:
     return process.output().count("Scheduler: Sending due task")
 
 
-def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(origin, admin, figures):
+def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(
+    origin: DemoOriginProcess, admin: DemoAdmin, figures: Figures
+) -> None:
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
         schedules = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -89,8 +94,8 @@ def test_two_beats_and_a_flood_of_triggers_make_one_sync_per_release(origin, adm
             thread.join()
         wait_until(
             lambda: (
-                (store.live_release() or None)
-                and store.live_release().release.version == published["version"]
+                (live := store.live_release()) is not None
+                and live.release.version == published["version"]
             ),
             60,
             "the new release to go live",

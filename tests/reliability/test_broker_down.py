@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
@@ -21,7 +22,10 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.extensions import get_store
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import CSRF
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import run_task
 from tests.reliability.servers import RedisServer
@@ -87,8 +91,12 @@ def tarpit() -> Iterator[str]:
     ],
 )
 def test_triggers_answer_503_fast_and_leave_nothing_when_the_broker_is_down(
-    app_overrides, redis_client, tarpit, figures, broker
-):
+    app_overrides: dict[str, Any],
+    redis_client: redis.Redis,
+    tarpit: str,
+    figures: Figures,
+    broker: str,
+) -> None:
     if broker == "closed port":
         url = closed_port_url()
     elif broker == "stopped redis-server":
@@ -117,7 +125,9 @@ def test_triggers_answer_503_fast_and_leave_nothing_when_the_broker_is_down(
 
 
 @pytest.fixture
-def broker_stack(origin, admin, key_prefix, redis_url) -> Iterator[dict[str, Any]]:
+def broker_stack(
+    origin: DemoOriginProcess, admin: DemoAdmin, key_prefix: str, redis_url: str
+) -> Iterator[dict[str, Any]]:
     """The cache and results on the shared Redis; the broker on a redis-server of our own."""
     with ExitStack() as stack:
         broker = stack.enter_context(RedisServer())
@@ -134,7 +144,9 @@ def broker_stack(origin, admin, key_prefix, redis_url) -> Iterator[dict[str, Any
         yield {"broker": broker, "overrides": overrides, "schedule": schedule, "stack": stack}
 
 
-def test_worker_and_beat_reconnect_when_the_broker_returns(broker_stack, admin, figures):
+def test_worker_and_beat_reconnect_when_the_broker_returns(
+    broker_stack: dict[str, Any], admin: DemoAdmin, figures: Figures
+) -> None:
     broker: RedisServer = broker_stack["broker"]
     overrides = broker_stack["overrides"]
     stack: ExitStack = broker_stack["stack"]

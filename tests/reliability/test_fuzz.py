@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import redis
 from flask import Flask
 from hypothesis import HealthCheck
 from hypothesis import given
@@ -25,7 +26,9 @@ from app.extensions import get_bungie
 from app.extensions import get_store
 from app.manifest import sync
 from config import TestingConfig
+from devtools.demo.control import DemoOriginProcess
 from tests.conftest import CSRF
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 
 EXAMPLES = 150
@@ -108,7 +111,9 @@ def hypothesis_home() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(origin, redis_url, redis_client) -> Iterator[Flask]:
+def fuzz_app(
+    origin: DemoOriginProcess, redis_url: str, redis_client: redis.Redis
+) -> Iterator[Flask]:
     """The app with a filled cache; limits raised so that fuzzing reaches past them."""
     prefix, queue = unique("fuzz"), unique("fuzz")
     overrides = {
@@ -240,7 +245,7 @@ def seeds(rule: Rule) -> Iterator[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("rule", fuzz_cases())
-def test_route_survives_hostile_requests(fuzz_app: Flask, rule: Rule, figures) -> None:
+def test_route_survives_hostile_requests(fuzz_app: Flask, rule: Rule, figures: Figures) -> None:
     seen: dict[int, int] = {}
 
     @settings(
@@ -286,7 +291,9 @@ ONCE_500 = [
 
 
 @pytest.mark.parametrize(("method", "url", "signed_in"), ONCE_500)
-def test_requests_that_once_got_a_500_get_an_answer(fuzz_app, method, url, signed_in):
+def test_requests_that_once_got_a_500_get_an_answer(
+    fuzz_app: Flask, method: str, url: str, signed_in: bool
+) -> None:
     form = {
         "username": TestingConfig.ADMIN_USERNAME,
         "password": TestingConfig.ADMIN_PASSWORD,

@@ -24,6 +24,8 @@ from app.extensions import get_settings
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import origin_release
 from tests.reliability.helpers import run_task
@@ -44,7 +46,7 @@ class JoinedDeadSync(AssertionError):
 
 
 @pytest.fixture
-def stack(big_origin, big_admin) -> Iterator[dict[str, Any]]:
+def stack(big_origin: DemoOriginProcess, big_admin: DemoAdmin) -> Iterator[dict[str, Any]]:
     """The cache and the broker on two Redis servers of the test's own."""
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
@@ -65,7 +67,9 @@ def stack(big_origin, big_admin) -> Iterator[dict[str, Any]]:
 @pytest.mark.parametrize(
     "crash", ["worker SIGKILLed", "pool child SIGKILLed", "retry refused: broker down"]
 )
-def test_the_next_trigger_after_a_crashed_sync_starts_a_new_one(stack, big_admin, crash):
+def test_the_next_trigger_after_a_crashed_sync_starts_a_new_one(
+    stack: dict[str, Any], big_admin: DemoAdmin, crash: str
+) -> None:
     overrides = stack["overrides"]
     if crash.startswith("retry"):
         # The download outlives its deadline (transient: retried) while the broker is down.
@@ -117,7 +121,9 @@ class TicketDropped(AssertionError):
     """A trigger dropped the ticket of a sync that was still running and started another."""
 
 
-def test_a_trigger_while_the_sync_still_asks_bungie_joins_it(stack, big_admin):
+def test_a_trigger_while_the_sync_still_asks_bungie_joins_it(
+    stack: dict[str, Any], big_admin: DemoAdmin
+) -> None:
     """A sync that has started but not yet taken the lock is alive: later triggers join it."""
     overrides = stack["overrides"]
     app = create_app("testing", overrides)

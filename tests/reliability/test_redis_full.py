@@ -25,6 +25,7 @@ from config import TestingConfig
 from config import settings_dict
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import API_KEY
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import Expectation
 from tests.reliability.helpers import Reader
@@ -107,7 +108,9 @@ def whole(store: ManifestStore, release_id: str, count: int) -> bool:
     return store.live_id() == release_id and store.redis.hlen(key) == count
 
 
-def test_a_release_too_big_for_redis_fails_clearly_and_the_live_one_stays_whole(full, figures):
+def test_a_release_too_big_for_redis_fails_clearly_and_the_live_one_stays_whole(
+    full: dict[str, Any], figures: Figures
+) -> None:
     with RedisServer("--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction") as server:
         run = fill_then_overflow(server, full)
         store, result = run["store"], run["result"]
@@ -133,7 +136,9 @@ def test_a_release_too_big_for_redis_fails_clearly_and_the_live_one_stays_whole(
     }
 
 
-def test_a_release_too_big_for_redis_leaves_no_staging_and_redis_usable(full, figures):
+def test_a_release_too_big_for_redis_leaves_no_staging_and_redis_usable(
+    full: dict[str, Any], figures: Figures
+) -> None:
     with RedisServer("--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction") as server:
         run = fill_then_overflow(server, full)
         store = run["store"]
@@ -160,7 +165,9 @@ def test_a_release_too_big_for_redis_leaves_no_staging_and_redis_usable(full, fi
         )
 
 
-def test_with_an_evicting_policy_redis_drops_what_readers_and_the_lock_need(full, figures):
+def test_with_an_evicting_policy_redis_drops_what_readers_and_the_lock_need(
+    full: dict[str, Any], figures: Figures
+) -> None:
     """Why the app's Redis (and the broker's) must be noeviction: the same overflow under
     allkeys-lru loses data silently. This test asserts the damage, to keep the claim honest."""
     with RedisServer("--maxmemory", MAXMEMORY, "--maxmemory-policy", "allkeys-lru") as server:

@@ -23,6 +23,9 @@ from app.extensions import get_settings
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import Expectation
 from tests.reliability.helpers import Reader
@@ -39,7 +42,7 @@ DRIP = {"table": ITEM_TABLE, "chunk": 256 * 1024, "delay": 0.02}
 
 
 @pytest.fixture
-def stack(big_origin, big_admin) -> Iterator[dict[str, Any]]:
+def stack(big_origin: DemoOriginProcess, big_admin: DemoAdmin) -> Iterator[dict[str, Any]]:
     """A Redis keeping its data across restarts (AOF, fsync always), a worker and the app on it."""
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer("--appendonly", "yes", "--appendfsync", "always"))
@@ -64,8 +67,8 @@ def timed_get(client: Any, url: str) -> tuple[int, float]:
 
 @pytest.mark.parametrize("how", ["crash (SIGKILL), down 2 s", "clean restart at once"])
 def test_redis_restarted_mid_sync_changes_nothing_half_way_and_everyone_recovers(
-    stack, big_admin, figures, how
-):
+    stack: dict[str, Any], big_admin: DemoAdmin, figures: Figures, how: str
+) -> None:
     server: RedisServer = stack["server"]
     app: Flask = stack["app"]
     celery: Celery = app.extensions["celery"]
@@ -89,6 +92,8 @@ def test_redis_restarted_mid_sync_changes_nothing_half_way_and_everyone_recovers
         task_id = send_beat_sync(celery)
         staging = store.keys.table(new_id, "en", ITEM_TABLE)
         wait_until(lambda: store.redis.hlen(staging) > 0.3 * len(new_items), 60, "30% staged")
+        api_down: int | None
+        page_down: int | None
         if how.startswith("crash"):
             server.kill()
             down_at = time.monotonic()

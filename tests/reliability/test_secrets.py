@@ -25,6 +25,7 @@ from app.notify import slack
 from app.notify.policy import after_check
 from devtools.demo.control import DemoOriginProcess
 from tests.fake_slack import fake_slack
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.servers import RedisServer
 from tests.reliability.servers import wait_until
@@ -105,7 +106,9 @@ def world() -> Iterator[dict[str, Any]]:
 
 def sign_in(recorder: Recorder, client: FlaskClient, password: str) -> int:
     page = recorder.response(client, "GET", "/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match is not None
+    token = match.group(1)
     data = {"username": "admin", "password": password, "csrf_token": token}
     return recorder.response(client, "POST", "/login", data=data).status_code
 
@@ -115,10 +118,14 @@ def wait_task(recorder: Recorder, client: FlaskClient, task_id: str) -> dict[str
         answer = recorder.response(client, "GET", f"/api/v1/tasks/{task_id}").get_json()
         return answer if answer["state"] in ("SUCCESS", "FAILURE") else None
 
-    return wait_until(done, 60, f"task {task_id}", interval=0.2)
+    answer = wait_until(done, 60, f"task {task_id}", interval=0.2)
+    assert answer is not None
+    return answer
 
 
-def test_no_secret_reaches_a_log_a_page_an_answer_or_slack(world, caplog, figures):
+def test_no_secret_reaches_a_log_a_page_an_answer_or_slack(
+    world: dict[str, Any], caplog: pytest.LogCaptureFixture, figures: Figures
+) -> None:
     caplog.set_level(logging.DEBUG)
     overrides = world["overrides"]
     fake = world["slack"]

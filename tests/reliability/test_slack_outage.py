@@ -16,8 +16,11 @@ from app import create_app
 from app.extensions import get_keys
 from app.extensions import get_store
 from app.notify.announce import Announcements
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import run_task
 from tests.reliability.helpers import send_beat_sync
@@ -49,7 +52,7 @@ class Outage:
 
 
 @pytest.fixture
-def stack(origin, admin) -> Iterator[dict[str, Any]]:
+def stack(origin: DemoOriginProcess, admin: DemoAdmin) -> Iterator[dict[str, Any]]:
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
         slack = stack.enter_context(fake_slack())
@@ -117,7 +120,9 @@ def announced(slack: FakeSlack, versions: list[str]) -> dict[str, int]:
     return {v: sum(h.endswith(f"→ {v}") for h in headers) for v in versions}
 
 
-def test_slack_down_longer_than_the_retries_each_release_is_announced_once(stack, admin, figures):
+def test_slack_down_longer_than_the_retries_each_release_is_announced_once(
+    stack: dict[str, Any], admin: DemoAdmin, figures: Figures
+) -> None:
     slack: FakeSlack = stack["slack"]
     outage: Outage = stack["outage"]
     versions = []
@@ -158,7 +163,9 @@ def test_slack_down_longer_than_the_retries_each_release_is_announced_once(stack
     assert len(slack.received) == len(versions)
 
 
-def test_two_releases_during_one_long_outage_are_both_announced(stack, admin, figures):
+def test_two_releases_during_one_long_outage_are_both_announced(
+    stack: dict[str, Any], admin: DemoAdmin, figures: Figures
+) -> None:
     slack: FakeSlack = stack["slack"]
     outage: Outage = stack["outage"]
     outage.start()

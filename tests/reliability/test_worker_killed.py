@@ -29,8 +29,11 @@ from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
 from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack
+from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import Expectation
 from tests.reliability.helpers import Reader
@@ -127,7 +130,7 @@ class Sync:
 
 
 @pytest.fixture
-def setup(big_origin, big_admin) -> Iterator[dict[str, Any]]:
+def setup(big_origin: DemoOriginProcess, big_admin: DemoAdmin) -> Iterator[dict[str, Any]]:
     """A Redis of this test's own, a fake Slack, and the app configured for both."""
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
@@ -166,8 +169,8 @@ def wait_for_point(sync: Sync, kill: KillPoint, celery: Celery, total: int) -> N
 
 @pytest.mark.timeout(420)
 def test_killed_workers_never_show_a_partial_release_and_the_next_run_completes(
-    setup, big_admin, figures
-):
+    setup: dict[str, Any], big_admin: DemoAdmin, figures: Figures
+) -> None:
     app: Flask = setup["app"]
     celery: Celery = app.extensions["celery"]
     slack: FakeSlack = setup["slack"]
@@ -214,7 +217,11 @@ def test_killed_workers_never_show_a_partial_release_and_the_next_run_completes(
                 current = setup["stack"].enter_context(worker(setup["overrides"]))
             else:
                 dead = AsyncResult(sync.task_id, app=celery)
-                wait_until(lambda d=dead: d.state == "FAILURE", 30, "the task marked failed")
+
+                def marked_failed(task: AsyncResult = dead) -> bool:
+                    return task.state == "FAILURE"
+
+                wait_until(marked_failed, 30, "the task marked failed")
                 assert "WorkerLostError" in repr(dead.info)
             wait_until(lambda: not store.redis.exists(store.keys.lock), LOCK_TIMEOUT + 10, "lock")
             result = run_task(celery, send_beat_sync(celery)).info
@@ -224,7 +231,11 @@ def test_killed_workers_never_show_a_partial_release_and_the_next_run_completes(
             assert store.live_id() == new_id
             stray = leftovers(store.redis, store)
             assert stray == [], f"run {number}: left behind {stray}"
-            wait_until(lambda n=number: len(slack.received) >= n, 30, f"message {number}")
+
+            def announced_run(n: int = number) -> bool:
+                return len(slack.received) >= n
+
+            wait_until(announced_run, 30, f"message {number}")
             announced.append(published["version"])
             rows.append(
                 {
