@@ -18,4 +18,5 @@ RUN useradd --create-home --uid 10001 syncer
 USER syncer
 
 EXPOSE 8000
+# No FLASK_CONFIG needed: the app runs as production, which refuses to start without secrets.
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "app:create_app()"]

@@ -1,6 +1,11 @@
 """The Celery entry point: `celery -A celery_worker.celery worker` (and `... beat`)."""
 
 from app import create_app
+from config import ConfigurationError
 
-flask_app = create_app()
+try:
+    flask_app = create_app()
+except ConfigurationError as refused:
+    # One line saying what to set, not Celery's "Unable to load celery application" traceback.
+    raise SystemExit(str(refused)) from None
 celery = flask_app.extensions["celery"]

@@ -188,9 +188,13 @@ class Config:
     # Per client: at most COUNT triggers (or sign-in attempts) in WINDOW seconds.
     TRIGGER_RATE_LIMIT = env_int("TRIGGER_RATE_LIMIT", 10)
     LOGIN_RATE_LIMIT = env_int("LOGIN_RATE_LIMIT", 5)
+    # Sign-in attempts per account name in WINDOW seconds, from all clients together.
+    LOGIN_ACCOUNT_RATE_LIMIT = env_int("LOGIN_ACCOUNT_RATE_LIMIT", 20)
     RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60)
     # Behind a proxy (Heroku's router, nginx): how many hops of X-Forwarded-* to trust.
     PROXY_FIX_HOPS = env_int("PROXY_FIX_HOPS", 0)
+    # Strict-Transport-Security: browsers keep to HTTPS this many seconds; 0 sends none.
+    HSTS_MAX_AGE = env_int("HSTS_MAX_AGE", 0)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     # The session is signed again only when it changes, not on every page.
@@ -215,6 +219,8 @@ class Config:
     MANIFEST_PROJECTIONS = PROJECTIONS
     MANIFEST_DEFAULT_PROJECTION = DEFAULT_PROJECTION
     MANIFEST_MAX_BYTES = env_int("MANIFEST_MAX_BYTES", 512 * 1024 * 1024)
+    # Seconds a content file may take to download (and be ingested: a JSON table is ingested as
+    # it comes), and one table of the SQLite database to be read.
     MANIFEST_DOWNLOAD_DEADLINE = env_float("MANIFEST_DOWNLOAD_DEADLINE", 600.0)
     MANIFEST_LOCK_TIMEOUT = env_float("MANIFEST_LOCK_TIMEOUT", 120.0)
     MANIFEST_HISTORY_LENGTH = env_int("MANIFEST_HISTORY_LENGTH", 100)
@@ -226,6 +232,14 @@ class Config:
     MANIFEST_TRACK_LIVE = env_bool("MANIFEST_TRACK_LIVE", True)
     # Player profiles from Bungie are kept this long, so a reload does not ask again.
     PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 60)
+    # Bungie's "no such player" (and "private profile") answers are kept this long.
+    PLAYER_NOT_FOUND_SECONDS = env_int("PLAYER_NOT_FOUND_SECONDS", 30)
+    # Calls to Bungie the player pages may make: per client per RATE_LIMIT_WINDOW, and from all
+    # clients together per PLAYER_BUDGET_WINDOW seconds, well below Bungie's limit per key so
+    # that syncs always have room (docs/DECISIONS.md).
+    PLAYER_RATE_LIMIT = env_int("PLAYER_RATE_LIMIT", 20)
+    PLAYER_BUDGET = env_int("PLAYER_BUDGET", 100)
+    PLAYER_BUDGET_WINDOW = env_int("PLAYER_BUDGET_WINDOW", 10)
 
 
 class DevelopmentConfig(Config):
@@ -257,6 +271,23 @@ class TestingConfig(Config):
     MANIFEST_DOWNLOAD_DEADLINE = 30.0
 
 
+# Secret values anyone can read (.env.example, DevelopmentConfig): production refuses them.
+PUBLIC_SECRETS = frozenset(
+    {
+        "change-me",
+        "change-me-to-a-long-random-string",
+        "change-me-to-a-long-random-token",
+        "your-bungie-api-key",
+        "dev",
+        "dev-only-secret-key",
+        "dev-api-token",
+        "demo-key",
+    }
+)
+# The fewest characters a secret of ours may have in production (Bungie's key is Bungie's).
+SECRET_MIN_LENGTHS = {"SECRET_KEY": 24, "API_TOKEN": 24, "ADMIN_PASSWORD": 12}
+
+
 class ProductionConfig(Config):
     """Production: secrets and addresses come from the environment only."""
 
@@ -264,15 +295,27 @@ class ProductionConfig(Config):
     BUNGIE_BASE_URL = env_str("BUNGIE_BASE_URL", "https://www.bungie.net")
     PREFERRED_URL_SCHEME = env_str("PREFERRED_URL_SCHEME", "https")
     SESSION_COOKIE_SECURE = True
+    HSTS_MAX_AGE = env_int("HSTS_MAX_AGE", 365 * 86400)
 
     @staticmethod
-    def missing(settings: dict[str, Any]) -> list[str]:
-        """Return the required settings that are not set, by name."""
+    def problems(settings: dict[str, Any]) -> list[str]:
+        """Return each required setting that is missing, public or too short, by name only."""
         required = ["REDIS_URL", "SECRET_KEY", "BUNGIE_API_KEY", "API_TOKEN"]
-        missing = [name for name in required if not settings.get(name)]
-        if not (settings.get("ADMIN_PASSWORD") or settings.get("ADMIN_PASSWORD_HASH")):
-            missing.append("ADMIN_PASSWORD (or ADMIN_PASSWORD_HASH)")
-        return missing
+        if not settings.get("ADMIN_PASSWORD_HASH"):
+            required.append("ADMIN_PASSWORD")
+        found = []
+        for name in required:
+            value = settings.get(name)
+            if not value:
+                found.append(name if name != "ADMIN_PASSWORD" else f"{name} (or {name}_HASH)")
+            elif value.strip().lower() in PUBLIC_SECRETS:
+                found.append(f"{name} (not the example or development value)")
+            elif len(value) < SECRET_MIN_LENGTHS.get(name, 0):
+                found.append(f"{name} (at least {SECRET_MIN_LENGTHS[name]} characters)")
+        slack = settings.get("SLACK_WEBHOOK_URL") or settings.get("SLACK_BOT_TOKEN")
+        if slack and not settings.get("SERVER_NAME"):
+            found.append("SERVER_NAME (the host of the links in Slack messages)")
+        return found
 
 
 CONFIGS: dict[str, type[Config]] = {
@@ -283,8 +326,13 @@ CONFIGS: dict[str, type[Config]] = {
 
 
 def get_config(name: str | None = None) -> type[Config]:
-    """Return the configuration class for `name`, else for FLASK_CONFIG (default development)."""
-    name = name or env_str("FLASK_CONFIG") or "development"
+    """Return the configuration class for `name`, else for FLASK_CONFIG, else the default.
+
+    The default is production, so that a deploy that forgets FLASK_CONFIG never runs on the
+    development secrets; debug mode asked of the flask command (`flask run --debug`) picks
+    development. `manage.py dev` and the tests name theirs.
+    """
+    name = name or env_str("FLASK_CONFIG") or default_config_name()
     try:
         return CONFIGS[name]
     except KeyError:
@@ -292,16 +340,29 @@ def get_config(name: str | None = None) -> type[Config]:
         raise ValueError(f"Unknown FLASK_CONFIG {name!r}: choose one of {known}") from None
 
 
+def default_config_name() -> str:
+    """Return "development" in debug mode under the flask command line, else "production"."""
+    # Flask's own reading of FLASK_DEBUG; FLASK_RUN_FROM_CLI is set by the flask command (and
+    # manage.py), never by gunicorn or Celery, so a stray FLASK_DEBUG on a server changes nothing.
+    debug = (env_str("FLASK_DEBUG") or "0").lower() not in ("0", "false", "no")
+    from_cli = env_str("FLASK_RUN_FROM_CLI") == "true"
+    return "development" if debug and from_cli else "production"
+
+
 class ConfigurationError(RuntimeError):
     """The configuration cannot work; the message says what to set."""
 
 
 def check(settings: dict[str, Any], config: type[Config]) -> None:
-    """Refuse to start with one message naming every missing required setting."""
-    missing: list[str] = getattr(config, "missing", lambda _: [])(settings)
-    if missing:
+    """Refuse to start with one message naming every setting that is missing or unfit.
+
+    The message names settings, never their values: it ends up in logs.
+    """
+    problems: list[str] = getattr(config, "problems", lambda _: [])(settings)
+    if problems:
         raise ConfigurationError(
-            f"{config.__name__} needs these settings in the environment: {', '.join(missing)}"
+            f"{config.__name__} needs these settings in the environment: {', '.join(problems)}. "
+            "To run on development defaults instead: make dev, or flask --app app run --debug."
         )
 
 
@@ -371,6 +432,11 @@ def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def settings_dict(config: type[Config]) -> dict[str, Any]:
     """Return the upper-case settings of a configuration class as a plain mapping."""
     return {key: getattr(config, key) for key in dir(config) if key.isupper()}
+
+
+def effective_settings(config: type[Config]) -> dict[str, Any]:
+    """Return the settings of `config` as the app gets them: FLASK_<NAME> wins over <NAME>."""
+    return {**settings_dict(config), **prefixed_settings(config)}
 
 
 def prefixed_settings(config: type[Config]) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from config import prefixed_settings
 
 
 def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Create the application for `config_name` (else FLASK_CONFIG, default development).
+    """Create the application for `config_name`, else FLASK_CONFIG, else production
+    (development under `flask run --debug`: see config.get_config).
 
     Settings come from config.py, then FLASK_-prefixed environment variables, then `overrides`.
     """

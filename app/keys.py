@@ -40,7 +40,7 @@ class Keys:
         return f"{self.prefix}:releases"
 
     def release(self, release_id: str) -> str:
-        """hash: a release's record: paths, version, counts, diff, change, base, trigger.
+        """hash: a release's record: paths, version, counts, diff, change, base, trigger, skipped.
 
         Written by its commit; unlinked with the release's data when it leaves `releases`.
         """
@@ -119,12 +119,15 @@ class Keys:
         """
         return f"{self.prefix}:task:{task_id}"
 
-    def task_alive(self, task_id: str) -> str:
-        """string: present while the sync task runs (also while it checks, without the lock).
+    def heartbeat(self, run_id: str) -> str:
+        """string: a sync's heartbeat: present while the run works (checking, building, telling).
 
-        Expires after MANIFEST_LOCK_TIMEOUT; deleted when the task ends.
+        A thread of the run sets it again 3 times a life: 6 seconds, or MANIFEST_LOCK_TIMEOUT if
+        shorter (so a killed run's lapses within that). Deleted when a run ends, but a task's is
+        left to lapse (it stores its outcome after), and kept for the countdown plus 30 seconds
+        while the task waits for its retry.
         """
-        return f"{self.task(task_id)}:alive"
+        return f"{self.task(run_id)}:alive"
 
     def rate_window(self, bucket: str, client: str, window_start: int) -> str:
         """string: requests a client made in one rate-limit window of `bucket` (a counter).
@@ -196,6 +199,61 @@ class Keys:
         Expires after 30 seconds.
         """
         return f"{self.prefix}:workers"
+
+    # -- sessions, sign-in attempts and the player pages' share of the Bungie key ------------
+
+    @property
+    def session_version(self) -> str:
+        """string: the admin's session version, a counter every session is signed in under.
+
+        Kept for good. A sign-out and a change of the configured credential move it on, which
+        signs out every session from before. Web processes track it (no round trip to read).
+        """
+        return f"{self.prefix}:session_version"
+
+    @property
+    def session_credential(self) -> str:
+        """string: a digest of the admin credential (keyed with SECRET_KEY) last seen.
+
+        Kept for good; compared once per web process: a different one moves the version on.
+        """
+        return f"{self.prefix}:session_credential"
+
+    def sign_in_attempts(self, account: str, window_start: int) -> str:
+        """string: sign-in attempts naming one account (a digest of the name), all clients.
+
+        A counter; expires when the window (RATE_LIMIT_WINDOW seconds) ends.
+        """
+        return f"{self.prefix}:sign-in:{account}:{window_start}"
+
+    def player_calls(self, window_start: int) -> str:
+        """string: calls the player pages made to Bungie in one window, all clients (a counter).
+
+        Expires when the window (PLAYER_BUDGET_WINDOW seconds) ends.
+        """
+        return f"{self.prefix}:player:calls:{window_start}"
+
+    @property
+    def player_backoff(self) -> str:
+        """string: Bungie throttled a player call: the player pages ask nothing while it lives.
+
+        Expires after the ThrottleSeconds (or Retry-After) Bungie gave; syncs never read it.
+        """
+        return f"{self.prefix}:player:backoff"
+
+    def player_not_found(self, name: str) -> str:
+        """string: Bungie found no player by this Bungie name, casefolded.
+
+        Expires after PLAYER_NOT_FOUND_SECONDS.
+        """
+        return f"{self.prefix}:player:missing:{name}"
+
+    def profile_not_shown(self, membership_type: int | str, membership_id: str) -> str:
+        """string: why Bungie showed no profile for this membership: `missing` or `private`.
+
+        Expires after PLAYER_NOT_FOUND_SECONDS.
+        """
+        return f"{self.prefix}:profile:hidden:{membership_type}:{membership_id}"
 
 
 def layout(prefix: str = "<p>") -> Iterator[tuple[str, str, str]]:

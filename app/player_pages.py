@@ -14,12 +14,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import NotFound
 from werkzeug.exceptions import ServiceUnavailable
 
+from app.auth import RateLimited
+from app.auth import rate_client
 from app.extensions import get_shared_bungie
 from app.extensions import get_store
 from app.manifest import errors
 from app.players import MAX_MEMBERSHIP_ID
 from app.players import MAX_NAME_LENGTH
 from app.players import BungieName
+from app.players import CallBudget
+from app.players import LookupsLimited
 from app.players import PlayerNotFound
 from app.players import PlayerPage
 from app.players import Players
@@ -60,6 +64,8 @@ def parse_membership_id(value: str) -> str:
 
 def http_error(error: Exception) -> HTTPException:
     """Return the HTTP error a visitor gets for a PlayerError or a BungieError."""
+    if isinstance(error, LookupsLimited):
+        return RateLimited(error.retry_after, str(error))
     if isinstance(error, PlayerNotFound):
         return NotFound(str(error))
     if isinstance(error, ProfilePrivate):
@@ -93,13 +99,25 @@ def http_error(error: Exception) -> HTTPException:
 
 
 def current_players() -> Players:
-    """Return the current app's Players (its store, this thread's Bungie client, its settings)."""
+    """Return the current app's Players (its store, this thread's Bungie client, its settings),
+    spending Bungie calls from this request's client's budget."""
     config = current_app.config
+    store = get_store()
+    budget = CallBudget(
+        store,
+        rate_client(),
+        per_client=config["PLAYER_RATE_LIMIT"],
+        client_window=config["RATE_LIMIT_WINDOW"],
+        for_all=config["PLAYER_BUDGET"],
+        all_window=config["PLAYER_BUDGET_WINDOW"],
+    )
     return Players(
-        get_store(),
+        store,
         get_shared_bungie(),
         cache_seconds=config["PROFILE_CACHE_SECONDS"],
+        not_found_seconds=config["PLAYER_NOT_FOUND_SECONDS"],
         sync_cooldown=config["MANIFEST_POLL_SECONDS"],
+        budget=budget,
     )
 
 

@@ -18,12 +18,16 @@ from app import triggers
 from app.extensions import get_bungie
 from app.extensions import get_store
 from app.manifest import sync
+from app.manifest.heartbeat import Heartbeat
 from app.notify import policy
 from app.notify import slack
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.25  # seconds between progress writes to the result backend
+# A task waiting for its retry stays alive this long past its countdown: a worker picks a due
+# retry up by then, unless the worker holding it died.
+RETRY_GRACE_SECONDS = 30
 
 
 class SyncRetry(Exception):
@@ -39,39 +43,49 @@ def sync_manifest(
 ) -> dict[str, Any]:
     """Bring the cache in step with Bungie; retry transient failures; announce new releases.
 
-    Soft time limits end up as a failed result: sync.run drops the staged data and the
-    live release stays as it was.
+    Its heartbeat says it is alive from its first line to its last (a killed task's lapses
+    within seconds: triggers and the task status see that it died). Soft time limits end up as
+    a failed result: sync.run drops the staged data and the live release stays as it was.
     """
     task_id = self.request.id
-    triggers.remember_task(task_id, trigger=trigger, requested_by=requested_by)
-    triggers.started(task_id)
+    store = get_store()
     retrying = False
-    try:
-        result = sync.run(
-            get_store(),
-            get_bungie(),
-            run_id=task_id,
-            trigger=trigger,
-            requested_by=requested_by,
-            request_id=request_id,
-            progress=_ProgressReporter(self),
-        )
-        policy.after_check(result)
-        max_retries = current_app.config["SYNC_MAX_RETRIES"]
-        if result.transient and self.request.retries < max_retries:
-            countdown = result.retry_after or 2 ** (self.request.retries + 1)
-            try:
-                raise self.retry(
-                    exc=SyncRetry(result.summary()), countdown=countdown, max_retries=max_retries
-                )
-            except Retry:
-                retrying = True  # Queued again: it stays the sync that triggers join.
-                raise
-        return result.to_dict()
-    finally:
-        if not retrying:
-            with contextlib.suppress(redis.RedisError):
-                triggers.finished(task_id)
+    heartbeat = Heartbeat(
+        store.redis, store.keys, task_id, lock_timeout=store.settings.lock_timeout, lingers=True
+    )
+    with heartbeat:
+        triggers.remember_task(task_id, trigger=trigger, requested_by=requested_by)
+        try:
+            result = sync.run(
+                store,
+                get_bungie(),
+                run_id=task_id,
+                trigger=trigger,
+                requested_by=requested_by,
+                request_id=request_id,
+                progress=_ProgressReporter(self),
+                beating=True,
+            )
+            policy.after_check(result)
+            max_retries = current_app.config["SYNC_MAX_RETRIES"]
+            if result.transient and self.request.retries < max_retries:
+                countdown = result.retry_after or 2 ** (self.request.retries + 1)
+                try:
+                    raise self.retry(
+                        exc=SyncRetry(result.summary()),
+                        countdown=countdown,
+                        max_retries=max_retries,
+                    )
+                except Retry:
+                    # Queued again: it stays the sync that triggers join, alive until it is due.
+                    retrying = True
+                    heartbeat.stop(lasting=countdown + RETRY_GRACE_SECONDS)
+                    raise
+            return result.to_dict()
+        finally:
+            if not retrying:
+                with contextlib.suppress(redis.RedisError):
+                    triggers.finished(task_id)
 
 
 @shared_task(name=policy.ANNOUNCE_RELEASE_TASK, bind=True, ignore_result=True, acks_late=True)

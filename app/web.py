@@ -70,7 +70,7 @@ def handle_unexpected_error(error: Exception) -> Response | tuple[str, int]:
 
 
 def add_security_headers(response: Response) -> Response:
-    """Set CSP, frame denial and friends on every response."""
+    """Set CSP, frame denial and friends on every response, and HSTS where configured."""
     icons = current_app.config["BUNGIE_BASE_URL"].rstrip("/")
     response.headers.setdefault(
         "Content-Security-Policy",
@@ -82,6 +82,10 @@ def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    # Production only by default: browsers ignore it over plain HTTP, and behind a router
+    # that ends TLS (Heroku) the app cannot tell the scheme the browser used.
+    if max_age := current_app.config["HSTS_MAX_AGE"]:
+        response.headers.setdefault("Strict-Transport-Security", f"max-age={max_age}")
     return response
 
 

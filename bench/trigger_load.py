@@ -257,6 +257,7 @@ def profile_triggers(env: dict[str, str], client: redis.Redis) -> list[RequestPr
     record = json.dumps({"at": time.time(), "trigger": "web", "requested_by": "the profile"})
     keys = Keys(prefix)
     client.set(keys.lock, holder, ex=PROFILE_LOCK_SECONDS)
+    client.set(keys.heartbeat(holder), 1, ex=PROFILE_LOCK_SECONDS)  # the holder is alive
     client.set(keys.task(holder), record, ex=PROFILE_LOCK_SECONDS)
     app = create_app("testing", {**settings, "SERVER_NAME": "localhost"})
     browser, api = app.test_client(), app.test_client()

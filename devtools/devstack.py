@@ -1,7 +1,8 @@
 """`manage.py dev`: the whole app in one terminal, on embedded defaults.
 
 Redis is REDIS_URL if it answers, else an embedded Redis-compatible server (fakeredis with
-Lua); Bungie is BUNGIE_BASE_URL if set, else the local demo origin. The worker, beat and the
+Lua), which also stands in for a Celery broker or result backend on a Redis that does not
+answer; Bungie is BUNGIE_BASE_URL if set, else the local demo origin. The worker, beat and the
 web server run as supervised child processes whose output is prefixed; Ctrl+C stops them all.
 """
 
@@ -17,13 +18,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import IO
 
+import kombu
 import redis
 import requests
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from devtools.demo.control import DemoOriginProcess
 
@@ -44,6 +49,35 @@ class Child:
     name: str
     process: subprocess.Popen[str]
     relay: threading.Thread = field(init=False)
+
+
+def answers(url: str) -> bool:
+    """Return whether the Redis at `url` answers a PING within a few seconds."""
+    with contextlib.suppress(redis.RedisError, ValueError):
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=3)
+        with client:
+            return bool(client.ping())
+    return False
+
+
+def broker_answers(url: str) -> bool:
+    """Return whether the broker at `url` (any kombu transport) accepts a connection."""
+    with kombu.Connection(url, connect_timeout=3) as connection:
+        try:
+            connection.ensure_connection(max_retries=1, interval_start=0)
+        except OperationalError:
+            return False
+    return True
+
+
+def is_redis(url: str) -> bool:
+    """Return whether `url` names a Redis server."""
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def shown(url: str) -> str:
+    """Return `url` fit to print: its password masked."""
+    return str(maybe_sanitize_url(url, mask="***"))
 
 
 @contextlib.contextmanager
@@ -100,15 +134,33 @@ class DevStack:
 
     def redis_url(self, configured: str | None) -> str:
         """Return REDIS_URL if it answers, else the address of an embedded server."""
-        if configured:
-            with contextlib.suppress(redis.RedisError, ValueError):
-                if redis.Redis.from_url(configured, socket_connect_timeout=1).ping():
-                    self.say("dev", f"Redis: {configured}")
-                    return configured
+        if configured and answers(configured):
+            self.say("dev", f"Redis: {shown(configured)}")
+            return configured
         url = self._stack.enter_context(embedded_redis())
-        why = f"{configured} does not answer" if configured else "REDIS_URL is not set"
+        why = f"{shown(configured)} does not answer" if configured else "REDIS_URL is not set"
         self.say("dev", f"Redis: {why}; using an embedded server at {url} (data is not kept)")
         return url
+
+    def celery_url(self, name: str, configured: str | None, redis_url: str) -> str | None:
+        """Return the URL the Celery setting `name` gets, None to leave it to REDIS_URL.
+
+        A Redis that does not answer is replaced by the Redis in use; a broker of another kind
+        that does not answer stops everything with one line naming the setting to fix.
+        """
+        if not configured:
+            return None
+        if is_redis(configured) and not answers(configured):
+            self.say("dev", f"{name} ({shown(configured)}) does not answer; using the Redis above")
+            return redis_url
+        broker = name == "CELERY_BROKER_URL" and not is_redis(configured)
+        if broker and not broker_answers(configured):
+            raise DevError(
+                f"{name} ({shown(configured)}) does not answer: start that broker, "
+                f"or unset {name} to use Redis."
+            )
+        self.say("dev", f"{name}: {shown(configured)}")
+        return configured
 
     def bungie_url(self, configured: str | None) -> str:
         """Return BUNGIE_BASE_URL if set, else start the demo origin and return its address."""
@@ -232,20 +284,31 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(
-    port: int, configured_redis: str | None, configured_bungie: str | None, demo_items: int
-) -> None:
-    """Run the whole app until Ctrl+C."""
+def run(port: int, configured: Mapping[str, str | None], demo_items: int) -> None:
+    """Run the whole app until Ctrl+C, on the `configured` settings where they answer.
+
+    `configured` holds REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND and BUNGIE_BASE_URL,
+    each None when unset.
+    """
     from app import create_app
     from app import triggers
 
     stack = DevStack(port, demo_items)
     stack.check_port()
     with running(stack):
-        redis_url = stack.redis_url(configured_redis)
-        bungie_url = stack.bungie_url(configured_bungie)
+        redis_url = stack.redis_url(configured["REDIS_URL"])
+        celery_urls = {
+            name: url
+            for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+            if (url := stack.celery_url(name, configured[name], redis_url))
+        }
+        # Celery reads these two variables itself, over the app's configuration: this process
+        # and its children must see the ones chosen here.
+        os.environ.update(celery_urls)
+        bungie_url = stack.bungie_url(configured["BUNGIE_BASE_URL"])
         settings = {
             "REDIS_URL": redis_url,
+            **celery_urls,
             "BUNGIE_BASE_URL": bungie_url,
             "SERVER_NAME": f"127.0.0.1:{port}",
         }

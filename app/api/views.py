@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 import redis
@@ -19,8 +20,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api import bp
 from app.auth import client_address
+from app.auth import is_authorised
 from app.auth import token_required
-from app.extensions import get_celery
 from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from app.player_pages import current_players
@@ -29,12 +30,16 @@ from app.player_pages import parse_bungie_name
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items
+from app.triggers import LOST
 from app.triggers import known_task
 from app.triggers import start_sync
+from app.triggers import sync_status
 
 TASK_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
 HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
+# Who asked for a sync and from where (a name, an address, a request id): the admin's to see.
+WHO_ASKED = ("requested_by", "request_id")
 
 
 @bp.before_request
@@ -60,33 +65,47 @@ def trigger_sync() -> ResponseReturnValue:
 
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str) -> ResponseReturnValue:
-    """Show a sync task's state, with its progress, result or error."""
+    """Show a sync task's state (LOST: its worker died), with its progress, result or error.
+
+    Who asked for it is shown with the API token (or to the signed-in admin) only.
+    """
     if not TASK_ID.fullmatch(task_id):
         abort(400, description="A task id is 8 to 64 hexadecimal digits and dashes.")
     trigger = known_task(task_id)
     if trigger is None:
         abort(404, description=f"No sync task {task_id} was started here (or it expired).")
     try:
-        meta = get_celery().backend.get_task_meta(task_id)
+        status = sync_status(task_id)
     except (redis.RedisError, BackendError):
         abort(503, description="The result backend is not answering. Retry in a moment.")
-    state, info = meta["status"], meta["result"]
+    state, info = status.state, status.info
     return jsonify(
         task_id=task_id,
         state=state,
-        progress=info if state == "PROGRESS" else None,
+        progress=status.progress,
         result=info if state == "SUCCESS" else None,
-        error=str(info) if state in ("FAILURE", "RETRY") else None,
-        trigger=trigger,
+        error=str(info) if state in ("FAILURE", "RETRY", LOST) else None,
+        trigger=shown(trigger, is_authorised()),
     )
+
+
+def shown(record: Mapping[str, Any] | None, authorised: bool) -> dict[str, Any] | None:
+    """Return what a request may see of a record that says who asked for a sync."""
+    if record is None:
+        return None
+    return {k: v for k, v in record.items() if authorised or k not in WHO_ASKED}
 
 
 @bp.get("/manifest")
 def manifest() -> ResponseReturnValue:
-    """Show the live release and the latest check."""
+    """Show the live release and the latest check (who asked for them: with the token only)."""
     store = get_store()
     live = store.live_release()
-    return jsonify(release=live.to_record() if live else None, last_check=store.last_check())
+    authorised = is_authorised()
+    release = live.to_record() if live else None
+    if release is not None:
+        release["trigger"] = shown(release["trigger"], authorised)
+    return jsonify(release=release, last_check=shown(store.last_check(), authorised))
 
 
 @bp.get("/items")
@@ -117,10 +136,16 @@ def item(item_hash: str) -> ResponseReturnValue:
 
 @bp.get("/history")
 def history() -> ResponseReturnValue:
-    """Show the newest releases and check outcomes, newest first."""
+    """Show the newest releases and check outcomes, newest first (who asked: as `manifest`)."""
     limit = parse_limit(request.args)
     store = get_store()
-    return jsonify(history=store.history(limit), checks=store.recent_checks(limit))
+    authorised = is_authorised()
+    entries = [
+        {**entry, "trigger": shown(entry.get("trigger"), authorised)}
+        for entry in store.history(limit)
+    ]
+    checks = [shown(check, authorised) for check in store.recent_checks(limit)]
+    return jsonify(history=entries, checks=checks)
 
 
 def parse_limit(args: Mapping[str, str]) -> int:

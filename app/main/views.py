@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from flask import abort
-from flask import current_app
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -19,7 +18,7 @@ from werkzeug.exceptions import BadRequest
 from app.auth import check_credentials
 from app.auth import client_address
 from app.auth import current_user
-from app.auth import limit
+from app.auth import limit_sign_in
 from app.auth import login_required
 from app.auth import safe_next
 from app.auth import sign_in
@@ -28,7 +27,6 @@ from app.extensions import get_store
 from app.main import bp
 from app.main.presenters import rendered_characters
 from app.manifest.store import ITEM_TABLE
-from app.manifest.store import ManifestStore
 from app.player_pages import current_players
 from app.player_pages import load_page
 from app.player_pages import parse_bungie_name
@@ -37,8 +35,8 @@ from app.queries import PER_PAGE
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import search_items
+from app.triggers import current_sync
 from app.triggers import known_task
-from app.triggers import queued_task
 from app.triggers import start_sync
 from app.workers import worker_status
 
@@ -48,7 +46,8 @@ RECENT_CHECKS = 20
 
 @bp.get("/")
 def dashboard() -> ResponseReturnValue:
-    """Show the live release, the last check and change, recent releases and the workers."""
+    """Show the live release, the last check and change, recent releases, the sync running and
+    the workers (who asked for a sync: to the signed-in admin only)."""
     store = get_store()
     recent = store.history(RECENT_RELEASES)
     return render_template(
@@ -57,17 +56,9 @@ def dashboard() -> ResponseReturnValue:
         check=store.last_check(),
         recent=recent,
         last_change=recent[0] if recent else None,
-        active_task=active_task(store),
+        sync=current_sync(),
         workers=worker_status(),
     )
-
-
-def active_task(store: ManifestStore) -> str | None:
-    """Return the id of the sync running or queued now, if any."""
-    running = store.lock("dashboard").holder()
-    if running:
-        return running
-    return queued_task()
 
 
 @bp.post("/sync")
@@ -143,12 +134,13 @@ def release(release_id: str) -> ResponseReturnValue:
 def login() -> ResponseReturnValue:
     """Sign the admin in, then go on to where they were headed."""
     target = safe_next(request.values.get("next"))
-    if request.method == "GET":
+    # Only a POST signs in: Flask answers HEAD with this view too, as a GET.
+    if request.method != "POST":
         if current_user() is not None:
             return redirect(target)
         return render_template("login.html", next_url=target)
-    limit("login", current_app.config["LOGIN_RATE_LIMIT"])
     username = request.form.get("username", "")
+    limit_sign_in(username)
     if not check_credentials(username, request.form.get("password", "")):
         page = render_template(
             "login.html", next_url=target, username=username, error="Wrong username or password."
@@ -161,7 +153,7 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """Sign out and go to the dashboard."""
+    """Sign out (every session of the admin ends) and go to the dashboard."""
     sign_out()
     flash("Signed out.")
     return redirect(url_for("main.dashboard"), code=303)

@@ -3,6 +3,7 @@
 Speed and flat memory together: the JSON stream is cut into slabs of whole entries, and each
 slab is decoded by msgspec into structs holding only the projected fields (the rest is skipped
 without building Python objects). Memory is bounded by the slab size, not the table size.
+An entry whose key is not a hash is skipped and counted (`Batch.skipped`), never stored.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import itertools
 import re
 import sqlite3
+import time
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,20 @@ SLAB_BYTES = 2 * 1024 * 1024
 # One entry larger than this cannot be a manifest definition: refuse rather than buffer it.
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 SQLITE_BATCH = 2000
+# SQLite asks whether to go on every this many steps of its virtual machine: often enough to
+# stop soon after a deadline, seldom enough to cost nothing (docs/DECISIONS.md).
+SQLITE_PROGRESS_STEPS = 10_000
+
+# A key is a definition's hash: an unsigned 32-bit number (0 to 4294967295) in decimal, without
+# sign, spaces or leading zeros. Of ten digits (most hashes, so tried first), each branch is
+# 4294967295 up to some digit, then a smaller digit there; up to nine digits any number is one.
+_HASH = re.compile(
+    rb"[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}"
+    rb"|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]"
+    rb"|429496729[0-5]|[1-9][0-9]{0,8}|0"
+)
+# Bungie's SQLite ids are the same hashes as signed 32-bit integers.
+_SIGNED_MIN, _SIGNED_MAX = -(2**31), 2**31 - 1
 
 # Between two top-level entries of `{"123":{...},"456":{...}}` stands `},"456":{`. The same bytes
 # can stand between nested objects keyed by hash (stats), never inside a string (a quote there is
@@ -92,17 +108,31 @@ class EntryCodec:
         self._encode = msgspec.json.Encoder().encode
 
     def entries(self, slab: bytes | memoryview) -> Batch:
-        """Decode a slab (a JSON object keyed by hash) into stored entries."""
+        """Decode a slab (a JSON object keyed by hash) into stored entries; skip other keys."""
         decoded = self._slab.decode(slab)
-        return Batch.of(list(map(str.encode, decoded)), list(map(self._encode, decoded.values())))
+        keys = list(map(str.encode, decoded))
+        data = list(map(self._encode, decoded.values()))
+        # The keys are checked in C (no Python loop); only a slab with a bad key takes the long way.
+        if all(map(_HASH.fullmatch, keys)):
+            return Batch.of(keys, data)
+        hashes = [_HASH.fullmatch(key) is not None for key in keys]
+        return Batch.of(
+            list(itertools.compress(keys, hashes)),
+            list(itertools.compress(data, hashes)),
+            skipped=hashes.count(False),
+        )
 
-    def rows(self, rows: Iterable[tuple[int, bytes | str]]) -> Batch:
-        """Project definitions keyed by hash, e.g. rows of the SQLite database."""
+    def rows(self, rows: Iterable[tuple[object, bytes | str]]) -> Batch:
+        """Project rows of the SQLite database (signed 32-bit id, JSON); skip other ids."""
         keys, data = [], []
-        for key, definition in rows:
-            keys.append(str(key).encode())
+        skipped = 0
+        for row_id, definition in rows:
+            if type(row_id) is not int or not _SIGNED_MIN <= row_id <= _SIGNED_MAX:
+                skipped += 1
+                continue
+            keys.append(b"%d" % (row_id & 0xFFFFFFFF))
             data.append(self._encode(self._one.decode(definition)))
-        return Batch.of(keys, data)
+        return Batch.of(keys, data, skipped=skipped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +146,18 @@ class Batch:
     keys: list[bytes]
     data: list[bytes]
     digests: list[bytes]
+    # Entries of the source left out of the batch: their keys are not hashes.
+    skipped: int = 0
 
     @classmethod
-    def of(cls, keys: list[bytes], data: list[bytes]) -> Batch:
+    def of(cls, keys: list[bytes], data: list[bytes], skipped: int = 0) -> Batch:
         """Return the batch of these keys and stored definitions, with their digests.
 
         A definition's digest (8 bytes of BLAKE2b of its stored JSON) is what diffs compare;
         this is the one place it is worked out.
         """
         blake2b = hashlib.blake2b
-        return cls(keys, data, [blake2b(d, digest_size=8).digest() for d in data])
+        return cls(keys, data, [blake2b(d, digest_size=8).digest() for d in data], skipped)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -142,10 +174,30 @@ class Batch:
         return flat
 
 
+def is_hash(key: bytes) -> bool:
+    """Say whether `key` is a definition's hash: an unsigned 32-bit number in plain decimal."""
+    return _HASH.fullmatch(key) is not None
+
+
+def _keyed_by_hash(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Pass a table's batches on; refuse the table if it had entries, but none keyed by hash."""
+    kept = skipped = 0
+    for batch in batches:
+        kept += len(batch)
+        skipped += batch.skipped
+        yield batch
+    if skipped and not kept:
+        raise TableInvalid(f"Table has no entry keyed by a hash: {skipped:,} keys are not hashes")
+
+
 def iter_json_table(
     chunks: Iterable[bytes], codec: EntryCodec, slab_bytes: int = SLAB_BYTES
 ) -> Iterator[Batch]:
     """Yield the entries of a streamed JSON table, one slab at a time."""
+    return _keyed_by_hash(_json_slabs(chunks, codec, slab_bytes))
+
+
+def _json_slabs(chunks: Iterable[bytes], codec: EntryCodec, slab_bytes: int) -> Iterator[Batch]:
     buf = bytearray()
     started = False
     cut_at = slab_bytes  # Try a cut once the buffer holds this much.
@@ -221,35 +273,92 @@ def _has_own_hash(buf: bytearray, start: int, key: bytes) -> bool:
 
 
 def iter_sqlite_table(
-    database: str, table: str, codec: EntryCodec, batch: int = SQLITE_BATCH
+    database: str,
+    table: str,
+    codec: EntryCodec,
+    batch: int = SQLITE_BATCH,
+    *,
+    deadline: float | None = None,
 ) -> Iterator[Batch]:
-    """Yield the entries of one table of a manifest SQLite database, a batch at a time."""
-    if not table.isidentifier():
-        raise TableInvalid(f"Refusing table name {table!r}")
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    """Yield the entries of one table of a manifest SQLite database, a batch at a time.
+
+    The database is the sender's: only a plain table is read, and with a `deadline`, for no
+    longer than that many seconds from the first batch asked for to the last.
+    """
+    return _keyed_by_hash(_sqlite_rows(database, table, codec, batch, deadline))
+
+
+def _sqlite_rows(
+    database: str, table: str, codec: EntryCodec, batch: int, deadline: float | None
+) -> Iterator[Batch]:
+    connection, ends = _open_sqlite(database, deadline)
     try:
-        try:
-            cursor = connection.execute(f'SELECT id, json FROM "{table}"')  # noqa: S608 - checked above
-        except sqlite3.DatabaseError as exc:
-            raise TableInvalid(
-                f"The SQLite manifest has no readable table {table}: {exc}"
-            ) from None
+        _check_plain_table(connection, table)
+        cursor = connection.execute(f'SELECT id, json FROM "{table}"')  # noqa: S608 - checked
         while rows := cursor.fetchmany(batch):
-            try:
-                # Bungie stores the hash as a signed 32-bit integer.
-                yield codec.rows((row_id & 0xFFFFFFFF, data) for row_id, data in rows)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise TableInvalid(f"{table} has a definition that does not parse: {exc}") from None
+            yield codec.rows(rows)
+    except sqlite3.DatabaseError as exc:
+        if time.monotonic() > ends:
+            raise TableInvalid(
+                f"{table} took over {deadline:.0f}s to read from the SQLite manifest "
+                "(MANIFEST_DOWNLOAD_DEADLINE)"
+            ) from None
+        raise TableInvalid(f"{table} of the SQLite manifest is unreadable: {exc}") from None
+    except (msgspec.DecodeError, TypeError) as exc:
+        raise TableInvalid(f"{table} has a definition that does not parse: {exc}") from None
     finally:
         connection.close()
 
 
-def count_sqlite_rows(database: str, table: str) -> int | None:
+def count_sqlite_rows(database: str, table: str, *, deadline: float | None = None) -> int | None:
     """Return how many rows a table of the SQLite database has, or None if it cannot tell."""
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    connection, _ = _open_sqlite(database, deadline)
     try:
+        _check_plain_table(connection, table)
         return connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]  # noqa: S608
-    except sqlite3.DatabaseError:
+    except (sqlite3.DatabaseError, TableInvalid):
         return None
     finally:
         connection.close()
+
+
+def _open_sqlite(database: str, deadline: float | None) -> tuple[sqlite3.Connection, float]:
+    """Open a SQLite file read-only and distrustful; return it and when its deadline is."""
+    ends = time.monotonic() + deadline if deadline is not None else float("inf")
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    # Functions in the file's own schema (views, triggers, defaults) run only if harmless...
+    connection.execute("PRAGMA trusted_schema = OFF")
+    # ... no value grows past what a definition may weigh ...
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_ENTRY_BYTES)
+    # ... and a statement still running at the deadline is interrupted (OperationalError).
+    if deadline is not None:
+        connection.set_progress_handler(lambda: time.monotonic() > ends, SQLITE_PROGRESS_STEPS)
+    return connection, ends
+
+
+def _check_plain_table(connection: sqlite3.Connection, table: str) -> None:
+    """Refuse anything but a stored table with stored `id` and `json` columns.
+
+    A view, a virtual table or a computed column runs the sender's code at each read: a
+    view over an endless recursive query would hold the sync until its hard time limit.
+    """
+    if not table.isidentifier():
+        raise TableInvalid(f"Refusing table name {table!r}")
+    found = connection.execute(
+        "SELECT type, sql FROM sqlite_master WHERE name = ? COLLATE NOCASE"
+        " AND type IN ('table', 'view')",
+        (table,),
+    ).fetchone()
+    if found is None:
+        raise TableInvalid(f"The SQLite manifest has no table {table}")
+    kind, sql = found
+    if kind != "table":
+        raise TableInvalid(f"{table} in the SQLite manifest is a {kind}, not a table")
+    # table_xinfo's last field, `hidden`, is 0 for a column stored as it is.
+    columns = {
+        column[1].lower(): column[-1]
+        for column in connection.execute(f'PRAGMA table_xinfo("{table}")')
+    }
+    virtual = str(sql or "").lstrip().upper().startswith("CREATE VIRTUAL")
+    if virtual or columns.get("id") != 0 or columns.get("json") != 0:
+        raise TableInvalid(f"{table} in the SQLite manifest is not a plain table (id, json)")

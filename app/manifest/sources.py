@@ -70,9 +70,12 @@ class TableSources:
         tracker = self.tracker
         with tempfile.TemporaryDirectory(prefix="manifest-") as workdir:
             database = self._fetch_sqlite(release.paths[lang][SQLITE_FILE], lang, Path(workdir))
+            # Each table is read in the time a content file may take to download.
+            deadline = self.client.download_deadline
             for table in release.tables:
-                tracker.entries, tracker.entries_total = 0, count_sqlite_rows(database, table)
-                yield table, iter_sqlite_table(database, table, codecs[table])
+                total = count_sqlite_rows(database, table, deadline=deadline)
+                tracker.entries, tracker.entries_total = 0, total
+                yield table, iter_sqlite_table(database, table, codecs[table], deadline=deadline)
 
     def _fetch_sqlite(self, path: str, lang: str, workdir: Path) -> str:
         """Download the zipped SQLite database to disk and unpack it; return the database path."""

@@ -20,6 +20,7 @@ import redis
 from app.manifest import errors
 from app.manifest.client import BungieClient
 from app.manifest.diff import TableDiff
+from app.manifest.heartbeat import holding_lock
 from app.manifest.ingest import Batch
 from app.manifest.ingest import EntryCodec
 from app.manifest.ingest import Projection
@@ -63,11 +64,14 @@ def run(
     requested_by: str | None = None,
     request_id: str | None = None,
     progress: ProgressCallback | None = None,
+    beating: bool = False,
 ) -> SyncResult:
     """Bring the cache in step with Bungie, one sync at a time across every process.
 
     A check that finds the live release costs one request to Bungie and one Redis round trip,
     and takes no lock; only a different release takes the lock, and looks again under it.
+    While it holds the lock the run's heartbeat says it is alive, unless the caller keeps it
+    already (`beating`: a task does, for its whole life).
     """
     run_id = run_id or uuid.uuid4().hex
     context = {
@@ -77,7 +81,7 @@ def run(
         "run_id": run_id,
     }
     started = time.monotonic()
-    flow = _Sync(store, client, run_id, context, progress or _ignore)
+    flow = _Sync(store, client, run_id, context, progress or _ignore, beating=beating)
     try:
         result = flow.run()
     except errors.ManifestError as exc:
@@ -172,11 +176,14 @@ class _Sync:
         run_id: str,
         context: dict[str, Any],
         progress: ProgressCallback,
+        *,
+        beating: bool,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = store.settings
         self.lock = store.lock(run_id)
+        self.beating = beating
         self.last_check: Any = _UNREAD
         # Set when the check recorded itself (an unchanged release: in the glance's round trip).
         self.check_recorded = False
@@ -184,6 +191,7 @@ class _Sync:
         self.context = context
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.skipped: dict[str, dict[str, int]] = {}
         self.tracker = IngestTracker(self.progress)
         self.sources = TableSources(client, self.tracker, self.lock.keep_alive)
 
@@ -202,18 +210,17 @@ class _Sync:
         if live_id == release.id:
             self.check_recorded = True
             return self._unchanged(release, counts or {})
-        if not self.lock.acquire():
-            return SyncResult(BUSY, self.lock.run_id, running_id=self.lock.holder())
-        try:
+        store = self.store
+        with holding_lock(self.lock, store.redis, store.keys, beating=self.beating) as held:
+            if not held:
+                return SyncResult(BUSY, self.lock.run_id, running_id=self.lock.holder())
             # Under the lock, look again: another run may have committed it meanwhile.
-            live = self.store.live_release()
+            live = store.live_release()
             if live is not None and live.id == release.id:
                 return self._unchanged(release, live.counts)
-            if live is not None and release.id in self.store.kept_ids():
+            if live is not None and release.id in store.kept_ids():
                 return self._flip_back(release, live)
             return self._build(release, live)
-        finally:
-            self.lock.release()
 
     def _unchanged(self, release: Release, counts: dict[str, dict[str, int]]) -> SyncResult:
         return SyncResult(
@@ -232,6 +239,7 @@ class _Sync:
             release_id=info.id,
             version=info.release.version,
             counts=info.counts,
+            skipped=info.skipped,
             timings=self.timings,
             **fields,
         )
@@ -277,6 +285,7 @@ class _Sync:
                 change=change.to_record(),
                 base=live.id if live else None,
                 trigger=self.context,
+                skipped=self.skipped,
             )
             self.progress(Progress("committing"))
             commit_started = time.monotonic()
@@ -318,6 +327,7 @@ class _Sync:
             "at": time.time(),
             "duration": info.duration if not rollback else 0.0,
             "counts": info.counts,
+            "skipped": info.skipped,
             "diff": [d.to_record() for d in diffs],
             "change": change,
             "trigger": self.context,
@@ -347,6 +357,9 @@ class _Sync:
                     self._write_all(writes, writer, batches, lang, table)
                     self._check_size(lang, table, writer.count, live_count)
                     counts[lang][table] = writer.count
+                    if bad := writer.skipped:
+                        self.skipped.setdefault(lang, {})[table] = bad
+                        log.warning("Skipped %d entries with bad keys in %s (%s)", bad, table, lang)
                     if diff is not None:
                         diffs.append(diff.finish(live_count or 0))
                     tracker.tables_done += 1

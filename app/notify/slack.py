@@ -50,7 +50,11 @@ class SlackRejected(Exception):
 
 
 def escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as markup."""
+    """Escape the three characters Slack reads as markup (mentions, links) in `text` and mrkdwn.
+
+    Everything from the origin (versions, names, error messages) goes through it; a header's
+    plain_text is shown as it is and needs none.
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -81,9 +85,10 @@ def release_message(entry: Mapping[str, Any], item_link: ItemLink, release_link:
         blocks.append(_section("\n".join(names)))
     blocks.append(_section(f"<{release_link}|See the whole release>"))
     summary = ", ".join(
-        f"{d['table']} +{d['added']} ~{d['changed']} -{d['removed']}" for d in changed
+        f"{escape(d['table'])} +{d['added']} ~{d['changed']} -{d['removed']}" for d in changed
     )
-    text = f"Destiny 2 manifest {verb}: {old or 'nothing'} -> {new}. {summary or 'No changes.'}"
+    versions = f"{escape(old or 'nothing')} -> {escape(new)}"
+    text = f"Destiny 2 manifest {verb}: {versions}. {summary or 'No changes.'}"
     return {"text": clip(text, MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
 
@@ -107,11 +112,11 @@ def trouble_message(check: Mapping[str, Any], dashboard_link: str) -> Message:
     """Build the message that says syncing is broken, why, and since when."""
     started = check.get("failing_since")
     since = dates.instant(check["at"] if started is None else started)
-    reason = f"{check.get('error')}: {check.get('message')}"
-    text = f"Manifest sync is failing since {since}: {reason}"
+    error, message = escape(str(check.get("error"))), escape(str(check.get("message")))
+    text = f"Manifest sync is failing since {since}: {error}: {message}"
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": "Manifest sync is failing"}},
-        _section(f"*{escape(str(check.get('error')))}*: {escape(str(check.get('message')))}"),
+        _section(f"*{error}*: {message}"),
         _section(f"Failing since {since}. <{dashboard_link}|Open the dashboard>"),
     ]
     return {"text": clip(text, MAX_SECTION), "blocks": blocks}
@@ -120,7 +125,7 @@ def trouble_message(check: Mapping[str, Any], dashboard_link: str) -> Message:
 def recovered_message(check: Mapping[str, Any], failing_since: float, link: str) -> Message:
     """Build the message that says syncing works again."""
     lasted = dates.duration_in_minutes(check["at"] - failing_since)
-    text = f"Manifest sync recovered after {lasted}: the last check {check['outcome']}."
+    text = f"Manifest sync recovered after {lasted}: the last check {escape(check['outcome'])}."
     return {"text": text, "blocks": [_section(f":white_check_mark: {text} <{link}|Dashboard>")]}
 
 

@@ -1,11 +1,14 @@
 """Players: find them by Bungie name, fetch their profiles (kept briefly in Redis), and show what
 their characters wear, resolved through the manifest cache.
 
-profiles.py reads Bungie's answers, page.py resolves a profile into a page, cache.py keeps both.
+profiles.py reads Bungie's answers, page.py resolves a profile into a page, cache.py keeps both,
+budget.py says how much of the Bungie key the pages may spend.
 """
 
 from __future__ import annotations
 
+from app.players.budget import CallBudget
+from app.players.budget import LookupsLimited
 from app.players.cache import Players
 from app.players.page import CharacterSheet
 from app.players.page import ItemSlot
@@ -21,8 +24,10 @@ __all__ = [
     "MAX_MEMBERSHIP_ID",
     "MAX_NAME_LENGTH",
     "BungieName",
+    "CallBudget",
     "CharacterSheet",
     "ItemSlot",
+    "LookupsLimited",
     "PlayerError",
     "PlayerNotFound",
     "PlayerPage",

@@ -1,5 +1,6 @@
 """Players through Bungie and Redis: searches and profiles kept briefly, a page per profile kept
-while the release it was resolved against is live.
+while the release it was resolved against is live, "no such player" kept more briefly still,
+and every call to Bungie made within the player pages' budget.
 """
 
 from __future__ import annotations
@@ -9,23 +10,31 @@ from typing import TypeVar
 
 import msgspec
 
+from app.manifest import errors
 from app.manifest.client import BungieClient
 from app.manifest.replies import raw
 from app.manifest.store import ManifestStore
+from app.players.budget import CallBudget
 from app.players.page import PlayerPage
 from app.players.page import resolve
+from app.players.profiles import PRIVATE_MESSAGE
 from app.players.profiles import PROFILE_PATH
 from app.players.profiles import SEARCH_PATH
 from app.players.profiles import BungieName
 from app.players.profiles import Membership
 from app.players.profiles import PlayerNotFound
 from app.players.profiles import Profile
+from app.players.profiles import ProfilePrivate
 from app.players.profiles import membership
 from app.players.profiles import membership_type_name
 from app.players.profiles import parse_profile
 from app.players.profiles import player_errors
 
 T = TypeVar("T")
+
+# What the not-shown key of a profile holds: Bungie's reason.
+MISSING = b"missing"
+PRIVATE = b"private"
 
 
 class KeptProfile(msgspec.Struct, frozen=True):
@@ -61,28 +70,41 @@ class Players:
         bungie: BungieClient,
         *,
         cache_seconds: int = 60,
+        not_found_seconds: int = 30,
         sync_cooldown: int = 300,
+        budget: CallBudget | None = None,
     ) -> None:
         self.store = store
         self.keys = store.keys
         self.redis = store.redis
         self.bungie = bungie
         self.cache_seconds = cache_seconds
+        self.not_found_seconds = not_found_seconds
         self.sync_cooldown = sync_cooldown
+        self.budget = budget
 
     def search(self, name: BungieName) -> list[Membership]:
         """Return the memberships of the player named `name`; raise PlayerNotFound if none."""
-        key = self.keys.player_search(str(name).casefold())
-        cached = self._cached(key, _decode_memberships)
-        if cached:
-            return cached
-        with player_errors(f"No player is named {name}."):
+        folded = str(name).casefold()
+        key, missing_key = self.keys.player_search(folded), self.keys.player_not_found(folded)
+        missing = f"No player is named {name}."
+        cached, refused = self._read_both(key, missing_key)
+        if refused is not None:
+            raise PlayerNotFound(missing)
+        found = _decoded(cached, _decode_memberships) if self.cache_seconds > 0 else None
+        if found:
+            return found
+
+        def ask() -> list[Membership]:
             cards = self.bungie.post_platform(
                 SEARCH_PATH, {"displayName": name.name, "displayNameCode": name.code}
             )
-        memberships = [membership(card) for card in cards or () if isinstance(card, dict)]
-        if not memberships:
-            raise PlayerNotFound(f"No player is named {name}.")
+            memberships = [membership(card) for card in cards or () if isinstance(card, dict)]
+            if not memberships:
+                raise PlayerNotFound(missing)
+            return memberships
+
+        memberships = self._ask_bungie(ask, missing, missing_key)
         self._keep(key, msgspec.json.encode(memberships))
         return memberships
 
@@ -101,13 +123,48 @@ class Players:
         if kept is not None:
             profile = kept.profile
         else:
-            path = PROFILE_PATH.format(membership_type=membership_type, membership_id=membership_id)
-            platform = membership_type_name(membership_type)
-            with player_errors(f"There is no Destiny profile {membership_id} on {platform}."):
-                profile = parse_profile(self.bungie.get_platform(path))
+            profile = self._fetch_profile(membership_type, membership_id)
         page = resolve(self.store, profile)
         self._keep(key, msgspec.json.encode(KeptProfile(profile, page)), again=kept is not None)
         return page
+
+    def _fetch_profile(self, membership_type: int, membership_id: str) -> Profile:
+        """Ask Bungie for a profile, unless it said lately that it shows none."""
+        platform = membership_type_name(membership_type)
+        missing = f"There is no Destiny profile {membership_id} on {platform}."
+        not_shown_key = self.keys.profile_not_shown(membership_type, membership_id)
+        if self.not_found_seconds > 0:
+            reason = raw(self.redis.get(not_shown_key))
+            if reason == PRIVATE:
+                raise ProfilePrivate(PRIVATE_MESSAGE)
+            if reason is not None:
+                raise PlayerNotFound(missing)
+        path = PROFILE_PATH.format(membership_type=membership_type, membership_id=membership_id)
+        return self._ask_bungie(
+            lambda: parse_profile(self.bungie.get_platform(path)), missing, not_shown_key
+        )
+
+    def _ask_bungie(self, call: Callable[[], T], missing: str, not_found_key: str) -> T:
+        """Make one call to Bungie within the budget; keep its "no such player" briefly.
+
+        Bungie throttling the call pauses the player pages' calls (never the syncs'), and the
+        visitor is told when to come back (LookupsLimited).
+        """
+        if self.budget is not None:
+            self.budget.spend()
+        try:
+            with player_errors(missing):
+                return call()
+        except ProfilePrivate:
+            self._keep_refusal(not_found_key, PRIVATE)
+            raise
+        except PlayerNotFound:
+            self._keep_refusal(not_found_key, MISSING)
+            raise
+        except errors.BungieThrottled as exc:
+            if self.budget is None:
+                raise
+            raise self.budget.back_off(exc.retry_after or 1.0) from exc
 
     def claim_sync(self, release_id: str | None) -> bool:
         """Return whether to ask for a sync for unknown items: once per release and cool-down."""
@@ -125,10 +182,17 @@ class Players:
         live, value = self.store.read_beside_live(key)
         return live, _decoded(value, _decode_kept)
 
-    def _cached(self, key: str, decode: Callable[[bytes], T]) -> T | None:
-        if self.cache_seconds <= 0:
-            return None
-        return _decoded(raw(self.redis.get(key)), decode)
+    def _read_both(self, key: str, missing_key: str) -> tuple[bytes | None, bytes | None]:
+        """Return what is kept at `key` and at `missing_key`, in one round trip."""
+        if self.cache_seconds <= 0 and self.not_found_seconds <= 0:
+            return None, None
+        kept, missing = self.redis.mget([key, missing_key])
+        return raw(kept), (raw(missing) if self.not_found_seconds > 0 else None)
+
+    def _keep_refusal(self, key: str, reason: bytes) -> None:
+        """Keep Bungie's refusal to show a player for not_found_seconds."""
+        if self.not_found_seconds > 0:
+            self.redis.set(key, reason, ex=self.not_found_seconds)
 
     def _keep(self, key: str, value: bytes, *, again: bool = False) -> None:
         """Keep `value` for cache_seconds; `again` replaces a kept one, keeping its expiry."""

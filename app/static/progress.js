@@ -17,7 +17,10 @@
     RETRY: "Hit a temporary problem: the sync will be tried again.",
     SUCCESS: "Finished.",
     FAILURE: "The sync task failed.",
+    LOST: "Lost: the worker running the sync stopped before it finished.",
   };
+  // States after which nothing changes: stop polling.
+  const FINAL = new Set(["SUCCESS", "FAILURE", "LOST"]);
   const PHASES = {
     checking: "Checking Bungie for a new release",
     downloading: "Downloading",
@@ -156,13 +159,17 @@
     root.dataset.state = status.state;
     stateText.textContent = STATES[status.state] || status.state;
     if (status.state === "RETRY" && status.error) stateText.textContent += ` (${status.error})`;
-    if (status.state !== "SUCCESS" && status.state !== "FAILURE") {
+    if (!FINAL.has(status.state)) {
       showProgress(status.progress);
       setTimeout(poll, POLL_MS);
       return;
     }
     detail.textContent = "";
-    if (status.state === "FAILURE") {
+    if (status.state === "LOST") {
+      outcome.replaceChildren();
+      outcome.hidden = false;
+      say("warning", status.error || STATES.LOST);
+    } else if (status.state === "FAILURE") {
       outcome.replaceChildren();
       outcome.hidden = false;
       const why = clause(status.error || "No reason was given");

@@ -46,6 +46,16 @@ REMOVED_SHARE = 0.005
 CHANGED_SHARE = 0.02
 # The `shrunk` fault serves one definition in this many.
 SHRINK_EVERY = 10
+# The keys the `bad_key` fault adds to a table, each with a copy of a real definition: none is
+# a hash (an unsigned 32-bit number in decimal), the last is too long for Python's int().
+BAD_KEYS = ("not-a-hash", "-1", "4294967296", "0042", "12.5", "9" * 5000)
+# The table of the `sqlite_view_bomb` fault: a view whose rows never end (a recursive CTE with
+# no bound), none of which is ever returned: reading it, or counting it, never finishes.
+ENDLESS_VIEW = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+    "SELECT i AS id, '{}' AS json FROM n WHERE i < 0"
+)
+VARIANTS = ("shrunk", "bad_json", "bad_key")
 
 _FLUSH_BYTES = 4 * 1024 * 1024
 _COPY_BYTES = 1024 * 1024
@@ -1306,7 +1316,8 @@ class DemoData:
         for lang, path in paths.items():
             self.files.add(path, ITEM_TABLE, outputs[lang][0])
 
-    def _add_sqlite(self, path: str, tables: Mapping[str, str]) -> None:
+    def _add_sqlite(self, path: str, tables: Mapping[str, str], bomb: str | None = None) -> None:
+        """Register the SQLite zip of `tables`; `bomb` names a table served as ENDLESS_VIEW."""
         inner = path.rsplit("/", 1)[1]
 
         def build(file: Path) -> None:
@@ -1316,6 +1327,9 @@ class DemoData:
                 connection.execute("PRAGMA journal_mode=OFF")
                 connection.execute("PRAGMA synchronous=OFF")
                 for table, table_path in tables.items():
+                    if table == bomb:
+                        connection.execute(f"CREATE VIEW {table} AS {ENDLESS_VIEW}")
+                        continue
                     # Table names come from TABLES, never from a request.
                     connection.execute(
                         f"CREATE TABLE {table} (id INTEGER PRIMARY KEY NOT NULL, json BLOB)"
@@ -1358,25 +1372,30 @@ class DemoData:
 
         return build
 
-    # -- files for the `shrunk` and `bad_json` faults --------------------------------------------
+    # -- files for the `shrunk`, `bad_json`, `bad_key` and `sqlite_view_bomb` faults -------------
 
     def variant_paths(self, generation: Generation, table: str, variant: str) -> dict[str, str]:
-        """Return (and register) per-language paths of a `shrunk` or `bad_json` copy of `table`.
+        """Return (and register) per-language paths of a VARIANTS copy of `table`.
 
         `shrunk` keeps one definition in SHRINK_EVERY; `bad_json` is the table with garbage
-        spliced into its middle. Both live at a new GUID, as a new release would.
+        spliced into its middle; `bad_key` has entries keyed by BAD_KEYS in its middle. Each
+        lives at a new GUID, as a new release would.
         """
-        if variant not in ("shrunk", "bad_json"):
+        if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}")
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         guid = _guid(variant, generation.key, table)
+        builders = {
+            "shrunk": _shrink_builder,
+            "bad_json": _corrupt_builder,
+            "bad_key": _bad_keys_builder,
+        }
         paths = {}
         for lang in self.languages:
             source = self.table_path(generation, lang, table)
             path = f"/common/destiny2_content/json/{lang}/{table}-{guid}.json"
-            build = _shrink_builder if variant == "shrunk" else _corrupt_builder
-            self.files.add_lazy(path, table, build(self.files, source))
+            self.files.add_lazy(path, table, builders[variant](self.files, source))
             paths[lang] = path
         return paths
 
@@ -1391,6 +1410,17 @@ class DemoData:
         )
         if path not in self.files:
             self._add_sqlite(path, tables)
+        return path
+
+    def view_bomb_sqlite_path(self, generation: Generation, lang: str, table: str) -> str:
+        """Return (and register) the SQLite zip path of `lang` whose `table` is ENDLESS_VIEW."""
+        tables = {t: self.table_path(generation, lang, t) for t in TABLES}
+        path = (
+            f"/common/destiny2_content/sqlite/{lang}/world_sql_content_"
+            f"{_hex32('sqlite-view-bomb', generation.key, lang, table)}.content"
+        )
+        if path not in self.files:
+            self._add_sqlite(path, tables, bomb=table)
         return path
 
     # -- sample players --------------------------------------------------------------------------
@@ -1595,6 +1625,18 @@ def _corrupt_builder(files: ContentFiles, source: str) -> Callable[[Path], None]
         if middle < 0:
             middle = len(data) // 2
         file.write_bytes(data[: middle + 1] + b'\x00}}]]"garbage{{' + data[middle + 1 :])
+
+    return build
+
+
+def _bad_keys_builder(files: ContentFiles, source: str) -> Callable[[Path], None]:
+    def build(file: Path) -> None:
+        entries = msgspec.json.decode(files.read(source), type=dict[str, msgspec.Raw])
+        kept = [b'"%s":%s' % (key.encode(), bytes(raw)) for key, raw in entries.items()]
+        middle = len(kept) // 2
+        copied = bytes(next(iter(entries.values())))
+        bad = [b'"%s":%s' % (key.encode(), copied) for key in BAD_KEYS]
+        file.write_bytes(b"{" + b",".join(kept[:middle] + bad + kept[middle:]) + b"}")
 
     return build
 

@@ -66,7 +66,11 @@ PATH_FAULTS = (
     "at_path",
     "shrunk",
     "bad_json",
+    "bad_key",
+    "sqlite_view_bomb",
 )
+# Path faults that swap in another copy of one table (a whole table: they need one).
+_TABLE_FAULTS = ("shrunk", "bad_json", "bad_key", "sqlite_view_bomb")
 # Faults of content requests, checked in this order (the first that applies wins).
 CONTENT_FAULTS = (
     "not_found_always",
@@ -86,8 +90,7 @@ _FAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "throttle": {"throttle_seconds": 2},
     "http_429": {"retry_after": 1},
     **{name: {"table": None} for name in PATH_FAULTS + CONTENT_FAULTS},
-    "shrunk": {"table": ITEM_TABLE},
-    "bad_json": {"table": ITEM_TABLE},
+    **{name: {"table": ITEM_TABLE} for name in _TABLE_FAULTS},
     "slow_drip": {"chunk": 1024, "delay": 0.5, "table": None},
 }
 
@@ -209,7 +212,7 @@ def parse_fault(body: Mapping[str, Any]) -> Fault:
             allowed = ", ".join(defaults) or "none"
             raise AdminError(f"fault {name} has no option {key!r} (options: {allowed})")
         options[key] = _check_option(key, value)
-    if name in ("shrunk", "bad_json") and options["table"] is None:
+    if name in _TABLE_FAULTS and options["table"] is None:
         raise AdminError(f"fault {name} needs a table")
     return Fault(name, count, options)
 
@@ -483,8 +486,15 @@ class DemoOrigin:
     ) -> None:
         table: str | None = fault.options.get("table")
         components = manifest["jsonWorldComponentContentPaths"]
-        if fault.name in ("shrunk", "bad_json"):
-            table = table or ITEM_TABLE  # parse_fault gives these two a table
+        if fault.name == "sqlite_view_bomb":
+            table = table or ITEM_TABLE  # parse_fault gives table faults a table
+            for lang in manifest["mobileWorldContentPaths"]:
+                manifest["mobileWorldContentPaths"][lang] = self.data.view_bomb_sqlite_path(
+                    generation, lang, table
+                )
+            return
+        if fault.name in _TABLE_FAULTS:
+            table = table or ITEM_TABLE
             variant = self.data.variant_paths(generation, table, fault.name)
             for lang, path in variant.items():
                 components[lang][table] = path

@@ -4,6 +4,7 @@ the live pointer, starting from the live release id this process last saw.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ READ_ATTEMPTS = 3
 SCAN_COUNT = 2000
 
 _json_decode = msgspec.json.decode
+log = logging.getLogger(__name__)
 
 # prefix -> the release this process last read as live. Reads start from it: a good guess (the
 # pointer moves once a release) saves the round trip that reads the pointer; a stale one costs
@@ -49,7 +51,7 @@ class LiveReads(ReleaseRecords):
         """
         release_id, found = self.lookup_raw(wanted, lang)
         decoded = {
-            table: {h: _json_decode(v) if v else None for h, v in values.items()}
+            table: {h: _definition(table, h, v) for h, v in values.items()}
             for table, values in found.items()
         }
         return release_id, decoded
@@ -166,3 +168,21 @@ class LiveReads(ReleaseRecords):
                 values = next(answers) if hashes else []
                 found[table] = {h: v or None for h, v in zip(hashes, values, strict=True)}
         return release_id, found
+
+
+def _definition(table: str, definition_hash: int, stored: bytes | None) -> dict[str, Any] | None:
+    """Decode a stored definition; one that is not a JSON object counts as absent (logged).
+
+    Such a row can only come from by-hand edits or an older version's ingest; like the search
+    index, a reader leaves it out rather than fail the page.
+    """
+    if not stored:
+        return None
+    try:
+        definition = _json_decode(stored)
+    except msgspec.DecodeError:
+        definition = None
+    if not isinstance(definition, dict):
+        log.warning("%s %d is stored as something other than a JSON object", table, definition_hash)
+        return None
+    return definition

@@ -52,6 +52,8 @@ class ReleaseInfo:
     change: dict[str, Any] = field(default_factory=dict)
     base: str | None = None
     trigger: dict[str, Any] = field(default_factory=dict)
+    # Per language and table, the entries left out because their keys are not hashes.
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -69,11 +71,12 @@ class ReleaseInfo:
             "change": self.change,
             "base": self.base,
             "trigger": self.trigger,
+            "skipped": self.skipped,
         }
 
     def to_fields(self) -> dict[EncodableT, EncodableT]:
         """Return the fields of the release's record hash, each value as JSON."""
-        return {
+        fields: dict[EncodableT, EncodableT] = {
             "release": _json_encode(self.release.to_record()),
             "counts": _json_encode(self.counts),
             "synced_at": _json_encode(self.synced_at),
@@ -83,6 +86,10 @@ class ReleaseInfo:
             "base": _json_encode(self.base),
             "trigger": _json_encode(self.trigger),
         }
+        # Only a release that left entries out has this field (so do records from before it).
+        if self.skipped:
+            fields["skipped"] = _json_encode(self.skipped)
+        return fields
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> ReleaseInfo:
@@ -97,6 +104,7 @@ class ReleaseInfo:
             change=record["change"],
             base=record["base"],
             trigger=record["trigger"],
+            skipped=record.get("skipped", {}),
         )
 
 

@@ -1,17 +1,20 @@
 """Item search: an index of the live release's items by name, built once per process and release.
 
 The index keeps what a list of results shows of each item, so a page of results needs no read
-but the live pointer's (and none while Redis vouches for it).
+but the live pointer's (and none while Redis vouches for it). A stored row that is no item (its
+key not a hash, its definition not a JSON object) is left out, counted and logged.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import sys
 import threading
 from array import array
 from collections import defaultdict
+from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -21,6 +24,7 @@ from typing import Any
 import msgspec
 
 from app.manifest.errors import ManifestError
+from app.manifest.ingest import is_hash
 from app.manifest.items import ItemSummary
 from app.manifest.items import decode_item
 from app.manifest.store.reads import READ_ATTEMPTS
@@ -42,6 +46,8 @@ _NO_ROWS: array[int] = array("I")
 SearchRow = tuple[str, int, int, int, int, str, str | None, str | None, str | None]
 
 _json_decode = msgspec.json.decode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,15 @@ def search_row(item_hash: bytes, data: bytes) -> SearchRow:
     """Return what search filters on, and what a list of results shows, of one stored item.
 
     An item whose fields are not of the usual types is indexed by hash alone (listed, not
-    found by name or filters).
+    found by name or filters). Raise ValueError for a row that is no item: its key is not a
+    hash, or its definition is not a JSON object.
     """
-    item = decode_item(data)
+    if not is_hash(item_hash):
+        raise ValueError(f"{item_hash[:40]!r} is not a hash")
+    item = decode_item(data)  # msgspec.DecodeError, a ValueError, if `data` is not JSON
     if not item.readable:
+        if not data.lstrip().startswith(b"{"):
+            raise ValueError(f"item {item_hash.decode()} is not a JSON object")
         return ("", int(item_hash), _ODD, _ODD, _ODD, "", None, None, None)
     # Type and tier names repeat across thousands of items: one string each.
     type_name = item.type_name and sys.intern(item.type_name)
@@ -87,6 +98,19 @@ def search_row(item_hash: bytes, data: bytes) -> SearchRow:
         _NO_CLASS if item.class_type is None else item.class_type,
     )
     return (item.name.casefold(), *filtered, item.name, item.icon, type_name, tier_name)
+
+
+def search_rows(items: Iterable[tuple[bytes, bytes]]) -> tuple[list[SearchRow], int]:
+    """Return the search rows of stored items sorted by name, and how many rows are no item."""
+    rows: set[SearchRow] = set()
+    add = rows.add
+    bad = 0
+    for item_hash, data in items:
+        try:
+            add(search_row(item_hash, data))
+        except ValueError:
+            bad += 1
+    return sorted(rows), bad
 
 
 class SearchIndex:
@@ -231,8 +255,17 @@ class ItemSearch(LiveReads):
         if index is None:
             # Built once per process and release from the items themselves, in slices.
             key = self.keys.table(release_id, lang, ITEM_TABLE)
-            items = self.redis.hscan_iter(key, count=SCAN_COUNT)
-            index = SearchIndex(sorted({search_row(item_hash, data) for item_hash, data in items}))
+            rows, bad = search_rows(self.redis.hscan_iter(key, count=SCAN_COUNT))
+            if bad:
+                # Written by an older version, or by hand: not worth failing every search.
+                log.warning(
+                    "Item search of release %s (%s) leaves out %d stored rows that are not items"
+                    " (a key that is not a hash, or a definition that is not a JSON object)",
+                    release_id,
+                    lang,
+                    bad,
+                )
+            index = SearchIndex(rows)
             with _search_index_lock:
                 # Keep the two newest releases per prefix: the live one and the one before.
                 same = [k for k in _search_indexes if k[0] == prefix]

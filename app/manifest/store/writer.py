@@ -178,9 +178,11 @@ class TableWriter:
         self._old_digests_key = keys.digests(live_id, lang, table) if live_id and diff else None
         self.diff = diff
         self.count = 0
+        self.skipped = 0
 
     def write(self, batch: Batch) -> None:
         """Write a batch of entries; with a diff, compare them with the live release's digests."""
+        self.skipped += batch.skipped
         if not batch:
             return
         with self._redis.pipeline(transaction=False) as pipe:
