@@ -7,8 +7,13 @@ import os
 import ssl
 from typing import Any
 
-# Every setting can also be given as FLASK_<NAME>, which wins over <NAME> (see README).
+# Every setting can also be given as FLASK_<NAME>, which wins over <NAME> (see README), but
+# for FIXED_SETTINGS.
 ENV_PREFIX = "FLASK_"
+# The session cookie's security flags: fixed here on purpose, no variable changes them.
+FIXED_SETTINGS = frozenset(
+    {"SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "SESSION_COOKIE_SECURE"}
+)
 
 DEFAULT_TABLES = (
     "DestinyInventoryItemDefinition",
@@ -97,6 +102,12 @@ def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return default if value is None else as_list(value)
 
 
+def env_projections(name: str, default: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Return the environment variable `name` read as JSON projections, or `default` when unset."""
+    value = env_str(name)
+    return default if value is None else as_projections(name, value)
+
+
 def as_int(name: str, value: str) -> int:
     """Read the text `value` of the variable `name` as a whole number."""
     try:
@@ -142,7 +153,8 @@ def as_projections(name: str, value: str) -> dict[str, tuple[str, ...]]:
 
 
 class Config:
-    """Defaults shared by every environment; each can be overridden from the environment."""
+    """Defaults shared by every environment; each but FIXED_SETTINGS can be overridden from the
+    environment."""
 
     SECRET_KEY = env_str("SECRET_KEY")
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
@@ -195,11 +207,12 @@ class Config:
     PROXY_FIX_HOPS = env_int("PROXY_FIX_HOPS", 0)
     # Strict-Transport-Security: browsers keep to HTTPS this many seconds; 0 sends none.
     HSTS_MAX_AGE = env_int("HSTS_MAX_AGE", 0)
+    # Fixed (FIXED_SETTINGS): scripts cannot read the session cookie, cross-site posts lack it.
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     # The session is signed again only when it changes, not on every page.
-    SESSION_REFRESH_EACH_REQUEST = False
-    MAX_CONTENT_LENGTH = 64 * 1024
+    SESSION_REFRESH_EACH_REQUEST = env_bool("SESSION_REFRESH_EACH_REQUEST", False)
+    MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 64 * 1024)
 
     # Bungie. The demo origin (`manage.py demo-origin`) answers on this default address.
     BUNGIE_BASE_URL = env_str("BUNGIE_BASE_URL", "http://127.0.0.1:8765")
@@ -216,8 +229,8 @@ class Config:
     MANIFEST_TABLES = env_list("MANIFEST_TABLES", DEFAULT_TABLES)
     MANIFEST_LANGUAGES = env_list("MANIFEST_LANGUAGES", ("en",))
     MANIFEST_FORMAT = env_str("MANIFEST_FORMAT", "json")
-    MANIFEST_PROJECTIONS = PROJECTIONS
-    MANIFEST_DEFAULT_PROJECTION = DEFAULT_PROJECTION
+    MANIFEST_PROJECTIONS = env_projections("MANIFEST_PROJECTIONS", PROJECTIONS)
+    MANIFEST_DEFAULT_PROJECTION = env_list("MANIFEST_DEFAULT_PROJECTION", DEFAULT_PROJECTION)
     MANIFEST_MAX_BYTES = env_int("MANIFEST_MAX_BYTES", 512 * 1024 * 1024)
     # Seconds a content file may take to download (and be ingested: a JSON table is ingested as
     # it comes), and one table of the SQLite database to be read.
@@ -242,14 +255,24 @@ class Config:
     PLAYER_BUDGET_WINDOW = env_int("PLAYER_BUDGET_WINDOW", 10)
 
 
+# The secrets production requires, and the development defaults of each (public: they are here).
+SECRET_NAMES = ("SECRET_KEY", "BUNGIE_API_KEY", "ADMIN_PASSWORD", "API_TOKEN")
+DEVELOPMENT_SECRETS = {
+    "SECRET_KEY": "dev-only-secret-key",
+    "BUNGIE_API_KEY": "demo-key",
+    "ADMIN_PASSWORD": "dev",
+    "API_TOKEN": "dev-api-token",
+}
+
+
 class DevelopmentConfig(Config):
     """`make dev`: embedded defaults, nothing to configure."""
 
     DEBUG = True
-    SECRET_KEY = Config.SECRET_KEY or "dev-only-secret-key"
-    BUNGIE_API_KEY = Config.BUNGIE_API_KEY or "demo-key"
-    ADMIN_PASSWORD = Config.ADMIN_PASSWORD or "dev"
-    API_TOKEN = Config.API_TOKEN or "dev-api-token"
+    SECRET_KEY = Config.SECRET_KEY or DEVELOPMENT_SECRETS["SECRET_KEY"]
+    BUNGIE_API_KEY = Config.BUNGIE_API_KEY or DEVELOPMENT_SECRETS["BUNGIE_API_KEY"]
+    ADMIN_PASSWORD = Config.ADMIN_PASSWORD or DEVELOPMENT_SECRETS["ADMIN_PASSWORD"]
+    API_TOKEN = Config.API_TOKEN or DEVELOPMENT_SECRETS["API_TOKEN"]
     SERVER_NAME = Config.SERVER_NAME or "127.0.0.1:5000"
 
 
@@ -271,18 +294,24 @@ class TestingConfig(Config):
     MANIFEST_DOWNLOAD_DEADLINE = 30.0
 
 
-# Secret values anyone can read (.env.example, DevelopmentConfig): production refuses them.
+# The placeholders of .env.example.
+EXAMPLE_SECRETS = (
+    "change-me",
+    "change-me-to-a-long-random-string",
+    "change-me-to-a-long-random-token",
+    "your-bungie-api-key",
+)
+# Secret values anyone can read (.env.example, the development and testing configurations),
+# taken from where they are set so the list cannot fall behind: production refuses them.
+# TestingConfig's own values only (vars), never one the environment gave Config.
 PUBLIC_SECRETS = frozenset(
-    {
-        "change-me",
-        "change-me-to-a-long-random-string",
-        "change-me-to-a-long-random-token",
-        "your-bungie-api-key",
-        "dev",
-        "dev-only-secret-key",
-        "dev-api-token",
-        "demo-key",
-    }
+    value.strip().lower()
+    for value in (
+        *EXAMPLE_SECRETS,
+        *DEVELOPMENT_SECRETS.values(),
+        *(vars(TestingConfig).get(name) for name in SECRET_NAMES),
+    )
+    if value
 )
 # The fewest characters a secret of ours may have in production (Bungie's key is Bungie's).
 SECRET_MIN_LENGTHS = {"SECRET_KEY": 24, "API_TOKEN": 24, "ADMIN_PASSWORD": 12}
@@ -294,7 +323,7 @@ class ProductionConfig(Config):
     REDIS_URL = env_str("REDIS_URL")
     BUNGIE_BASE_URL = env_str("BUNGIE_BASE_URL", "https://www.bungie.net")
     PREFERRED_URL_SCHEME = env_str("PREFERRED_URL_SCHEME", "https")
-    SESSION_COOKIE_SECURE = True
+    SESSION_COOKIE_SECURE = True  # fixed (FIXED_SETTINGS)
     HSTS_MAX_AGE = env_int("HSTS_MAX_AGE", 365 * 86400)
 
     @staticmethod
@@ -309,7 +338,7 @@ class ProductionConfig(Config):
             if not value:
                 found.append(name if name != "ADMIN_PASSWORD" else f"{name} (or {name}_HASH)")
             elif value.strip().lower() in PUBLIC_SECRETS:
-                found.append(f"{name} (not the example or development value)")
+                found.append(f"{name} (not an example, development or test value)")
             elif len(value) < SECRET_MIN_LENGTHS.get(name, 0):
                 found.append(f"{name} (at least {SECRET_MIN_LENGTHS[name]} characters)")
         slack = settings.get("SLACK_WEBHOOK_URL") or settings.get("SLACK_BOT_TOKEN")
@@ -444,10 +473,13 @@ def prefixed_settings(config: type[Config]) -> dict[str, Any]:
 
     A setting's default says how its text reads: a switch, a whole number, a number, a list
     separated by commas, JSON for the projections, else text. Other FLASK_ variables are the
-    flask command's (FLASK_APP, FLASK_RUN_PORT, ...), not settings.
+    flask command's (FLASK_APP, FLASK_RUN_PORT, ...), not settings; FIXED_SETTINGS are read
+    from no variable.
     """
     found = {}
     for name, default in settings_dict(config).items():
+        if name in FIXED_SETTINGS:
+            continue
         variable = f"{ENV_PREFIX}{name}"
         value = env_str(variable)
         if value is not None:

@@ -29,6 +29,8 @@ from werkzeug.security import check_password_hash
 
 from app.extensions import get_keys
 from app.extensions import get_redis
+from app.extensions import get_settings
+from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
 from app.manifest.live import live_pointer
 from app.manifest.replies import optional_text
@@ -38,15 +40,15 @@ View = TypeVar("View", bound=Callable[..., Any])
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_REFUSED = "The form expired or did not come from this site. Please retry."
-# The admin's session version a session was signed in under (see `current_user`).
+# The admin's session version (a random token) a session was signed in under.
 SESSION_VERSION = "session_version"
 # Keep the credential's digest; when another was kept (the password changed), move the
-# session version on. KEYS: credential, version; ARGV: the digest.
+# session version on to a new token. KEYS: credential, version; ARGV: the digest, the token.
 _MOVE_ON_IF_CREDENTIAL_CHANGED = """
 local kept = redis.call('GET', KEYS[1])
 if kept == ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
-if kept then redis.call('INCR', KEYS[2]) end
+if kept then redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -85,7 +87,6 @@ def sign_in(username: str) -> None:
     session.clear()
     session["user"] = username
     session[SESSION_VERSION] = version
-    session["signed_in_at"] = time.time()
     session.permanent = True
     g.signed_in_user = username
 
@@ -93,12 +94,12 @@ def sign_in(username: str) -> None:
 def sign_out() -> None:
     """End the admin's session, and every other session of the admin with it.
 
-    The admin's session version moves on, so a copy of the cookie replayed later is signed
-    out too. Only a form whose CSRF token was checked signs anyone out.
+    The admin's session version moves on to a new token, so a copy of the cookie replayed
+    later is signed out too. Only a form whose CSRF token was checked signs anyone out.
     """
     _require_checked_form()
     if current_user() is not None:
-        get_redis().incr(get_keys().session_version)
+        get_redis().set(get_keys().session_version, _new_version())
     session.clear()
     g.signed_in_user = None
 
@@ -134,30 +135,43 @@ def _checked_user() -> str | None:
     user = session.get("user")
     if user is None:
         return None
-    version = _session_version()
-    # A session from before session versions were kept counts as signed in under the first.
-    if session.get(SESSION_VERSION, 0) != version:
+    # A session from before session versions were tokens holds none, or a number: it ends.
+    signed_under = str(session.get(SESSION_VERSION, ""))
+    if not hmac.compare_digest(signed_under.encode(), _session_version().encode()):
         session.clear()
         return None
     return str(user)
 
 
-def _session_version() -> int:
+def _session_version() -> str:
     """Return the admin's session version, moving it on first if the credential changed.
 
-    The version is read through a tracked pointer: Redis tells this process when it moves, so
-    a signed-in page costs no round trip for it.
+    With MANIFEST_TRACK_LIVE, the version is read through a tracked pointer: Redis tells this
+    process when it moves, so a signed-in page costs no round trip for it.
     """
-    client, keys = get_redis(), get_keys()
+    client, key = get_redis(), get_keys().session_version
     if not current_app.extensions.get("session_credential_checked"):
         # Once per app: its configured credential does not change while it runs.
         script = client.register_script(_MOVE_ON_IF_CREDENTIAL_CHANGED)
-        script(keys=[keys.session_credential, keys.session_version], args=[_credential_digest()])
+        credential = get_keys().session_credential
+        script(keys=[credential, key], args=[_credential_digest(), _new_version()])
         current_app.extensions["session_credential_checked"] = True
-    version = live_pointer(client, keys.session_version).get()
+    version = live_pointer(client, key).get() if get_settings().track_live else UNKNOWN
     if isinstance(version, Unknown):
-        version = optional_text(client.get(keys.session_version))
-    return int(version or 0)
+        version = optional_text(client.get(key))
+    if version is None:
+        # None kept (the first sign-in, or Redis lost it): a new one, which no session holds.
+        new = _new_version()
+        with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, new, nx=True)
+            pipe.get(key)
+            version = optional_text(pipe.execute()[1]) or new
+    return version
+
+
+def _new_version() -> str:
+    """Return a new session version: a random token no session was signed in under."""
+    return secrets.token_urlsafe(32)
 
 
 def _credential_digest() -> str:

@@ -193,7 +193,12 @@ def tasks_command(purge: bool, timeout: float) -> None:
 
 
 def _forget_purged_sync() -> None:
-    # A queued sync that was just dropped must not be joined by the next trigger.
+    # A queued sync that was just dropped must not be joined by the next trigger. One that a
+    # worker runs was not in the queue: it beats, and checking Bungie it holds no lock yet.
     queued = triggers.queued_task()
-    if queued and get_store().lock("purge").holder() != queued:
+    if queued is None:
+        return
+    store = get_store()
+    running = store.redis.exists(store.keys.heartbeat(queued))
+    if not running and store.lock("purge").holder() != queued:
         triggers.forget(queued)

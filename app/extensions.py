@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -83,14 +84,18 @@ def get_bungie() -> BungieClient:
 
 
 def get_shared_bungie() -> BungieClient:
-    """Return this thread's Bungie client for the current app, kept from request to request.
+    """Return this thread's Bungie client for the player pages, kept from request to request.
 
-    Pages that ask Bungie (players) keep its connections alive between requests, and a page
-    that needs no call costs nothing to set one up. One per thread: a requests Session is
-    not to be shared between threads.
+    It asks once and never sleeps: a request must not wait out Bungie's Retry-After, and each
+    call is one unit of the pages' budget. An HTTP 429 or a throttle code goes back to the
+    pages, which pause every player lookup for the time Bungie asked; an outage answers 503.
+    The syncs' retries (BUNGIE_RETRIES, BUNGIE_MAX_RETRY_WAIT) are theirs alone. It keeps its
+    connections alive between requests, and a page that needs no call costs nothing to set one
+    up. One per thread: a requests Session is not to be shared between threads.
     """
     local = current_app.extensions["bungie_by_thread"]
     client = getattr(local, "client", None)
     if client is None:
-        client = local.client = BungieClient.from_settings(get_settings())
+        once = replace(get_settings(), retries=0, max_retry_wait=0.0)
+        client = local.client = BungieClient.from_settings(once)
     return client

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from typing import cast
 
 import msgspec
 from flask import Flask
@@ -16,6 +15,8 @@ class MsgspecJSONProvider(DefaultJSONProvider):
 
     def __init__(self, app: Flask) -> None:
         super().__init__(app)
+        # The class, not the app: the app keeps its provider, and this keeps no cycle.
+        self._response_class = app.response_class
         self._encode = msgspec.json.Encoder(enc_hook=self.default).encode
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
@@ -28,10 +29,10 @@ class MsgspecJSONProvider(DefaultJSONProvider):
         """Return `jsonify`'s response (compact JSON): msgspec's bytes and a newline.
 
         Flask's own goes through a str (the bytes decoded, copied with the newline, encoded
-        again); this encodes once, to bytes. `_app` is where JSONProvider keeps its app.
+        again); this encodes once, to bytes.
         """
         body = self._encode(_jsonified(args, kwargs))
-        return cast("Flask", self._app).response_class(body + b"\n", mimetype=self.mimetype)
+        return self._response_class(body + b"\n", mimetype=self.mimetype)
 
 
 def _jsonified(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -65,7 +65,8 @@ class Keys:
     def staging(self) -> str:
         """hash: release id -> JSON list of the keys a sync is building for it.
 
-        An entry is removed by its commit or its discard; the next sync collects a dead run's.
+        An entry is removed by its commit or its discard; the next lock holder collects one of a run
+        that died or lost the lock.
         """
         return f"{self.prefix}:staging"
 
@@ -204,10 +205,11 @@ class Keys:
 
     @property
     def session_version(self) -> str:
-        """string: the admin's session version, a counter every session is signed in under.
+        """string: the admin's session version, a random token every session is signed in under.
 
-        Kept for good. A sign-out and a change of the configured credential move it on, which
-        signs out every session from before. Web processes track it (no round trip to read).
+        Kept for good; set NX when missing (a lost one ends every session). A sign-out and a
+        change of the configured credential replace it, which signs out every session from
+        before. Web processes track it (no round trip to read) unless MANIFEST_TRACK_LIVE is off.
         """
         return f"{self.prefix}:session_version"
 
@@ -215,7 +217,7 @@ class Keys:
     def session_credential(self) -> str:
         """string: a digest of the admin credential (keyed with SECRET_KEY) last seen.
 
-        Kept for good; compared once per web process: a different one moves the version on.
+        Kept for good; compared once per web process: a different one replaces the version.
         """
         return f"{self.prefix}:session_credential"
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import IO
+from typing import Any
 
 import kombu
 import redis
@@ -30,6 +31,7 @@ import requests
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
+from config import DEVELOPMENT_SECRETS
 from devtools.demo.control import DemoOriginProcess
 
 WINDOWS = sys.platform == "win32"
@@ -280,6 +282,16 @@ def running(stack: DevStack) -> Iterator[DevStack]:
         stack.say("dev", "stopped")
 
 
+def sign_in_password(config: Mapping[str, Any]) -> str:
+    """Return how the sign-in line names the admin's password: the development default itself,
+    else the setting that holds the one the user chose (never its value)."""
+    if config.get("ADMIN_PASSWORD_HASH"):
+        return "the password of the ADMIN_PASSWORD_HASH you set"
+    if config.get("ADMIN_PASSWORD") == DEVELOPMENT_SECRETS["ADMIN_PASSWORD"]:
+        return DEVELOPMENT_SECRETS["ADMIN_PASSWORD"]
+    return "the ADMIN_PASSWORD you set"
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -319,11 +331,11 @@ def run(port: int, configured: Mapping[str, str | None], demo_items: int) -> Non
         app = create_app("development", settings)
         with app.test_request_context():
             sync = triggers.request_sync("dev", requested_by="make dev")
+        # The app here reads the configuration as the children do (FLASK_ names included).
         user = app.config["ADMIN_USERNAME"]
-        password = "(ADMIN_PASSWORD)" if os.environ.get("ADMIN_PASSWORD") else "dev"
         for line in (
             f"Dashboard:  http://127.0.0.1:{port}/",
-            f"Sign in:    {user} / {password}",
+            f"Sign in:    {user} / {sign_in_password(app.config)}",
             f"First sync: http://127.0.0.1:{port}/updateManifest?task={sync.task_id}",
             "Press Ctrl+C to stop everything.",
         ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import uuid
 import weakref
@@ -18,7 +19,9 @@ from flask.testing import FlaskClient
 from flask.testing import FlaskCliRunner
 
 from app import create_app
+from app.keys import Keys
 from app.manifest.client import BungieClient
+from app.manifest.replies import optional_text
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
 from config import TestingConfig
@@ -150,11 +153,23 @@ def runner(app: Flask) -> FlaskCliRunner:
 CSRF = "test-csrf-token"
 
 
+def admin_session(app: Flask) -> dict[str, str]:
+    """Return what signing in on `app` puts in a session: the admin's name and the admin's
+    session version (made first, as the first sign-in would, if Redis keeps none)."""
+    client: redis.Redis = app.extensions["redis"]
+    key = Keys(app.config["MANIFEST_KEY_PREFIX"]).session_version
+    client.set(key, secrets.token_urlsafe(32), nx=True)
+    version = optional_text(client.get(key))
+    assert version is not None
+    assert TestingConfig.ADMIN_USERNAME is not None
+    return {"user": TestingConfig.ADMIN_USERNAME, "session_version": version}
+
+
 @pytest.fixture
 def signed_in(client: FlaskClient) -> FlaskClient:
     """The test client with the admin signed in and a known CSRF token in its session."""
     with client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(client.application))
         session["csrf_token"] = CSRF
     return client
 

@@ -22,6 +22,7 @@ from app.triggers import remember_task
 from config import TestingConfig
 from devtools.demo.control import DemoAdmin
 from tests.conftest import DEMO_ITEMS
+from tests.conftest import admin_session
 from tests.conftest import queued_task_ids
 
 TOKEN = TestingConfig.API_TOKEN
@@ -515,7 +516,7 @@ def test_budget_a_trigger_while_a_sync_runs_joins_it_in_one_round_trip(
     redis_client.set(f"{key_prefix}:lock", "running-task-0001", ex=60)
     redis_client.set(f"{key_prefix}:task:running-task-0001:alive", 1, ex=60)  # its heartbeat
     with client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(app))
     round_trips.clear()
 
     api = client.post("/api/v1/manifest/sync", headers=AUTH)

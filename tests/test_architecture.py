@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app"
 MAX_LINES = 400
 KEY_REGISTRY = "app.keys"
+MAP = ROOT / "docs" / "ARCHITECTURE.md"
 STANDARD_LIBRARY = sys.stdlib_module_names | {"__future__"}
 
 
@@ -123,32 +125,43 @@ def test_no_module_of_the_app_is_over_400_lines() -> None:
     assert long == {}, f"modules over {MAX_LINES} lines: {long}"
 
 
-def test_only_the_key_registry_builds_key_names_from_the_prefix() -> None:
-    found: dict[str, list[str]] = {}
+def map_rules() -> dict[str, tuple[str, ...]]:
+    """Return, from docs/ARCHITECTURE.md's table of packages, each place of app/ (a module or
+    a package, dotted) and the parts of app/ it may import (`app`: any; none listed: none)."""
+    rules: dict[str, tuple[str, ...]] = {}
+    for line in MAP.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`app"):
+            continue
+        allowed = tuple(re.findall(r"`(app[a-z_.]*)`", cells[2]))
+        for place in re.findall(r"`(app[a-z_/.]*)`", cells[0]):
+            rules[
+                place.removesuffix(".py").removesuffix("/__init__").rstrip("/").replace("/", ".")
+            ] = allowed
+    return rules
+
+
+def test_every_module_imports_only_what_the_map_allows() -> None:
+    rules = map_rules()
+    assert "app.manifest" in rules, "docs/ARCHITECTURE.md lost its table of packages"
+    unmapped, found = [], {}
     for module in app_modules():
-        if module.name == KEY_REGISTRY:
+        places = [place for place in rules if module.within(place)]
+        if not places:
+            unmapped.append(module.name)
             continue
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.JoinedStr) and builds_a_key(node):
-                found.setdefault(module.name, []).append(f"line {node.lineno}: {ast.unparse(node)}")
-    assert found == {}, f"key names built outside {KEY_REGISTRY}: {found}"
-
-
-def builds_a_key(text: ast.JoinedStr) -> bool:
-    """Say whether an f-string starts with `{...prefix}:` or puts a key prefix anywhere."""
-    parts = text.values
-    for index, part in enumerate(parts):
-        if not isinstance(part, ast.FormattedValue):
-            continue
-        source = ast.unparse(part.value)
-        if source.endswith(".prefix") or source.endswith("key_prefix"):
-            return True
-        following = parts[index + 1] if index + 1 < len(parts) else None
-        if (
-            index == 0
-            and source.endswith("prefix")
-            and isinstance(following, ast.Constant)
-            and str(following.value).startswith(":")
-        ):
-            return True
-    return False
+        place = max(places, key=len)  # the most specific row speaks for the module
+        allowed = (place, *rules[place])
+        names = sorted(
+            name
+            for name in imports(module)
+            if name != "app"
+            and under(name, "app")
+            and is_module(name)
+            and not under(name, *allowed)
+            and "app" not in rules[place]
+        )
+        if names:
+            found[module.name] = names
+    assert unmapped == [], f"modules docs/ARCHITECTURE.md does not place: {unmapped}"
+    assert found == {}, f"imports docs/ARCHITECTURE.md does not allow: {found}"

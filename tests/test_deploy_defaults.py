@@ -24,6 +24,7 @@ from app import create_app
 from config import ConfigurationError
 from config import DevelopmentConfig
 from config import ProductionConfig
+from config import TestingConfig
 from config import get_config
 from tests.processes import PROJECT_ROOT
 
@@ -274,6 +275,14 @@ def test_production_refuses_the_development_values() -> None:
             assert value not in message
 
 
+def test_production_refuses_the_test_suites_values() -> None:
+    public = {name: str(getattr(TestingConfig, name)) for name in SECRETS}
+    message = refusal({**GOOD, **public})
+    for name, value in public.items():
+        assert name in message
+        assert value not in message
+
+
 def test_production_refuses_secrets_too_short_to_be_secret() -> None:
     short = {"SECRET_KEY": "x7Gq2", "API_TOKEN": "Tq8Zr2Lm5", "ADMIN_PASSWORD": "hunter2"}
     message = refusal({**GOOD, **short})
@@ -313,3 +322,18 @@ def test_celery_worker_module_refuses_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "SECRET_KEY" in done.stderr
     assert "change-me-to-a-long-random-string" not in done.stderr
+
+
+def test_celery_worker_module_refuses_a_bad_manifest_setting_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import celery_worker"],
+        cwd=PROJECT_ROOT,
+        env={**GOOD, **bare_env(MANIFEST_FORMAT="xml")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "MANIFEST_FORMAT must be one of json, sqlite, got 'xml'"

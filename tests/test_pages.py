@@ -23,6 +23,7 @@ from config import TestingConfig
 from devtools.demo.control import DemoAdmin
 from tests.conftest import CSRF
 from tests.conftest import DEMO_ITEMS
+from tests.conftest import admin_session
 
 NO_WORKER = "No worker answered: syncs will wait in the queue"
 DOWN = "redis://127.0.0.1:1/0"
@@ -241,7 +242,7 @@ def test_a_broker_that_is_down_answers_503_and_leaves_nothing(
     app = create_app("testing", {**app_overrides, "CELERY_BROKER_URL": DOWN})
     client = app.test_client()
     with client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(app))
         session["csrf_token"] = CSRF
 
     page = client.get("/updateManifest")

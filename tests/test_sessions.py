@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
@@ -15,6 +16,7 @@ from werkzeug.test import TestResponse
 from app import auth
 from app import create_app
 from app.keys import Keys
+from app.manifest.live import LivePointer
 from config import TestingConfig
 
 ADMIN = TestingConfig.ADMIN_USERNAME
@@ -165,3 +167,38 @@ def test_nothing_signs_in_or_out_without_a_checked_form(app: Flask, client: Flas
     sign_in(client)
     assert client.get("/careless/out").status_code == 400
     assert is_signed_in(client)
+
+
+def test_a_session_version_redis_lost_signs_out_every_session_not_revives_them(
+    app: Flask, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    browser = app.test_client()
+    signed_out = sign_in(browser)
+    sign_out(browser)
+    signed_in = sign_in(browser)
+    assert not is_signed_in(replayed(app, signed_out))
+
+    redis_client.delete(Keys(key_prefix).session_version)  # as a flush would
+
+    assert not is_signed_in(replayed(app, signed_out))
+    assert not is_signed_in(replayed(app, signed_in))
+    fresh = app.test_client()
+    sign_in(fresh)
+    assert is_signed_in(fresh)
+
+
+def test_without_tracking_a_sign_out_in_one_process_is_seen_by_the_next_request_of_another(
+    app_overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server whose invalidations never arrive (a proxy that drops pushes): what
+    # MANIFEST_TRACK_LIVE=false is for.
+    monkeypatch.setattr(LivePointer, "_invalidated", lambda self: False)
+    untracked = {**app_overrides, "MANIFEST_TRACK_LIVE": False}
+    one, other = create_app("testing", untracked), create_app("testing", untracked)
+    browser = one.test_client()
+    cookie = sign_in(browser)
+    assert is_signed_in(replayed(other, cookie))
+
+    sign_out(browser)
+
+    assert not is_signed_in(replayed(other, cookie))

@@ -17,6 +17,7 @@ from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
 from devtools.demo.control import DemoAdmin
 from tests.conftest import CSRF
+from tests.conftest import admin_session
 
 AUTH = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
 WHO = f"{TestingConfig.ADMIN_USERNAME} from 127.0.0.1"
@@ -32,7 +33,7 @@ def text(client: FlaskClient, path: str) -> str:
 def queue_from_the_dashboard(client: FlaskClient) -> str:
     """Press "Check now" as the admin; return the task id of the sync it queued."""
     with client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(client.application))
         session["csrf_token"] = CSRF
     response = client.post("/sync", data={"csrf_token": CSRF})
     assert response.status_code == 303
@@ -102,7 +103,7 @@ def test_the_task_api_shows_anonymous_callers_the_progress(app: Flask, client: F
 def test_the_pages_name_who_asked_only_to_the_admin(app: Flask, client: FlaskClient) -> None:
     admin_client = app.test_client()
     with admin_client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(app))
     sync_as_the_admin(app)
     with app.app_context():
         release_id = get_store().live_id()

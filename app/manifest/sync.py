@@ -39,6 +39,7 @@ from app.manifest.sources import TableSources
 from app.manifest.store import ManifestStore
 from app.manifest.store import ReleaseInfo
 from app.manifest.store import TableWriter
+from app.manifest.store.lock import LockLost
 
 __all__ = [
     "BUSY",
@@ -270,7 +271,7 @@ class _Sync:
 
     def _build(self, release: Release, live: ReleaseInfo | None) -> SyncResult:
         started = time.monotonic()
-        self.store.collect_garbage()
+        self.store.collect_garbage(self.lock)
         self.store.stage(release)
         try:
             counts, diffs = self._ingest(release, live)
@@ -291,6 +292,8 @@ class _Sync:
             commit_started = time.monotonic()
             self.store.commit(info, self._history(info, live, diffs, info.change), self.lock)
             self.timings["commit"] = round(time.monotonic() - commit_started, 3)
+        except LockLost:
+            raise  # The lock's new holder may be staging this release: its data is not ours.
         except BaseException:
             self._discard(release.id)
             raise
@@ -305,7 +308,7 @@ class _Sync:
 
     def _discard(self, release_id: str) -> None:
         try:
-            self.store.discard(release_id)
+            self.store.discard(release_id, self.lock)
         except redis.RedisError:
             log.warning("Could not drop the staged data of %s; the next run will", release_id)
 

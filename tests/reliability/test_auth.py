@@ -20,6 +20,7 @@ from app.extensions import get_store
 from app.manifest import sync
 from config import TestingConfig
 from tests.conftest import CSRF
+from tests.conftest import admin_session
 from tests.reliability.conftest import Figures
 from tests.reliability.servers import closed_port_url
 
@@ -46,7 +47,7 @@ WRONG_TOKENS = {
 def signed_in_client(app: Flask) -> FlaskClient:
     client = app.test_client()
     with client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(app))
         session["csrf_token"] = CSRF
     return client
 

@@ -25,6 +25,7 @@ from config import TestingConfig
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import CSRF
+from tests.conftest import admin_session
 from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 from tests.reliability.helpers import run_task
@@ -45,7 +46,7 @@ class TriggerHung(AssertionError):
 def signed_in(app: Flask) -> FlaskClient:
     client = app.test_client()
     with client.session_transaction() as session:
-        session["user"] = TestingConfig.ADMIN_USERNAME
+        session.update(admin_session(app))
         session["csrf_token"] = CSRF
     return client
 

@@ -28,6 +28,7 @@ from app.manifest import sync
 from config import TestingConfig
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import CSRF
+from tests.conftest import admin_session
 from tests.reliability.conftest import Figures
 from tests.reliability.conftest import unique
 
@@ -207,7 +208,7 @@ def send(app: Flask, request: dict[str, Any]) -> Any:
     client = app.test_client()
     if request["signed_in"]:
         with client.session_transaction() as session:
-            session["user"] = TestingConfig.ADMIN_USERNAME
+            session.update(admin_session(app))
             session["csrf_token"] = CSRF
     return client.open(
         request["path"],

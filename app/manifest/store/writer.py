@@ -29,6 +29,19 @@ WRITE_BATCH = 500
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
 
+# Unlink a staged release's keys and drop its staging entry, if the lock names this run or
+# nobody holds it, and the entry still lists what was read (no commit took it meanwhile). One
+# script: nothing can take the lock between the look and the deletes. No flags, so it runs over
+# maxmemory too (Redis refuses only commands that grow memory then), when deletes are needed.
+# KEYS: the lock, staging, then the staged keys; ARGV: this run, the release id, its entry.
+_DISCARD_IF_OURS = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return 0 end
+for i = 3, #KEYS do redis.call('UNLINK', KEYS[i]) end
+return redis.call('HDEL', KEYS[2], ARGV[2])
+"""
+
 
 class ReleaseWriter(ReleaseRecords):
     """Stage a release under its own keys, write its tables, then make it live in one step."""
@@ -65,23 +78,24 @@ class ReleaseWriter(ReleaseRecords):
         """Return a writer of one table of a staged release."""
         return TableWriter(self, release.id, lang, table, diff, live_id)
 
-    def discard(self, release_id: str) -> None:
-        """Delete the data of a staged release that will not be committed."""
-        keys = self.redis.hget(self.keys.staging, release_id)
-        # Not a transaction: over maxmemory Redis refuses a whole MULTI, deletes included, and
-        # this is when they are needed. Data first: a crash in between leaves the record, and
-        # the next run collects the keys again.
-        with self.redis.pipeline(transaction=False) as pipe:
-            if keys:
-                pipe.unlink(*_json_decode(keys))
-            pipe.hdel(self.keys.staging, release_id)
-            pipe.execute()
+    def discard(self, release_id: str, lock: SyncLock) -> bool:
+        """Delete the data of a staged release that will not be committed; say whether it went.
 
-    def collect_garbage(self) -> int:
+        Only while `lock` is held or nobody holds the lock: a run that took the lock over
+        stages the same release under the same keys, and its data is not ours to delete.
+        """
+        entry = self.redis.hget(self.keys.staging, release_id)
+        if entry is None:
+            return False
+        staged = [self.keys.lock, self.keys.staging, *_json_decode(entry)]
+        script = self.redis.register_script(_DISCARD_IF_OURS)
+        return bool(script(keys=staged, args=[lock.run_id, release_id, entry]))
+
+    def collect_garbage(self, lock: SyncLock) -> int:
         """Delete staged data of runs that died; call only while holding the sync lock."""
         staged = self.redis.hgetall(self.keys.staging)
         for release_id in staged:
-            self.discard(text(release_id))
+            self.discard(text(release_id), lock)
         return len(staged)
 
     def commit(self, info: ReleaseInfo, history: Mapping[str, Any], lock: SyncLock) -> None:
