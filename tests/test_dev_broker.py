@@ -15,6 +15,7 @@ import requests
 from tests.processes import PROJECT_ROOT
 from tests.test_run_targets import clean_env
 from tests.test_run_targets import free_port
+from tests.test_run_targets import start_dev
 from tests.test_run_targets import wait_until
 
 
@@ -27,15 +28,7 @@ def test_make_dev_serves_a_dead_redis_broker_from_the_embedded_server(tmp_path: 
         CELERY_RESULT_BACKEND="redis://127.0.0.1:3/1",
         PYTHONUNBUFFERED="1",
     )
-    with log.open("w") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "manage.py", "dev", "--port", str(port), "--demo-items", "300"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_dev(port, log, env, demo_items=300)
     try:
         wait_until(
             lambda: "Dashboard:" in log.read_text() or dev.poll() is not None, 90, "make dev"

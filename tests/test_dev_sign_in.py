@@ -6,16 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from devtools import devstack
-from tests.processes import PROJECT_ROOT
 from tests.test_run_targets import clean_env
 from tests.test_run_targets import free_port
+from tests.test_run_targets import start_dev
 from tests.test_run_targets import wait_until
 
 CHOSEN = "my-own-dev-password-Zq81"
@@ -29,15 +27,7 @@ def test_make_dev_names_a_prefixed_password_without_printing_it(tmp_path: Path) 
     )
     env.pop("ADMIN_PASSWORD", None)
     env.pop("ADMIN_PASSWORD_HASH", None)
-    with log.open("w") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "manage.py", "dev", "--port", str(port), "--demo-items", "300"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_dev(port, log, env, demo_items=300)
     try:
         wait_until(lambda: "Sign in:" in log.read_text() or dev.poll() is not None, 90, "sign-in")
     finally:

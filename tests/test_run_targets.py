@@ -67,6 +67,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**keep, **extra}
 
 
+def start_dev(
+    port: int, log: Path, env: dict[str, str], demo_items: int
+) -> subprocess.Popen[bytes]:
+    """Start `manage.py dev` in a session of its own (stop it by its group), output to `log`."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "dev",
+                "--port",
+                str(port),
+                "--demo-items",
+                str(demo_items),
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 # -- make dev -----------------------------------------------------------------------------
 
 
@@ -74,15 +97,7 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path: Path
     port = free_port()
     log = tmp_path / "dev.log"
     env = clean_env(REDIS_URL="redis://127.0.0.1:1/0", PYTHONUNBUFFERED="1")
-    with log.open("w") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "manage.py", "dev", "--port", str(port), "--demo-items", "500"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_dev(port, log, env, demo_items=500)
     try:
         wait_until(lambda: "Dashboard:" in log.read_text(), 90, "the dashboard line")
         output = log.read_text()
