@@ -247,6 +247,8 @@ class Config:
     PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 60)
     # Bungie's "no such player" (and "private profile") answers are kept this long.
     PLAYER_NOT_FOUND_SECONDS = env_int("PLAYER_NOT_FOUND_SECONDS", 30)
+    # A player page waits this long for Bungie: well inside gunicorn's and Heroku's 30 s.
+    PLAYER_READ_TIMEOUT = env_float("PLAYER_READ_TIMEOUT", 10.0)
     # Calls to Bungie the player pages may make: per client per RATE_LIMIT_WINDOW, and from all
     # clients together per PLAYER_BUDGET_WINDOW seconds, well below Bungie's limit per key so
     # that syncs always have room (docs/DECISIONS.md).

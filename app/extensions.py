@@ -89,13 +89,19 @@ def get_shared_bungie() -> BungieClient:
     It asks once and never sleeps: a request must not wait out Bungie's Retry-After, and each
     call is one unit of the pages' budget. An HTTP 429 or a throttle code goes back to the
     pages, which pause every player lookup for the time Bungie asked; an outage answers 503.
-    The syncs' retries (BUNGIE_RETRIES, BUNGIE_MAX_RETRY_WAIT) are theirs alone. It keeps its
+    The syncs' retries (BUNGIE_RETRIES, BUNGIE_MAX_RETRY_WAIT) are theirs alone, and it waits
+    PLAYER_READ_TIMEOUT for an answer, inside the web server's own timeout. It keeps its
     connections alive between requests, and a page that needs no call costs nothing to set one
     up. One per thread: a requests Session is not to be shared between threads.
     """
     local = current_app.extensions["bungie_by_thread"]
     client = getattr(local, "client", None)
     if client is None:
-        once = replace(get_settings(), retries=0, max_retry_wait=0.0)
+        once = replace(
+            get_settings(),
+            retries=0,
+            max_retry_wait=0.0,
+            read_timeout=current_app.config["PLAYER_READ_TIMEOUT"],
+        )
         client = local.client = BungieClient.from_settings(once)
     return client

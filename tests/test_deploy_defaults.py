@@ -324,11 +324,25 @@ def test_celery_worker_module_refuses_in_one_line(tmp_path: Path) -> None:
     assert "change-me-to-a-long-random-string" not in done.stderr
 
 
-def test_celery_worker_module_refuses_a_bad_manifest_setting_in_one_line() -> None:
+@pytest.mark.parametrize(
+    ("setting", "value", "refusal"),
+    [
+        ("MANIFEST_FORMAT", "xml", "MANIFEST_FORMAT must be one of json, sqlite, got 'xml'"),
+        ("SYNC_TIME_LIMIT", "soon", "SYNC_TIME_LIMIT must be a whole number, got 'soon'"),
+        (
+            "FLASK_SYNC_TIME_LIMIT",
+            "soon",
+            "FLASK_SYNC_TIME_LIMIT must be a whole number, got 'soon'",
+        ),
+    ],
+)
+def test_celery_worker_module_refuses_a_bad_setting_in_one_line(
+    setting: str, value: str, refusal: str
+) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import celery_worker"],
         cwd=PROJECT_ROOT,
-        env={**GOOD, **bare_env(MANIFEST_FORMAT="xml")},
+        env={**GOOD, **bare_env(**{setting: value})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -336,4 +350,4 @@ def test_celery_worker_module_refuses_a_bad_manifest_setting_in_one_line() -> No
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip() == "MANIFEST_FORMAT must be one of json, sqlite, got 'xml'"
+    assert done.stderr.strip() == refusal

@@ -12,6 +12,8 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from app import create_app
+from app.extensions import get_bungie
+from app.extensions import get_shared_bungie
 from config import Config
 from devtools.demo.control import DemoAdmin
 
@@ -104,3 +106,14 @@ def test_bungie_5xx_answers_503_at_once(sync_retries_app: Flask, admin: DemoAdmi
     assert api.get_json()["error"] == "service_unavailable"
     assert "Bungie's API is not answering" in api.get_json()["message"]
     assert len(player_calls(admin)) == 2  # an outage is not a throttle: no pause
+
+
+def test_the_pages_wait_for_bungie_no_longer_than_player_read_timeout(
+    app_overrides: dict[str, Any], admin: DemoAdmin
+) -> None:
+    app = create_app("testing", {**app_overrides, "PLAYER_READ_TIMEOUT": 2.5})
+    with app.app_context():
+        assert get_shared_bungie().timeout[1] == 2.5
+        sync_client = get_bungie()
+        assert sync_client.timeout[1] == app.config["BUNGIE_READ_TIMEOUT"]
+        sync_client.close()
