@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -18,12 +19,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask.testing import FlaskCliRunner
 
+from app import auth
 from app import create_app
 from app.keys import Keys
 from app.manifest.client import BungieClient
 from app.manifest.replies import optional_text
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
+from app.players import budget
 from config import TestingConfig
 from config import settings_dict
 from devtools.demo.control import DemoAdmin
@@ -172,6 +175,32 @@ def signed_in(client: FlaskClient) -> FlaskClient:
         session.update(admin_session(client.application))
         session["csrf_token"] = CSRF
     return client
+
+
+class StillClock:
+    """The time module, but for `time()`: the moment the clock was made, for as long as it lives."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        """Return the moment the clock was made."""
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def steady_rate_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hold the rate windows (sign-in, triggers, player lookups) where they are for the test.
+
+    A window starts at a multiple of its length, not at the first request: without this, a
+    test that fills one can see its count start over midway, however long the window.
+    """
+    clock = StillClock()
+    monkeypatch.setattr(auth, "time", clock)
+    monkeypatch.setattr(budget, "time", clock)
 
 
 @pytest.fixture

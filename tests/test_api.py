@@ -126,10 +126,10 @@ def test_a_trigger_without_request_id_gets_one(app: Flask, client: FlaskClient) 
     int(request_id, 16)
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_triggers_past_the_rate_limit_get_429(
     app_overrides: dict[str, Any], admin: DemoAdmin
 ) -> None:
-    # A long window, so that the count cannot start over in the middle of the test.
     app = create_app("testing", {**app_overrides, "RATE_LIMIT_WINDOW": 3600})
     client = app.test_client()
     allowed = app.config["TRIGGER_RATE_LIMIT"]

@@ -3,9 +3,6 @@ served by the embedded server too; any other broker is one clear line naming the
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +13,7 @@ from tests.processes import PROJECT_ROOT
 from tests.test_run_targets import clean_env
 from tests.test_run_targets import free_port
 from tests.test_run_targets import start_dev
+from tests.test_run_targets import stop_dev
 from tests.test_run_targets import wait_until
 
 
@@ -43,9 +41,7 @@ def test_make_dev_serves_a_dead_redis_broker_from_the_embedded_server(tmp_path: 
         )
         assert found > 0
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(dev.pid, signal.SIGINT)
-        dev.wait(60)
+        stop_dev(dev)
     output = log.read_text()
     assert "Traceback" not in output
     assert "Cannot connect to" not in output

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from devtools import devstack
 from tests.test_run_targets import clean_env
 from tests.test_run_targets import free_port
 from tests.test_run_targets import start_dev
+from tests.test_run_targets import stop_dev
 from tests.test_run_targets import wait_until
 
 CHOSEN = "my-own-dev-password-Zq81"
@@ -25,15 +23,11 @@ def test_make_dev_names_a_prefixed_password_without_printing_it(tmp_path: Path) 
     env = clean_env(
         REDIS_URL="redis://127.0.0.1:1/0", PYTHONUNBUFFERED="1", FLASK_ADMIN_PASSWORD=CHOSEN
     )
-    env.pop("ADMIN_PASSWORD", None)
-    env.pop("ADMIN_PASSWORD_HASH", None)
     dev = start_dev(port, log, env, demo_items=300)
     try:
         wait_until(lambda: "Sign in:" in log.read_text() or dev.poll() is not None, 90, "sign-in")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(dev.pid, signal.SIGINT)
-        dev.wait(60)
+        stop_dev(dev)
     output = log.read_text()
     sign_in = [line.split("|", 1)[1].strip() for line in output.splitlines() if "Sign in:" in line]
     assert sign_in == ["Sign in:    admin / the ADMIN_PASSWORD you set"], output[-3000:]

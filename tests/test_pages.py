@@ -226,6 +226,7 @@ def test_update_manifest_with_an_unknown_task_is_a_404_page(
     assert pending_task(app) is None
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_triggers_are_rate_limited(signed_in: FlaskClient) -> None:
     limit = TestingConfig.TRIGGER_RATE_LIMIT
     statuses = [signed_in.get("/updateManifest").status_code for _ in range(limit + 1)]
@@ -437,6 +438,7 @@ def test_wrong_credentials_get_the_form_again_with_401(
     assert "Sign out" not in page
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_sign_in_is_rate_limited(client: FlaskClient) -> None:
     token = form_token(client)
     attempts = [

@@ -66,7 +66,8 @@ def assert_429(response: TestResponse, within: int) -> str:
 
 
 def budget_app(app_overrides: dict[str, Any], **settings: Any) -> Flask:
-    """The app with these player settings and a long window (none ends during the test)."""
+    """The app with these player settings and long windows (a test that fills one holds them
+    still with steady_rate_windows)."""
     return create_app(
         "testing",
         {**app_overrides, "RATE_LIMIT_WINDOW": 3600, "PLAYER_BUDGET_WINDOW": 3600, **settings},
@@ -79,6 +80,7 @@ def synced(app: Flask) -> None:
         assert sync.run(get_store(), get_bungie(), trigger="test").ok
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_a_client_past_its_limit_gets_a_429_and_bungie_is_not_asked(
     app_overrides: dict[str, Any], admin: DemoAdmin, synced: None
 ) -> None:
@@ -98,6 +100,7 @@ def test_a_client_past_its_limit_gets_a_429_and_bungie_is_not_asked(
     assert other.get(unknown(5)).status_code == 404
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_a_kept_page_is_still_shown_past_the_limit(
     app_overrides: dict[str, Any], admin: DemoAdmin, synced: None
 ) -> None:
@@ -112,6 +115,7 @@ def test_a_kept_page_is_still_shown_past_the_limit(
     assert client.get(f"/players?name={GUARDIAN}").status_code == 302
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_all_clients_together_stay_within_the_budget_and_syncs_still_run(
     app: Flask, app_overrides: dict[str, Any], admin: DemoAdmin, synced: None
 ) -> None:

@@ -63,7 +63,11 @@ def gone(pid: int) -> bool:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test runner's environment without any FLASK_ or app setting leaking in."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "REDIS", "BUNGIE"))}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLASK_", "REDIS", "BUNGIE", "ADMIN_PASSWORD"))
+    }
     return {**keep, **extra}
 
 
@@ -88,6 +92,27 @@ def start_dev(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def stop_dev(dev: subprocess.Popen[bytes], *, twice: bool = False) -> None:
+    """Press Ctrl+C on `make dev` (`twice`: a second time, soon after) and wait for it to stop.
+
+    Should it not stop within a minute, kill its whole session, so that none of its children
+    outlives the test, and fail.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(dev.pid, signal.SIGINT)
+    if twice:
+        time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(dev.pid, signal.SIGINT)
+    try:
+        dev.wait(60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dev.pid, signal.SIGKILL)
+        dev.wait(10)
+        raise
 
 
 # -- make dev -----------------------------------------------------------------------------
@@ -127,11 +152,7 @@ def test_make_dev_runs_everything_without_redis_and_stops_cleanly(tmp_path: Path
         assert f"Port {port} is taken" in second.stderr
     finally:
         # Ctrl+C twice, as impatient people do: the second must not cut the stop short.
-        os.kill(dev.pid, signal.SIGINT)
-        time.sleep(0.3)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(dev.pid, signal.SIGINT)
-        dev.wait(60)
+        stop_dev(dev, twice=True)
     children = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log.read_text())]
     assert len(children) == 3
     assert all(gone(pid) for pid in children), "a child of make dev survived Ctrl+C"

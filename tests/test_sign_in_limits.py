@@ -42,9 +42,9 @@ def attempt(
 
 
 @pytest.fixture
-def limited(app_overrides: dict[str, Any], app: Flask) -> Flask:
-    """The app with a long window (no window ends during the test) and a small account limit
-    (`app` drops the tasks it queues afterwards)."""
+def limited(app_overrides: dict[str, Any], app: Flask, steady_rate_windows: None) -> Flask:
+    """The app with a long window, held still for the test, and a small account limit (`app`
+    drops the tasks it queues afterwards)."""
     return create_app(
         "testing",
         {**app_overrides, "RATE_LIMIT_WINDOW": 3600, "LOGIN_ACCOUNT_RATE_LIMIT": 8},

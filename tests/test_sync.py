@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -19,6 +20,7 @@ from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import DEMO_ITEMS
 from tests.conftest import snapshot
+from tests.test_takeover import Gate
 
 BOOKKEEPING = ("last_check", "checks", "lock")
 
@@ -410,26 +412,25 @@ def test_every_configured_language_is_cached(
 def test_concurrent_runs_make_one_sync(
     store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, settings: ManifestSettings
 ) -> None:
-    # Slow the item table down so the first run is still ingesting when the others arrive.
-    admin.fault("slow_drip", table=ITEM_TABLE, chunk=65536, delay=0.05)
-    ingesting = threading.Event()
+    # Hold the first run, lock in hand, as it starts on the item table, until the others have
+    # had their answer: however slow the machine, they arrive while it works.
+    first = Gate(lambda p: p.phase == "downloading" and p.table == ITEM_TABLE)
     results: list[sync.SyncResult] = []
 
-    def first_progress(progress: sync.Progress) -> None:
-        if progress.phase == "downloading" and progress.table == ITEM_TABLE:
-            ingesting.set()
-
     def run_first() -> None:
-        results.append(sync.run(store, bungie, progress=first_progress))
+        results.append(sync.run(store, bungie, progress=first))
 
     runner = threading.Thread(target=run_first)
     runner.start()
-    assert ingesting.wait(30)
-    others = [
-        sync.run(ManifestStore(store.redis, settings), BungieClient.from_settings(settings))
-        for _ in range(3)
-    ]
-    runner.join()
+    try:
+        assert first.reached.wait(30), results
+        others = [
+            sync.run(ManifestStore(store.redis, settings), BungieClient.from_settings(settings))
+            for _ in range(3)
+        ]
+    finally:
+        first.go_on.set()
+        runner.join()
 
     assert results[0].outcome == sync.UPDATED
     assert {o.outcome for o in others} == {sync.BUSY}
@@ -442,9 +443,9 @@ def test_the_lock_is_extended_while_work_goes_on(
     redis_client: redis.Redis, settings: ManifestSettings, admin: DemoAdmin
 ) -> None:
     # A lock timeout far shorter than the sync: without extension another run could start.
-    short = replace(settings, lock_timeout=0.6)
+    short = replace(settings, lock_timeout=2.0)
     store = ManifestStore(redis_client, short)
-    admin.fault("slow_drip", table=ITEM_TABLE, chunk=16384, delay=0.05)
+    admin.fault("slow_drip", table=ITEM_TABLE, chunk=8192, delay=0.05)
     holders: list[str | None] = []
 
     def watch(progress: sync.Progress) -> None:
@@ -462,10 +463,15 @@ def test_the_lock_is_extended_while_work_goes_on(
 def test_a_lock_left_by_a_crashed_run_expires(
     redis_client: redis.Redis, store: ManifestStore, bungie: BungieClient, admin: DemoAdmin
 ) -> None:
-    redis_client.set(store.keys.lock, "crashed-run", px=300)
-    redis_client.set(store.keys.heartbeat("crashed-run"), 1, px=300)  # it beat until it died
+    # Long enough for the first run to reach the lock however slow the machine (it asks the
+    # origin for the manifest first).
+    redis_client.set(store.keys.lock, "crashed-run", px=3000)
+    redis_client.set(store.keys.heartbeat("crashed-run"), 1, px=3000)  # it beat until it died
     assert sync.run(store, bungie).outcome == sync.BUSY
-    threading.Event().wait(0.4)
+    deadline = time.monotonic() + 10
+    while redis_client.exists(store.keys.lock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not redis_client.exists(store.keys.lock)
     assert sync.run(store, bungie).outcome == sync.UPDATED
 
 

@@ -109,6 +109,7 @@ def test_secrets_are_compared_in_constant_time() -> None:
 # -- sign-in ---------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("steady_rate_windows")
 def test_sign_in_brute_force_is_cut_off_even_for_the_right_password(
     app_overrides: dict[str, Any], figures: Figures
 ) -> None:
