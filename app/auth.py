@@ -30,9 +30,8 @@ from werkzeug.security import check_password_hash
 from app.extensions import get_keys
 from app.extensions import get_redis
 from app.extensions import get_settings
-from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
-from app.manifest.live import live_pointer
+from app.manifest.live import tracked_value
 from app.manifest.replies import optional_text
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -156,7 +155,7 @@ def _session_version() -> str:
         credential = get_keys().session_credential
         script(keys=[credential, key], args=[_credential_digest(), _new_version()])
         current_app.extensions["session_credential_checked"] = True
-    version = live_pointer(client, key).get() if get_settings().track_live else UNKNOWN
+    version = tracked_value(client, key, get_settings().track_live)
     if isinstance(version, Unknown):
         version = optional_text(client.get(key))
     if version is None:

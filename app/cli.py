@@ -166,7 +166,7 @@ def tasks_command(purge: bool, timeout: float) -> None:
     if purge:
         click.confirm("Drop every queued task? Running tasks are not touched", abort=True)
         dropped = celery.control.purge()
-        _forget_purged_sync()
+        triggers.forget_purged()
         click.echo(f"Dropped {dropped} queued task(s).")
         return
     inspect = celery.control.inspect(timeout=timeout)
@@ -190,15 +190,3 @@ def tasks_command(purge: bool, timeout: float) -> None:
             for entry in entries:
                 task = entry.get("request", entry)
                 click.echo(f"    {task.get('name')} {task.get('id')} {task.get('kwargs') or ''}")
-
-
-def _forget_purged_sync() -> None:
-    # A queued sync that was just dropped must not be joined by the next trigger. One that a
-    # worker runs was not in the queue: it beats, and checking Bungie it holds no lock yet.
-    queued = triggers.queued_task()
-    if queued is None:
-        return
-    store = get_store()
-    running = store.redis.exists(store.keys.heartbeat(queued))
-    if not running and store.lock("purge").holder() != queued:
-        triggers.forget(queued)

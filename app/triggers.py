@@ -167,7 +167,7 @@ def _request_sync(
                     return TriggeredSync(found.running, joined=True, record=found.record)
                 if found.queued == queued and found.queued_beats:
                     return TriggeredSync(queued, joined=True, record=found.record)
-            client.eval(_DELETE_IF_STILL_OURS, 1, keys.queued_sync, queued)
+            finished(queued)
         task_id = uuid.uuid4().hex
         ttl = current_app.config["SYNC_TIME_LIMIT"] + 60
         if client.set(keys.queued_sync, task_id, nx=True, ex=ttl):
@@ -257,10 +257,14 @@ def remember_task(task_id: str, **info: Any) -> dict[str, Any]:
     return record
 
 
-def queued_task() -> str | None:
-    """Return the id of the sync task that triggers join now (queued or running), if any."""
-    value = get_redis().get(get_keys().queued_sync)
-    return value.decode() if isinstance(value, bytes) else value
+def forget_purged() -> None:
+    """Forget the queued sync whose message was just purged, so no trigger joins it.
+
+    One a worker runs was not in the queue: it beats (checking Bungie it holds no lock yet).
+    """
+    found = _find_sync()
+    if found.queued and not found.queued_beats and found.running != found.queued:
+        forget(found.queued)
 
 
 def known_task(task_id: str) -> dict[str, Any] | None:
@@ -276,10 +280,8 @@ def finished(task_id: str) -> None:
 
 def forget(task_id: str) -> None:
     """Undo a trigger whose task never reached the queue."""
-    client = get_redis()
-    keys = get_keys()
-    client.eval(_DELETE_IF_STILL_OURS, 1, keys.queued_sync, task_id)
-    client.delete(keys.task(task_id))
+    finished(task_id)
+    get_redis().delete(get_keys().task(task_id))
 
 
 # -- from a web request: the pages and the API ----------------------------------------------

@@ -40,6 +40,13 @@ GOOD = {
 }
 
 
+def run_here(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a command of the project's in its folder with `env`; its output as text."""
+    return subprocess.run(
+        args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def bare_env(**extra: str) -> dict[str, str]:
     """An environment with no FLASK_CONFIG, no secret and no app setting: a fresh deploy.
 
@@ -222,15 +229,7 @@ def test_flask_run_debug_works_with_no_settings_and_plain_run_refuses(
 
 
 def test_manage_py_without_settings_says_what_to_set_in_one_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", "manifest", "status"],
-        cwd=PROJECT_ROOT,
-        env=bare_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_here([sys.executable, "manage.py", "manifest", "status"], env=bare_env())
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "Error: ProductionConfig needs these settings in the environment: " in done.stderr
@@ -309,14 +308,9 @@ def test_production_starts_with_good_secrets() -> None:
 
 
 def test_celery_worker_module_refuses_in_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
+    done = run_here(
         [sys.executable, "-c", "import celery_worker"],
-        cwd=PROJECT_ROOT,
         env={**bare_env(), "SECRET_KEY": "change-me-to-a-long-random-string"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
@@ -339,14 +333,8 @@ def test_celery_worker_module_refuses_in_one_line(tmp_path: Path) -> None:
 def test_celery_worker_module_refuses_a_bad_setting_in_one_line(
     setting: str, value: str, refusal: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", "import celery_worker"],
-        cwd=PROJECT_ROOT,
-        env={**GOOD, **bare_env(**{setting: value})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_here(
+        [sys.executable, "-c", "import celery_worker"], env={**GOOD, **bare_env(**{setting: value})}
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr

@@ -16,6 +16,8 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app import triggers
+from app.extensions import get_keys
+from app.extensions import get_redis
 from app.keys import layout
 from app.keys import layout_markdown
 from app.notify import policy
@@ -168,7 +170,9 @@ def run(app: Flask, task: str, *args: Any, **kwargs: Any) -> Any:
 def run_queued_sync(app: Flask) -> dict[str, Any]:
     """Run the sync that triggers queued, under its task id, as a worker would."""
     with app.app_context():
-        task_id = triggers.queued_task()
+        queued = get_redis().get(get_keys().queued_sync)
+    assert isinstance(queued, bytes), "a trigger queued a sync"
+    task_id = queued.decode()
     sync = app.extensions["celery"].tasks[triggers.SYNC_TASK]
     return sync.apply(kwargs={"trigger": "web"}, task_id=task_id).get()
 

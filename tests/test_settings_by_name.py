@@ -17,15 +17,9 @@ from config import ProductionConfig
 from config import prefixed_settings
 from config import settings_dict
 from tests.processes import PROJECT_ROOT
+from tests.test_config import PRODUCTION
 
 COOKIE_FLAGS = ("SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "SESSION_COOKIE_SECURE")
-PRODUCTION = {
-    "REDIS_URL": "redis://127.0.0.1:6379/0",
-    "SECRET_KEY": "s" * 32,
-    "BUNGIE_API_KEY": "k" * 32,
-    "ADMIN_PASSWORD": "p" * 16,
-    "API_TOKEN": "t" * 32,
-}
 
 
 def another_value(default: Any) -> tuple[str, Any]:

@@ -138,3 +138,9 @@ def live_pointer(client: redis.Redis, key: str) -> LivePointer:
             # The app that made the pool is gone (tests make many): so is its connection.
             weakref.finalize(client.connection_pool, pointer.close)
         return pointer
+
+
+def tracked_value(client: redis.Redis, key: str, track: bool) -> str | Unknown | None:
+    """Return `key`'s value as Redis vouches for it, or UNKNOWN (tracking off or refused):
+    then the caller reads it itself, with its data."""
+    return live_pointer(client, key).get() if track else UNKNOWN

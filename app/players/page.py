@@ -12,6 +12,7 @@ import msgspec
 from app.manifest.items import CLASSES
 from app.manifest.items import ITEM_TYPES
 from app.manifest.items import TIERS
+from app.manifest.items import ItemSummary
 from app.manifest.items import decode_item
 from app.manifest.items import definition_name
 from app.manifest.items import label
@@ -25,6 +26,8 @@ from app.players.profiles import Profile
 CLASS_TABLE = "DestinyClassDefinition"
 BUCKET_TABLE = "DestinyInventoryBucketDefinition"
 DAMAGE_TABLE = "DestinyDamageTypeDefinition"
+# What an item the cache does not know shows: nothing but its hash.
+MISSING_ITEM = ItemSummary()
 
 
 class ItemSlot(msgspec.Struct):
@@ -109,35 +112,25 @@ def item_slot(
     damage_types: Mapping[int, bytes | None],
 ) -> ItemSlot:
     """Return what the page shows of an equipped item (its stored definition may be missing)."""
-    bucket = _name(buckets.get(equipped.bucket_hash))
     if stored is None:
-        return ItemSlot(
-            item_hash=equipped.item_hash,
-            instance_id=equipped.instance_id,
-            bucket_hash=equipped.bucket_hash,
-            bucket=bucket,
-            known=False,
-            name=f"unknown item {equipped.item_hash}",
-            icon="",
-            item_type="",
-            tier="",
-            tier_type=None,
-            damage_type="",
-        )
-    item = decode_item(stored)
+        item, name = MISSING_ITEM, f"unknown item {equipped.item_hash}"
+    else:
+        item = decode_item(stored)
+        name = item.name or f"Unnamed item {equipped.item_hash}"
+    damage = None if item.damage_type_hash is None else damage_types.get(item.damage_type_hash)
     return ItemSlot(
         item_hash=equipped.item_hash,
         instance_id=equipped.instance_id,
         bucket_hash=equipped.bucket_hash,
-        bucket=bucket,
-        known=True,
-        name=item.name or f"Unnamed item {equipped.item_hash}",
+        bucket=_name(buckets.get(equipped.bucket_hash)),
+        known=stored is not None,
+        name=name,
         icon=item.icon or "",
         item_type=item.type_name or label(ITEM_TYPES, item.item_type) or "",
         # Items carry their tier's name and number; the projection keeps no tierTypeHash.
         tier=item.tier_name or label(TIERS, item.tier_type) or "",
         tier_type=item.tier_type,
-        damage_type=_name(damage_types.get(item.damage_type_hash or 0)),
+        damage_type=_name(damage),
     )
 
 

@@ -16,7 +16,7 @@ import msgspec
 from app.manifest.errors import ManifestError
 from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
-from app.manifest.live import live_pointer
+from app.manifest.live import tracked_value
 from app.manifest.replies import raw
 from app.manifest.store.records import ReleaseRecords
 
@@ -101,9 +101,7 @@ class LiveReads(ReleaseRecords):
 
     def _tracked_live_id(self) -> str | Unknown | None:
         """The live release id Redis vouches for, else UNKNOWN (see `live.py`)."""
-        if not self.settings.track_live:
-            return UNKNOWN
-        return live_pointer(self.redis, self.keys.current).get()
+        return tracked_value(self.redis, self.keys.current, self.settings.track_live)
 
     def read_beside_live(self, key: str) -> tuple[str | None, bytes | None]:
         """Return the live release id and the value at `key` (a string), in one round trip.

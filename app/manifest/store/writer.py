@@ -85,18 +85,20 @@ class ReleaseWriter(ReleaseRecords):
         stages the same release under the same keys, and its data is not ours to delete.
         """
         entry = self.redis.hget(self.keys.staging, release_id)
-        if entry is None:
-            return False
-        staged = [self.keys.lock, self.keys.staging, *_json_decode(entry)]
-        script = self.redis.register_script(_DISCARD_IF_OURS)
-        return bool(script(keys=staged, args=[lock.run_id, release_id, entry]))
+        return entry is not None and self._discard_entry(release_id, entry, lock)
 
     def collect_garbage(self, lock: SyncLock) -> int:
         """Delete staged data of runs that died; call only while holding the sync lock."""
         staged = self.redis.hgetall(self.keys.staging)
-        for release_id in staged:
-            self.discard(text(release_id), lock)
+        for release_id, entry in staged.items():
+            self._discard_entry(text(release_id), entry, lock)
         return len(staged)
+
+    def _discard_entry(self, release_id: str, entry: bytes | str, lock: SyncLock) -> bool:
+        """Delete the keys a staging entry lists, in one script that checks the lock first."""
+        staged = [self.keys.lock, self.keys.staging, *_json_decode(entry)]
+        script = self.redis.register_script(_DISCARD_IF_OURS)
+        return bool(script(keys=staged, args=[lock.run_id, release_id, entry]))
 
     def commit(self, info: ReleaseInfo, history: Mapping[str, Any], lock: SyncLock) -> None:
         """Make `info` the live release in one transaction; drop releases older than the previous.
