@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 from typing import Any
@@ -22,54 +21,6 @@ DEFAULT_TABLES = (
     "DestinyInventoryBucketDefinition",
     "DestinyItemTierTypeDefinition",
 )
-
-# Which fields of each definition the cache keeps (dotted paths). Tables not listed here keep
-# DEFAULT_PROJECTION; "*" keeps the whole definition.
-DEFAULT_PROJECTION = (
-    "hash",
-    "index",
-    "redacted",
-    "displayProperties.name",
-    "displayProperties.description",
-    "displayProperties.icon",
-)
-PROJECTIONS: dict[str, tuple[str, ...]] = {
-    "DestinyInventoryItemDefinition": (
-        "hash",
-        "redacted",
-        "displayProperties.name",
-        "displayProperties.description",
-        "displayProperties.icon",
-        "itemTypeDisplayName",
-        "itemTypeAndTierDisplayName",
-        "inventory.tierTypeName",
-        "inventory.tierType",
-        "inventory.bucketTypeHash",
-        "itemType",
-        "itemSubType",
-        "classType",
-        "defaultDamageType",
-        "defaultDamageTypeHash",
-        "equippable",
-    ),
-    "DestinyClassDefinition": ("hash", "redacted", "classType", "displayProperties.name"),
-    "DestinyDamageTypeDefinition": (
-        "hash",
-        "redacted",
-        "enumValue",
-        "transparentIconPath",
-        "displayProperties.name",
-        "displayProperties.icon",
-    ),
-    "DestinyInventoryBucketDefinition": (
-        "hash",
-        "redacted",
-        "category",
-        "location",
-        "displayProperties.name",
-    ),
-    "DestinyItemTierTypeDefinition": ("hash", "redacted", "index", "displayProperties.name"),
-}
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -102,12 +53,6 @@ def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return default if value is None else as_list(value)
 
 
-def env_projections(name: str, default: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """Return the environment variable `name` read as JSON projections, or `default` when unset."""
-    value = env_str(name)
-    return default if value is None else as_projections(name, value)
-
-
 def as_int(name: str, value: str) -> int:
     """Read the text `value` of the variable `name` as a whole number."""
     try:
@@ -136,20 +81,6 @@ def as_bool(name: str, value: str) -> bool:
 def as_list(value: str) -> tuple[str, ...]:
     """Read the text `value` as a list separated by commas."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def as_projections(name: str, value: str) -> dict[str, tuple[str, ...]]:
-    """Read the text `value` of the variable `name` as JSON: each table's list of fields."""
-    try:
-        found = json.loads(value)
-    except ValueError:
-        found = None
-    if not isinstance(found, dict) or not all(
-        isinstance(fields, list) and all(isinstance(path, str) for path in fields)
-        for fields in found.values()
-    ):
-        raise ValueError(f"{name} must be a JSON object of lists of field paths, got {value!r}")
-    return {table: tuple(fields) for table, fields in found.items()}
 
 
 class Config:
@@ -229,8 +160,6 @@ class Config:
     MANIFEST_TABLES = env_list("MANIFEST_TABLES", DEFAULT_TABLES)
     MANIFEST_LANGUAGES = env_list("MANIFEST_LANGUAGES", ("en",))
     MANIFEST_FORMAT = env_str("MANIFEST_FORMAT", "json")
-    MANIFEST_PROJECTIONS = env_projections("MANIFEST_PROJECTIONS", PROJECTIONS)
-    MANIFEST_DEFAULT_PROJECTION = env_list("MANIFEST_DEFAULT_PROJECTION", DEFAULT_PROJECTION)
     MANIFEST_MAX_BYTES = env_int("MANIFEST_MAX_BYTES", 512 * 1024 * 1024)
     # Seconds a content file may take to download (and be ingested: a JSON table is ingested as
     # it comes), and one table of the SQLite database to be read.
@@ -474,7 +403,7 @@ def prefixed_settings(config: type[Config]) -> dict[str, Any]:
     """Return the settings of `config` set as FLASK_<NAME>, each read and checked as <NAME> is.
 
     A setting's default says how its text reads: a switch, a whole number, a number, a list
-    separated by commas, JSON for the projections, else text. Other FLASK_ variables are the
+    separated by commas, else text. Other FLASK_ variables are the
     flask command's (FLASK_APP, FLASK_RUN_PORT, ...), not settings; FIXED_SETTINGS are read
     from no variable.
     """
@@ -499,6 +428,4 @@ def read_like(name: str, value: str, default: Any) -> Any:
         return as_float(name, value)
     if isinstance(default, tuple):
         return as_list(value)
-    if isinstance(default, dict):
-        return as_projections(name, value)
     return value

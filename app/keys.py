@@ -40,24 +40,31 @@ class Keys:
         return f"{self.prefix}:releases"
 
     def release(self, release_id: str) -> str:
-        """hash: a release's record: paths, version, counts, diff, change, base, trigger, skipped.
+        """hash: a release's record: paths, version, format, counts, diff, change, base, trigger.
 
         Written by its commit; unlinked with the release's data when it leaves `releases`.
         """
         return f"{self.prefix}:release:{release_id}"
 
     def table(self, release_id: str, lang: str, table: str) -> str:
-        """hash: definition hash -> the stored definition JSON, for one table of a release.
+        """hash: definition hash -> its digest (8 bytes), then its whole JSON compressed (zstd).
 
         Built while staging, never changed after its commit; unlinked with its release.
         """
         return f"{self.prefix}:{release_id}:{lang}:{table}"
 
-    def digests(self, release_id: str, lang: str, table: str) -> str:
-        """hash: definition hash -> 8-byte digest of the stored JSON (the live release only).
+    def dictionary(self, release_id: str, lang: str, table: str) -> str:
+        """string: the zstd dictionary a table of a release is compressed with (none: no key).
 
-        Written with the table; unlinked by the commit that makes its release the previous one
-        (a rollback works them out again).
+        Written with the table's first batch; unlinked with its release.
+        """
+        return f"{self.table(release_id, lang, table)}:dict"
+
+    def legacy_digests(self, release_id: str, lang: str, table: str) -> str:
+        """hash: definition hash -> digest, beside a table of a format 1 release (projections).
+
+        Never written since format 2; unlinked with its release (a release record without
+        `format`).
         """
         return f"{self.table(release_id, lang, table)}:sums"
 

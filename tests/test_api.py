@@ -294,11 +294,14 @@ def test_an_items_page_passes_the_stored_definitions_through_as_compact_json(
     assert body.count(b"\n") == 1
     assert synced.release_id is not None
     with app.app_context():
-        table = get_store().keys.table(synced.release_id, "en", ITEM_TABLE)
+        store = get_store()
+        table = store.keys.table(synced.release_id, "en", ITEM_TABLE)
+        unpack = store.unpacker(synced.release_id, "en", ITEM_TABLE).unpack
     hashes = [item["hash"] for item in response.get_json()["items"]]
     stored = redis_client.hmget(table, hashes)
     assert len(hashes) == 20
-    assert all(isinstance(value, bytes) and value in body for value in stored)
+    # Each whole definition as Bungie sent it, decompressed once, never decoded and re-encoded.
+    assert all(isinstance(value, bytes) and unpack(value) in body for value in stored)
 
 
 def test_items_match_the_origins_data(

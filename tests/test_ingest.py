@@ -1,4 +1,4 @@
-"""Streaming ingest: slabs cut at entry boundaries give what a whole-document parse gives."""
+"""Streaming ingest: slabs cut at entry boundaries give each entry's exact bytes, as one parse does."""
 
 from __future__ import annotations
 
@@ -7,16 +7,12 @@ import random
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from app.manifest.errors import TableInvalid
-from app.manifest.ingest import EntryCodec
-from app.manifest.ingest import Projection
 from app.manifest.ingest import iter_json_table
 from app.manifest.ingest import iter_sqlite_table
-from config import PROJECTIONS
-
-ITEM_FIELDS = PROJECTIONS["DestinyInventoryItemDefinition"]
 
 
 def make_table(count: int, seed: int = 1) -> dict[str, dict]:
@@ -48,32 +44,17 @@ def make_table(count: int, seed: int = 1) -> dict[str, dict]:
     return table
 
 
-def projected(definition: dict) -> dict:
-    """The projection computed the plain way, to compare with the engine's."""
-    out: dict = {}
-    for path in ITEM_FIELDS:
-        source, target = definition, out
-        parts = path.split(".")
-        for part in parts[:-1]:
-            source = source.get(part) or {}
-            target = target.setdefault(part, {})
-        if parts[-1] in source:
-            target[parts[-1]] = source[parts[-1]]
-    return {k: v for k, v in out.items() if v != {}}
-
-
 def chunked(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def ingest(data: bytes, chunk: int = 4096, slab: int = 16 * 1024) -> dict[str, dict]:
-    codec = EntryCodec(Projection.of(ITEM_FIELDS))
-    out: dict[str, dict] = {}
-    for entries in iter_json_table(chunked(data, chunk), codec, slab_bytes=slab):
-        for key, value, digest in entries:
+def ingest(data: bytes, chunk: int = 4096, slab: int = 16 * 1024) -> dict[str, bytes]:
+    """Return each key's entry, as the bytes the engine would store."""
+    out: dict[str, bytes] = {}
+    for batch in iter_json_table(chunked(data, chunk), slab_bytes=slab):
+        for key, value in zip(batch.keys, batch.data, strict=True):
             assert key.decode() not in out
-            assert len(digest) == 8
-            out[key.decode()] = json.loads(value)
+            out[key.decode()] = value
     return out
 
 
@@ -85,44 +66,19 @@ def test_slabs_give_the_same_entries_as_one_parse(
     table = make_table(400)
     separators = (",", ":") if indent is None else None
     data = json.dumps(table, indent=indent, separators=separators).encode()
-    assert ingest(data, chunk, slab) == {k: projected(v) for k, v in table.items()}
+    entries = ingest(data, chunk, slab)
+    assert {k: json.loads(v) for k, v in entries.items()} == table
+    # Each entry is exactly the bytes the file holds for it: every field, as sent.
+    whole = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
+    assert entries == {k: bytes(v) for k, v in whole.items()}
 
 
-def test_projection_keeps_only_the_configured_fields() -> None:
+def test_entries_keep_every_field_as_sent() -> None:
     table = make_table(3)
-    entries = ingest(json.dumps(table).encode())
     key = next(iter(table))
-    assert "stats" not in entries[key]
-    assert "index" not in entries[key]
-    assert entries[key]["inventory"] == {
-        "tierTypeName": "Legendary",
-        "tierType": 5,
-        "bucketTypeHash": 7,
-    }
-    assert entries[key]["displayProperties"]["name"] == table[key]["displayProperties"]["name"]
-
-
-def test_star_projection_keeps_the_whole_definition() -> None:
-    table = make_table(5)
-    codec = EntryCodec(Projection.of(["*"]))
-    data = json.dumps(table).encode()
-    entries = [e for batch in iter_json_table([data], codec) for e in batch]
-    assert {k.decode(): json.loads(v) for k, v, _ in entries} == table
-
-
-def test_digest_changes_only_when_kept_fields_change() -> None:
-    table = make_table(2)
-    key = next(iter(table))
-    codec = EntryCodec(Projection.of(ITEM_FIELDS))
-
-    def digest(definition: dict) -> bytes:
-        return codec.rows([(1, json.dumps(definition))]).digests[0]
-
-    before = digest(table[key])
-    table[key]["stats"] = {"stats": {}}  # not projected: not a change users can see
-    assert digest(table[key]) == before
-    table[key]["displayProperties"]["name"] = "Renamed"
-    assert digest(table[key]) != before
+    text = b'{"hash": 1,  "index":7 , "odd":"\\u00e9 }{", "n": 1.50}'
+    table_bytes = b'{"%s": %s}' % (key.encode(), text)
+    assert ingest(table_bytes) == {key: text}
 
 
 def test_empty_table() -> None:
@@ -160,14 +116,24 @@ def test_sqlite_rows_use_unsigned_hashes(tmp_path: Path) -> None:
     connection.commit()
     connection.close()
 
-    codec = EntryCodec(Projection.of(ITEM_FIELDS))
-    entries = [
-        e
-        for batch in iter_sqlite_table(str(database), "DestinyInventoryItemDefinition", codec, 7)
-        for e in batch
-    ]
-    assert {k.decode(): json.loads(v) for k, v, _ in entries} == {
-        k: projected(v) for k, v in table.items()
-    }
+    batches = list(iter_sqlite_table(str(database), "DestinyInventoryItemDefinition", batch=7))
+    entries = {k.decode(): v for b in batches for k, v in zip(b.keys, b.data, strict=True)}
+    assert entries == {k: json.dumps(v).encode() for k, v in table.items()}
     with pytest.raises(TableInvalid):
-        list(iter_sqlite_table(str(database), "NoSuchTable", codec))
+        list(iter_sqlite_table(str(database), "NoSuchTable"))
+
+
+@pytest.mark.parametrize("key", ["-1", "+7", "007", "1.5", " 7", "seven", "", "4294967296"])
+def test_a_key_that_is_not_a_hash_refuses_the_table(key: str) -> None:
+    table = {k: v for k, v in make_table(300).items()}
+    table[key] = {"hash": 1}
+    data = json.dumps(table, separators=(",", ":")).encode()
+    with pytest.raises(TableInvalid, match="not a definition hash") as refused:
+        ingest(data, slab=4096)
+    assert repr(key) in str(refused.value)
+
+
+def test_an_entry_that_is_not_an_object_refuses_the_table() -> None:
+    data = json.dumps({**make_table(5), "12": [1, 2]}).encode()
+    with pytest.raises(TableInvalid, match="12 is not a JSON object"):
+        ingest(data)

@@ -1,8 +1,9 @@
 """Per-table differences between two releases: added, removed and changed definitions.
 
 The diff is counted while a table is ingested: each batch's digests are compared with the live
-release's stored digests (fetched in the same pipeline as the batch's writes), so no table is
-ever held twice in memory nor scanned again.
+release's stored values for the same hashes (read in the same pipeline as the batch's writes;
+a stored value starts with its digest), so no table is ever held twice in memory nor scanned
+again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from app.manifest.ingest import Batch
 from app.manifest.items import definition_name
+from app.manifest.packing import DIGEST_BYTES
 
 NAMES_KEPT = 20
 
@@ -31,15 +33,18 @@ class TableDiff:
     added_names: list[tuple[int, str]] = field(default_factory=list)
     changed_names: list[tuple[int, str]] = field(default_factory=list)
 
-    def count_batch(self, entries: Batch, old_digests: Sequence[bytes | None]) -> None:
-        """Count a batch of new entries against the live release's digests for the same keys."""
+    def count_batch(
+        self, entries: Batch, digests: Sequence[bytes], old_values: Sequence[bytes | None]
+    ) -> None:
+        """Count a batch of new entries (with their digests) against the live release's values."""
         self.total += len(entries)
-        for (key, data, digest), old in zip(entries, old_digests, strict=True):
+        rows = zip(entries.keys, entries.data, digests, old_values, strict=True)
+        for key, data, digest, old in rows:
             if old is None:
                 self.added += 1
                 if len(self.added_names) < NAMES_KEPT:
                     self.added_names.append((int(key), definition_name(data)))
-            elif old != digest:
+            elif old[:DIGEST_BYTES] != digest:
                 self.changed += 1
                 if len(self.changed_names) < NAMES_KEPT:
                     self.changed_names.append((int(key), definition_name(data)))

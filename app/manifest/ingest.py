@@ -1,14 +1,13 @@
-"""Turn a table (a streamed JSON object, or a table of the SQLite database) into projected entries.
+"""Turn a table (a streamed JSON object, or a table of the SQLite database) into whole entries.
 
-Speed and flat memory together: the JSON stream is cut into slabs of whole entries, and each
-slab is decoded by msgspec into structs holding only the projected fields (the rest is skipped
-without building Python objects). Memory is bounded by the slab size, not the table size.
-An entry whose key is not a hash is skipped and counted (`Batch.skipped`), never stored.
+Speed and flat memory together: the JSON stream is cut into slabs of whole entries, and msgspec
+splits each slab into its entries' exact bytes without building Python objects for their
+fields. Memory is bounded by the slab size, not the table size. A table with a key that is not a
+definition's hash, or an entry that is not a JSON object, is refused (`TableInvalid`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import sqlite3
@@ -16,15 +15,10 @@ import time
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import GenericAlias
-from typing import Any
 
 import msgspec
 
 from app.manifest.errors import TableInvalid
-
-# An entry as stored: (decimal hash, projected JSON, digest of the projected JSON).
-Entry = tuple[bytes, bytes, bytes]
 
 SLAB_BYTES = 2 * 1024 * 1024
 # One entry larger than this cannot be a manifest definition: refuse rather than buffer it.
@@ -47,123 +41,31 @@ _SIGNED_MIN, _SIGNED_MAX = -(2**31), 2**31 - 1
 
 # Between two top-level entries of `{"123":{...},"456":{...}}` stands `},"456":{`. The same bytes
 # can stand between nested objects keyed by hash (stats), never inside a string (a quote there is
-# escaped). A cut at a nested boundary leaves braces open, so decoding the slab fails: the
+# escaped). A cut at a nested boundary leaves braces open, so splitting the slab fails: the
 # decoder itself proves each cut right.
 _BOUNDARY = re.compile(rb'\}\s*(,)\s*"(\d+)"\s*:\s*\{')
 _BOUNDARY_WINDOW = 512 * 1024
 _MAX_CUT_ATTEMPTS = 8
 
-
-@dataclass(frozen=True)
-class Projection:
-    """The fields of a table's definitions that the cache keeps, as a msgspec type to decode."""
-
-    paths: tuple[str, ...]
-    value_type: Any
-
-    @classmethod
-    def of(cls, paths: Iterable[str]) -> Projection:
-        """Build the projection of dotted field paths; "*" keeps whole definitions."""
-        paths = tuple(paths)
-        if "*" in paths:
-            return cls(paths, msgspec.Raw)
-        tree: dict[str, Any] = {}
-        for path in paths:
-            node = tree
-            parts = path.split(".")
-            for part in parts[:-1]:
-                child = node.setdefault(part, {})
-                if child is None:  # "a" and "a.b" both asked for: "a" wins, whole.
-                    break
-                node = child
-            else:
-                node[parts[-1]] = None
-        return cls(paths, _struct_for(tree, "Projected"))
-
-
-def _struct_for(tree: dict[str, Any], name: str) -> Any:
-    fields = []
-    rename = {}
-    for index, (key, child) in enumerate(tree.items()):
-        attr = f"f{index}"
-        rename[attr] = key
-        if child is None:
-            # Raw: the field's JSON text as it came, whatever its type, re-emitted unchanged.
-            kind: Any = msgspec.Raw | msgspec.UnsetType
-        else:
-            kind = _struct_for(child, f"{name}_{key}") | None | msgspec.UnsetType
-        fields.append((attr, kind, msgspec.UNSET))
-    # gc=False: a projection holds only raw JSON and other projections (frozen: nothing else
-    # can be put in), so it can never be in a reference cycle; not tracking the structs
-    # decoded per slab spares the collector most of its passes (docs/DECISIONS.md).
-    return msgspec.defstruct(name, fields, rename=rename, omit_defaults=True, frozen=True, gc=False)
-
-
-class EntryCodec:
-    """Decode definitions into a projection and encode them back, with a digest for diffs."""
-
-    def __init__(self, projection: Projection) -> None:
-        self._slab = msgspec.json.Decoder(GenericAlias(dict, (str, projection.value_type)))
-        self._one = msgspec.json.Decoder(projection.value_type)
-        self._encode = msgspec.json.Encoder().encode
-
-    def entries(self, slab: bytes | memoryview) -> Batch:
-        """Decode a slab (a JSON object keyed by hash) into stored entries; skip other keys."""
-        decoded = self._slab.decode(slab)
-        keys = list(map(str.encode, decoded))
-        data = list(map(self._encode, decoded.values()))
-        # The keys are checked in C (no Python loop); only a slab with a bad key takes the long way.
-        if all(map(_HASH.fullmatch, keys)):
-            return Batch.of(keys, data)
-        hashes = [_HASH.fullmatch(key) is not None for key in keys]
-        return Batch.of(
-            list(itertools.compress(keys, hashes)),
-            list(itertools.compress(data, hashes)),
-            skipped=hashes.count(False),
-        )
-
-    def rows(self, rows: Iterable[tuple[object, bytes | str]]) -> Batch:
-        """Project rows of the SQLite database (signed 32-bit id, JSON); skip other ids."""
-        keys, data = [], []
-        skipped = 0
-        for row_id, definition in rows:
-            if type(row_id) is not int or not _SIGNED_MIN <= row_id <= _SIGNED_MAX:
-                skipped += 1
-                continue
-            keys.append(b"%d" % (row_id & 0xFFFFFFFF))
-            data.append(self._encode(self._one.decode(definition)))
-        return Batch.of(keys, data, skipped=skipped)
+# A slab split into its entries: each key with its value's exact JSON, not decoded.
+_split = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+# A SQLite row's definition, checked to be JSON, not decoded.
+_check_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Entries side by side: their keys, stored JSON and digests, each a list in one order.
+    """Entries side by side: their keys and their definitions' exact JSON, each a list in one order.
 
     Columns rather than a tuple per entry: a batch's writes are built by slicing, with no loop
-    in Python per entry, and no object the garbage collector tracks is made per entry.
+    in Python per entry.
     """
 
     keys: list[bytes]
     data: list[bytes]
-    digests: list[bytes]
-    # Entries of the source left out of the batch: their keys are not hashes.
-    skipped: int = 0
-
-    @classmethod
-    def of(cls, keys: list[bytes], data: list[bytes], skipped: int = 0) -> Batch:
-        """Return the batch of these keys and stored definitions, with their digests.
-
-        A definition's digest (8 bytes of BLAKE2b of its stored JSON) is what diffs compare;
-        this is the one place it is worked out.
-        """
-        blake2b = hashlib.blake2b
-        return cls(keys, data, [blake2b(d, digest_size=8).digest() for d in data], skipped)
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def __iter__(self) -> Iterator[Entry]:
-        return zip(self.keys, self.data, self.digests, strict=True)
 
     def pairs(self, values: list[bytes], start: int, stop: int) -> list[bytes]:
         """Return `key, value, key, value, ...` of entries start..stop: HSET's arguments."""
@@ -179,25 +81,48 @@ def is_hash(key: bytes) -> bool:
     return _HASH.fullmatch(key) is not None
 
 
-def _keyed_by_hash(batches: Iterator[Batch]) -> Iterator[Batch]:
-    """Pass a table's batches on; refuse the table if it had entries, but none keyed by hash."""
-    kept = skipped = 0
-    for batch in batches:
-        kept += len(batch)
-        skipped += batch.skipped
-        yield batch
-    if skipped and not kept:
-        raise TableInvalid(f"Table has no entry keyed by a hash: {skipped:,} keys are not hashes")
+def split_slab(slab: bytes | memoryview) -> Batch:
+    """Split a slab (a JSON object keyed by hash) into entries; refuse a bad key or entry."""
+    entries = _split(slab)
+    keys = list(map(str.encode, entries))
+    # Copied out of the slab: the buffer it was cut from is reused as soon as this returns.
+    data = list(map(bytes, entries.values()))
+    # Checked in C (no Python loop per entry); only a bad slab takes the long way, to say why.
+    if not all(map(_HASH.fullmatch, keys)):
+        bad = next(key for key in keys if not _HASH.fullmatch(key))
+        raise TableInvalid(f"Table has a key that is not a definition hash: {_shown(bad)}")
+    if not all(map(_is_object, data)):
+        key = next(k for k, value in zip(keys, data, strict=True) if not _is_object(value))
+        raise TableInvalid(f"Table's entry {key.decode()} is not a JSON object")
+    return Batch(keys, data)
 
 
-def iter_json_table(
-    chunks: Iterable[bytes], codec: EntryCodec, slab_bytes: int = SLAB_BYTES
-) -> Iterator[Batch]:
+def _is_object(value: bytes) -> bool:
+    return value[:1] == b"{"
+
+
+def _shown(key: bytes) -> str:
+    """Return a key as an error message quotes it: short, and never mistaken for text around."""
+    return repr(key[:40].decode(errors="replace")) + ("..." if len(key) > 40 else "")
+
+
+def split_rows(rows: Iterable[tuple[object, bytes | str]]) -> Batch:
+    """Return the entries of rows of the SQLite database (signed 32-bit id, JSON text)."""
+    keys, data = [], []
+    for row_id, definition in rows:
+        if type(row_id) is not int or not _SIGNED_MIN <= row_id <= _SIGNED_MAX:
+            raise TableInvalid(f"Table has an id that is not a definition hash: {row_id!r:.40}")
+        value = definition.encode() if isinstance(definition, str) else bytes(definition)
+        _check_json(value)
+        if not _is_object(value.lstrip()):
+            raise TableInvalid(f"Table's entry {row_id} is not a JSON object")
+        keys.append(b"%d" % (row_id & 0xFFFFFFFF))
+        data.append(value)
+    return Batch(keys, data)
+
+
+def iter_json_table(chunks: Iterable[bytes], slab_bytes: int = SLAB_BYTES) -> Iterator[Batch]:
     """Yield the entries of a streamed JSON table, one slab at a time."""
-    return _keyed_by_hash(_json_slabs(chunks, codec, slab_bytes))
-
-
-def _json_slabs(chunks: Iterable[bytes], codec: EntryCodec, slab_bytes: int) -> Iterator[Batch]:
     buf = bytearray()
     started = False
     cut_at = slab_bytes  # Try a cut once the buffer holds this much.
@@ -207,7 +132,7 @@ def _json_slabs(chunks: Iterable[bytes], codec: EntryCodec, slab_bytes: int) -> 
             if not started:
                 started = _check_start(buf)
             while started and len(buf) >= cut_at:
-                slab = _cut_slab(buf, codec, whole=cut_at > slab_bytes)
+                slab = _cut_slab(buf, whole=cut_at > slab_bytes)
                 if slab is None:
                     if len(buf) > MAX_ENTRY_BYTES:
                         raise TableInvalid("Table has an entry over 64 MiB or is not a table")
@@ -218,7 +143,7 @@ def _json_slabs(chunks: Iterable[bytes], codec: EntryCodec, slab_bytes: int) -> 
                 yield slab
         if not started and not _check_start(buf):
             raise TableInvalid("Table is empty")
-        yield codec.entries(bytes(buf))
+        yield split_slab(bytes(buf))
     except msgspec.DecodeError as exc:
         raise TableInvalid(f"Table does not parse: {exc}") from None
     except msgspec.ValidationError as exc:
@@ -234,7 +159,7 @@ def _check_start(buf: bytearray) -> bool:
     return True
 
 
-def _cut_slab(buf: bytearray, codec: EntryCodec, whole: bool) -> Batch | None:
+def _cut_slab(buf: bytearray, whole: bool) -> Batch | None:
     """Decode and remove the whole entries at the front of `buf`; None if none is whole yet."""
     start = 0 if whole else max(0, len(buf) - _BOUNDARY_WINDOW)
     candidates = list(_BOUNDARY.finditer(buf, start))
@@ -243,9 +168,9 @@ def _cut_slab(buf: bytearray, codec: EntryCodec, whole: bool) -> Batch | None:
         comma = match.start(1)
         buf[comma] = ord("}")
         try:
-            # Decoded in place; every value is re-encoded, so nothing refers to `buf` after.
+            # Split in place; every entry is copied out, so nothing refers to `buf` after.
             with memoryview(buf) as view:
-                entries = codec.entries(view[: comma + 1])
+                entries = split_slab(view[: comma + 1])
         except msgspec.DecodeError:
             buf[comma] = ord(",")
             continue
@@ -275,7 +200,6 @@ def _has_own_hash(buf: bytearray, start: int, key: bytes) -> bool:
 def iter_sqlite_table(
     database: str,
     table: str,
-    codec: EntryCodec,
     batch: int = SQLITE_BATCH,
     *,
     deadline: float | None = None,
@@ -285,18 +209,16 @@ def iter_sqlite_table(
     The database is the sender's: only a plain table is read, and with a `deadline`, for no
     longer than that many seconds from the first batch asked for to the last.
     """
-    return _keyed_by_hash(_sqlite_rows(database, table, codec, batch, deadline))
+    return _sqlite_rows(database, table, batch, deadline)
 
 
-def _sqlite_rows(
-    database: str, table: str, codec: EntryCodec, batch: int, deadline: float | None
-) -> Iterator[Batch]:
+def _sqlite_rows(database: str, table: str, batch: int, deadline: float | None) -> Iterator[Batch]:
     connection, ends = _open_sqlite(database, deadline)
     try:
         _check_plain_table(connection, table)
         cursor = connection.execute(f'SELECT id, json FROM "{table}"')  # noqa: S608 - checked
         while rows := cursor.fetchmany(batch):
-            yield codec.rows(rows)
+            yield split_rows(rows)
     except sqlite3.DatabaseError as exc:
         if time.monotonic() > ends:
             raise TableInvalid(

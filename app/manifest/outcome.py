@@ -83,8 +83,6 @@ class SyncResult:
     change: dict[str, Any] | None = None
     diffs: list[TableDiff] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    # Per language and table, the entries left out because their keys are not hashes.
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     message: str | None = None
@@ -107,9 +105,7 @@ class SyncResult:
         """Return one line a person can read."""
         if self.outcome == UPDATED:
             verb = "rolled back to" if self.rollback else "updated to"
-            skipped = sum(n for tables in self.skipped.values() for n in tables.values())
-            note = f"; skipped {skipped:,} entries with bad keys" if skipped else ""
-            return f"{verb} {self.version} (release {self.release_id}){note}"
+            return f"{verb} {self.version} (release {self.release_id})"
         if self.outcome == UNCHANGED:
             return f"unchanged: {self.version} (release {self.release_id})"
         if self.outcome == BUSY:

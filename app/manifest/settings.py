@@ -23,8 +23,6 @@ class ManifestSettings:
     tables: tuple[str, ...]
     languages: tuple[str, ...]
     format: str
-    projections: Mapping[str, tuple[str, ...]]
-    default_projection: tuple[str, ...]
     key_prefix: str
     connect_timeout: float
     read_timeout: float
@@ -57,8 +55,6 @@ class ManifestSettings:
             tables=tuple(config["MANIFEST_TABLES"]),
             languages=tuple(config["MANIFEST_LANGUAGES"]),
             format=config["MANIFEST_FORMAT"],
-            projections=dict(config["MANIFEST_PROJECTIONS"]),
-            default_projection=tuple(config["MANIFEST_DEFAULT_PROJECTION"]),
             key_prefix=config["MANIFEST_KEY_PREFIX"],
             connect_timeout=float(config["BUNGIE_CONNECT_TIMEOUT"]),
             read_timeout=float(config["BUNGIE_READ_TIMEOUT"]),
@@ -72,7 +68,3 @@ class ManifestSettings:
             min_table_ratio=float(config["MANIFEST_MIN_TABLE_RATIO"]),
             track_live=bool(config["MANIFEST_TRACK_LIVE"]),
         )
-
-    def projection(self, table: str) -> tuple[str, ...]:
-        """Return the dotted field paths kept for `table`."""
-        return tuple(self.projections.get(table, self.default_projection))

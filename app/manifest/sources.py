@@ -1,5 +1,5 @@
 """Where a release's tables come from: one JSON download per table, or, in the SQLite format, one
-zipped database per language unpacked to disk; each table read as batches of projected entries.
+zipped database per language unpacked to disk; each table read as batches of whole entries.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from app.manifest import errors
 from app.manifest.client import BungieClient
 from app.manifest.client import ContentDownload
 from app.manifest.ingest import Batch
-from app.manifest.ingest import EntryCodec
 from app.manifest.ingest import count_sqlite_rows
 from app.manifest.ingest import iter_json_table
 from app.manifest.ingest import iter_sqlite_table
@@ -36,24 +35,24 @@ class TableSources:
         self.tracker = tracker
         self.keep_alive = keep_alive
 
-    def tables(
-        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[Batch]]]:
-        """Yield each table of `release` in `lang` with its entries, a batch at a time."""
-        if release.format == "sqlite":
-            return self._sqlite_tables(release, lang, codecs)
-        return self._json_tables(release, lang, codecs)
+    def tables(self, release: Release, lang: str) -> Iterator[tuple[str, Iterator[Batch]]]:
+        """Yield each table of `release` in `lang` with its entries, a batch at a time.
 
-    def _json_tables(
-        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[Batch]]]:
+        A table that cannot be read whole raises TableInvalid naming the table and language.
+        """
+        if release.format == "sqlite":
+            return self._sqlite_tables(release, lang)
+        return self._json_tables(release, lang)
+
+    def _json_tables(self, release: Release, lang: str) -> Iterator[tuple[str, Iterator[Batch]]]:
         tracker = self.tracker
         for table in release.tables:
             tracker.entries, tracker.entries_total = 0, None
             tracker.report("downloading", lang, table)
             with self.client.download(release.paths[lang][table]) as download:
                 tracker.download = download
-                yield table, iter_json_table(self._watched(download, lang, table), codecs[table])
+                chunks = self._watched(download, lang, table)
+                yield table, _named(iter_json_table(chunks), table, lang)
             tracker.download = None
 
     def _watched(self, download: ContentDownload, lang: str, table: str | None) -> Iterator[bytes]:
@@ -64,9 +63,7 @@ class TableSources:
             tracker.report("ingesting" if tracker.entries else "downloading", lang, table)
             yield chunk
 
-    def _sqlite_tables(
-        self, release: Release, lang: str, codecs: dict[str, EntryCodec]
-    ) -> Iterator[tuple[str, Iterator[Batch]]]:
+    def _sqlite_tables(self, release: Release, lang: str) -> Iterator[tuple[str, Iterator[Batch]]]:
         tracker = self.tracker
         with tempfile.TemporaryDirectory(prefix="manifest-") as workdir:
             database = self._fetch_sqlite(release.paths[lang][SQLITE_FILE], lang, Path(workdir))
@@ -75,7 +72,8 @@ class TableSources:
             for table in release.tables:
                 total = count_sqlite_rows(database, table, deadline=deadline)
                 tracker.entries, tracker.entries_total = 0, total
-                yield table, iter_sqlite_table(database, table, codecs[table], deadline=deadline)
+                batches = iter_sqlite_table(database, table, deadline=deadline)
+                yield table, _named(batches, table, lang)
 
     def _fetch_sqlite(self, path: str, lang: str, workdir: Path) -> str:
         """Download the zipped SQLite database to disk and unpack it; return the database path."""
@@ -109,3 +107,13 @@ class TableSources:
             if written > self.client.max_bytes:
                 raise errors.ContentTooLarge(f"{path} unpacks to over MANIFEST_MAX_BYTES")
             target.write(block)
+
+
+def _named(batches: Iterator[Batch], table: str, lang: str) -> Iterator[Batch]:
+    """Pass a table's batches on; a refusal names the table and language it is about."""
+    try:
+        yield from batches
+    except errors.TableInvalid as exc:
+        if str(exc).startswith(table):
+            raise
+        raise errors.TableInvalid(f"{table} ({lang}): {exc}") from None

@@ -22,8 +22,6 @@ from app.manifest.client import BungieClient
 from app.manifest.diff import TableDiff
 from app.manifest.heartbeat import holding_lock
 from app.manifest.ingest import Batch
-from app.manifest.ingest import EntryCodec
-from app.manifest.ingest import Projection
 from app.manifest.outcome import BUSY
 from app.manifest.outcome import FAILED
 from app.manifest.outcome import UNAVAILABLE
@@ -33,6 +31,7 @@ from app.manifest.outcome import IngestTracker
 from app.manifest.outcome import Progress
 from app.manifest.outcome import ProgressCallback
 from app.manifest.outcome import SyncResult
+from app.manifest.packing import FORMAT
 from app.manifest.release import Release
 from app.manifest.release import compare
 from app.manifest.sources import TableSources
@@ -192,7 +191,6 @@ class _Sync:
         self.context = context
         self.progress = progress
         self.timings: dict[str, float] = {}
-        self.skipped: dict[str, dict[str, int]] = {}
         self.tracker = IngestTracker(self.progress)
         self.sources = TableSources(client, self.tracker, self.lock.keep_alive)
 
@@ -240,7 +238,6 @@ class _Sync:
             release_id=info.id,
             version=info.release.version,
             counts=info.counts,
-            skipped=info.skipped,
             timings=self.timings,
             **fields,
         )
@@ -286,7 +283,6 @@ class _Sync:
                 change=change.to_record(),
                 base=live.id if live else None,
                 trigger=self.context,
-                skipped=self.skipped,
             )
             self.progress(Progress("committing"))
             commit_started = time.monotonic()
@@ -330,7 +326,6 @@ class _Sync:
             "at": time.time(),
             "duration": info.duration if not rollback else 0.0,
             "counts": info.counts,
-            "skipped": info.skipped,
             "diff": [d.to_record() for d in diffs],
             "change": change,
             "trigger": self.context,
@@ -341,18 +336,20 @@ class _Sync:
     def _ingest(
         self, release: Release, live: ReleaseInfo | None
     ) -> tuple[dict[str, dict[str, int]], list[TableDiff]]:
-        codecs = {t: EntryCodec(Projection.of(self.settings.projection(t))) for t in release.tables}
         counts: dict[str, dict[str, int]] = {lang: {} for lang in release.languages}
         diffs: list[TableDiff] = []
         tracker = self.tracker
         tracker.tables_done, tracker.tables_total = 0, len(release.languages) * len(release.tables)
+        # A live release stored before whole definitions has projections: nothing to compare.
+        comparable = live is None or live.format == FORMAT
         # One writer thread: Redis stores batch n while this thread decodes batch n + 1.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest-writer") as writes:
             for lang in release.languages:
-                for table, batches in self.sources.tables(release, lang, codecs):
+                for table, batches in self.sources.tables(release, lang):
                     live_count = live.counts.get(lang, {}).get(table) if live else None
                     # The diff is counted for the first language; the others are translations.
-                    diff = TableDiff(table) if lang == release.languages[0] else None
+                    first = lang == release.languages[0]
+                    diff = TableDiff(table) if first and comparable else None
                     writer = self.store.table_writer(
                         release, lang, table, diff, live.id if live else None
                     )
@@ -360,9 +357,6 @@ class _Sync:
                     self._write_all(writes, writer, batches, lang, table)
                     self._check_size(lang, table, writer.count, live_count)
                     counts[lang][table] = writer.count
-                    if bad := writer.skipped:
-                        self.skipped.setdefault(lang, {})[table] = bad
-                        log.warning("Skipped %d entries with bad keys in %s (%s)", bad, table, lang)
                     if diff is not None:
                         diffs.append(diff.finish(live_count or 0))
                     tracker.tables_done += 1

@@ -5,6 +5,7 @@ the live pointer, starting from the live release id this process last saw.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -12,11 +13,13 @@ from typing import Any
 from typing import cast
 
 import msgspec
+import zstandard
 
 from app.manifest.errors import ManifestError
 from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
 from app.manifest.live import tracked_value
+from app.manifest.packing import Unpacker
 from app.manifest.replies import raw
 from app.manifest.store.records import ReleaseRecords
 
@@ -30,6 +33,11 @@ SCAN_COUNT = 2000
 
 _json_decode = msgspec.json.decode
 log = logging.getLogger(__name__)
+
+# prefix -> (release id, language, table) -> how that table's stored definitions are read back;
+# a release's dictionaries never change once committed. Kept for the two newest releases seen.
+_unpackers: dict[str, dict[tuple[str, str, str], Unpacker]] = {}
+_unpackers_lock = threading.Lock()
 
 # prefix -> the release this process last read as live. Reads start from it: a good guess (the
 # pointer moves once a release) saves the round trip that reads the pointer; a stale one costs
@@ -139,9 +147,14 @@ class LiveReads(ReleaseRecords):
         reads included, and readers must go on reading then.
         """
         lang = lang or self.settings.languages[0]
+        unpackers = _unpackers.setdefault(self.keys.prefix, {})
+        chosen = {table: unpackers.get((release_id, lang, table)) for table, _ in groups}
+        unknown = [table for table, unpacker in chosen.items() if unpacker is None]
         pipe = self.redis.pipeline(transaction=False)
         if not vouched:
             pipe.get(self.keys.current)
+        for table in unknown:
+            pipe.get(self.keys.dictionary(release_id, lang, table))
         for table, hashes in groups:
             key = self.keys.table(release_id, lang, table)
             if hashes is None:
@@ -158,14 +171,52 @@ class LiveReads(ReleaseRecords):
                 return live, None
             _live_hints[self.keys.prefix] = release_id
         answers = iter(replies)
+        for table in unknown:
+            chosen[table] = _remember(unpackers, (release_id, lang, table), Unpacker(next(answers)))
         found: dict[str, dict[int, bytes | None]] = {}
         for table, hashes in groups:
+            unpacker = chosen[table]
+            assert unpacker is not None
             if hashes is None:
-                found[table] = {int(k): v for k, v in next(answers).items()}
+                stored = {int(k): v for k, v in next(answers).items()}
             else:
                 values = next(answers) if hashes else []
-                found[table] = {h: v or None for h, v in zip(hashes, values, strict=True)}
+                stored = dict(zip(hashes, values, strict=True))
+            found[table] = {h: _unpacked(unpacker, table, h, v) for h, v in stored.items()}
         return release_id, found
+
+    def unpacker(self, release_id: str, lang: str, table: str) -> Unpacker:
+        """Return how a table of a release is read back (its dictionary, fetched once)."""
+        unpackers = _unpackers.setdefault(self.keys.prefix, {})
+        found = unpackers.get((release_id, lang, table))
+        if found is None:
+            dictionary = raw(self.redis.get(self.keys.dictionary(release_id, lang, table)))
+            found = _remember(unpackers, (release_id, lang, table), Unpacker(dictionary))
+        return found
+
+
+def _remember(
+    unpackers: dict[tuple[str, str, str], Unpacker], key: tuple[str, str, str], found: Unpacker
+) -> Unpacker:
+    """Keep `found` for its table, and the unpackers of the two newest releases seen only."""
+    with _unpackers_lock:
+        releases = list(dict.fromkeys(release for release, _, _ in unpackers))
+        if key[0] not in releases and len(releases) >= 2:
+            for stale in [k for k in unpackers if k[0] in releases[:-1]]:
+                del unpackers[stale]
+        unpackers[key] = found
+    return found
+
+
+def _unpacked(unpacker: Unpacker, table: str, number: int, stored: bytes | None) -> bytes | None:
+    """Return a stored definition's JSON; a damaged one counts as absent (logged)."""
+    if not stored:
+        return None
+    try:
+        return unpacker.unpack(stored)
+    except zstandard.ZstdError:
+        log.warning("%s %d is stored damaged: it cannot be decompressed", table, number)
+        return None
 
 
 def _definition(table: str, definition_hash: int, stored: bytes | None) -> dict[str, Any] | None:

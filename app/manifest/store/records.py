@@ -13,6 +13,7 @@ from redis.typing import EncodableT
 
 from app.keys import Keys
 from app.manifest.diff import TableDiff
+from app.manifest.packing import FORMAT
 from app.manifest.release import Release
 from app.manifest.replies import optional_text
 from app.manifest.replies import text
@@ -52,8 +53,8 @@ class ReleaseInfo:
     change: dict[str, Any] = field(default_factory=dict)
     base: str | None = None
     trigger: dict[str, Any] = field(default_factory=dict)
-    # Per language and table, the entries left out because their keys are not hashes.
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    # How its definitions are stored (packing.FORMAT); 1: projections, from before whole ones.
+    format: int = FORMAT
 
     @property
     def id(self) -> str:
@@ -71,7 +72,7 @@ class ReleaseInfo:
             "change": self.change,
             "base": self.base,
             "trigger": self.trigger,
-            "skipped": self.skipped,
+            "format": self.format,
         }
 
     def to_fields(self) -> dict[EncodableT, EncodableT]:
@@ -85,10 +86,8 @@ class ReleaseInfo:
             "change": _json_encode(self.change),
             "base": _json_encode(self.base),
             "trigger": _json_encode(self.trigger),
+            "format": _json_encode(self.format),
         }
-        # Only a release that left entries out has this field (so do records from before it).
-        if self.skipped:
-            fields["skipped"] = _json_encode(self.skipped)
         return fields
 
     @classmethod
@@ -104,7 +103,8 @@ class ReleaseInfo:
             change=record["change"],
             base=record["base"],
             trigger=record["trigger"],
-            skipped=record.get("skipped", {}),
+            # Records written before whole definitions have no format: theirs is 1.
+            format=record.get("format", 1),
         )
 
 

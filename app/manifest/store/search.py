@@ -14,6 +14,7 @@ import sys
 import threading
 from array import array
 from collections import defaultdict
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from functools import cached_property
 from typing import Any
 
 import msgspec
+import zstandard
 
 from app.manifest.errors import ManifestError
 from app.manifest.ingest import is_hash
@@ -100,15 +102,20 @@ def search_row(item_hash: bytes, data: bytes) -> SearchRow:
     return (item.name.casefold(), *filtered, item.name, item.icon, type_name, tier_name)
 
 
-def search_rows(items: Iterable[tuple[bytes, bytes]]) -> tuple[list[SearchRow], int]:
-    """Return the search rows of stored items sorted by name, and how many rows are no item."""
+def search_rows(
+    items: Iterable[tuple[bytes, bytes]], unpack: Callable[[bytes], bytes]
+) -> tuple[list[SearchRow], int]:
+    """Return the search rows of stored items sorted by name, and how many rows are no item.
+
+    `unpack` turns a stored value into the item's JSON; a value it cannot read is no item.
+    """
     rows: set[SearchRow] = set()
     add = rows.add
     bad = 0
-    for item_hash, data in items:
+    for item_hash, stored in items:
         try:
-            add(search_row(item_hash, data))
-        except ValueError:
+            add(search_row(item_hash, unpack(stored)))
+        except (ValueError, zstandard.ZstdError):
             bad += 1
     return sorted(rows), bad
 
@@ -255,12 +262,15 @@ class ItemSearch(LiveReads):
         if index is None:
             # Built once per process and release from the items themselves, in slices.
             key = self.keys.table(release_id, lang, ITEM_TABLE)
-            rows, bad = search_rows(self.redis.hscan_iter(key, count=SCAN_COUNT))
+            unpack = self.unpacker(release_id, lang, ITEM_TABLE).unpack
+            stored = self.redis.hscan_iter(key, count=SCAN_COUNT)
+            rows, bad = search_rows(stored, unpack)
             if bad:
                 # Written by an older version, or by hand: not worth failing every search.
                 log.warning(
                     "Item search of release %s (%s) leaves out %d stored rows that are not items"
-                    " (a key that is not a hash, or a definition that is not a JSON object)",
+                    " (a key that is not a hash, or a definition that is not a JSON object or"
+                    " cannot be decompressed)",
                     release_id,
                     lang,
                     bad,

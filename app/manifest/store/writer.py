@@ -4,7 +4,6 @@ pointer, and collecting what dead runs left behind.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -15,12 +14,14 @@ from redis.exceptions import WatchError
 
 from app.manifest.diff import TableDiff
 from app.manifest.ingest import Batch
+from app.manifest.packing import FORMAT
+from app.manifest.packing import Packer
+from app.manifest.packing import train
 from app.manifest.release import Release
 from app.manifest.replies import text
 from app.manifest.replies import texts
 from app.manifest.store.lock import LockLost
 from app.manifest.store.lock import SyncLock
-from app.manifest.store.reads import SCAN_COUNT
 from app.manifest.store.records import ReleaseInfo
 from app.manifest.store.records import ReleaseRecords
 
@@ -50,13 +51,12 @@ class ReleaseWriter(ReleaseRecords):
         """Return the sync lock as run `run_id` would hold it."""
         return SyncLock(self.redis, self.keys.lock, run_id, self.settings.lock_timeout)
 
-    def data_keys(self, release: Release) -> list[str]:
-        """Return every key holding a release's data."""
-        return self._keys(release, self.keys.table) + self.digest_keys(release)
-
-    def digest_keys(self, release: Release) -> list[str]:
-        """Return the keys of a release's digests (what a build compares with, while live)."""
-        return self._keys(release, self.keys.digests)
+    def data_keys(self, release: Release, store_format: int = FORMAT) -> list[str]:
+        """Return every key holding a release's data, as the format it was written in has them."""
+        keys = self._keys(release, self.keys.table)
+        if store_format < FORMAT:
+            return keys + self._keys(release, self.keys.legacy_digests)
+        return keys + self._keys(release, self.keys.dictionary)
 
     @staticmethod
     def _keys(release: Release, key: Callable[[str, str, str], str]) -> list[str]:
@@ -108,25 +108,8 @@ class ReleaseWriter(ReleaseRecords):
         self._flip(info.id, history, lock, record=info)
 
     def activate(self, release: Release, history: Mapping[str, Any], lock: SyncLock) -> None:
-        """Make a kept release live again without downloading it (a rollback).
-
-        Its digests were dropped when it stopped being live: they are worked out again from
-        its stored definitions first (the next build compares with them).
-        """
-        for lang in release.languages:
-            for table in release.tables:
-                self._restore_digests(release.id, lang, table, lock)
+        """Make a kept release live again without downloading it (a rollback): a pointer flip."""
         self._flip(release.id, history, lock, record=None)
-
-    def _restore_digests(self, release_id: str, lang: str, table: str, lock: SyncLock) -> None:
-        key = self.keys.digests(release_id, lang, table)
-        self.redis.unlink(key)
-        items = self.redis.hscan_iter(self.keys.table(release_id, lang, table), count=SCAN_COUNT)
-        while stored := list(itertools.islice(items, WRITE_BATCH)):
-            fields, data = zip(*stored, strict=True)
-            batch = Batch.of(list(fields), list(data))
-            self.redis.hset(key, items=batch.pairs(batch.digests, 0, len(batch)))
-            lock.keep_alive()
 
     def _flip(
         self,
@@ -151,12 +134,7 @@ class ReleaseWriter(ReleaseRecords):
                     for r in drop:
                         info = self.release_info(r)
                         if info is not None:
-                            drop_keys += self.data_keys(info.release)
-                    # The release that stops being live keeps its definitions (readers, a
-                    # rollback), not its digests: only the live release's are compared with.
-                    previous = self.release_info(text(live)) if live else None
-                    if previous is not None and previous.id != release_id:
-                        drop_keys += self.digest_keys(previous.release)
+                            drop_keys += self.data_keys(info.release, info.format)
                     pipe.multi()
                     if record is not None:
                         pipe.hset(keys.release(release_id), mapping=record.to_fields())
@@ -176,7 +154,11 @@ class ReleaseWriter(ReleaseRecords):
 
 
 class TableWriter:
-    """Write one table of a staged release in pipelined batches, counting its diff as it goes."""
+    """Write one table of a staged release in pipelined batches, counting its diff as it goes.
+
+    The first batch is the sample the table's dictionary is trained on; it is stored in that
+    batch's pipeline, and every definition is packed with it (packing.py).
+    """
 
     def __init__(
         self,
@@ -190,26 +172,32 @@ class TableWriter:
         keys = store.keys
         self._redis = store.redis
         self._data_key = keys.table(release_id, lang, table)
-        self._digests_key = keys.digests(release_id, lang, table)
-        self._old_digests_key = keys.digests(live_id, lang, table) if live_id and diff else None
+        self._dictionary_key = keys.dictionary(release_id, lang, table)
+        self._live_key = keys.table(live_id, lang, table) if live_id and diff else None
+        self._packer: Packer | None = None
         self.diff = diff
         self.count = 0
-        self.skipped = 0
+        self.dictionary_bytes = 0
 
     def write(self, batch: Batch) -> None:
-        """Write a batch of entries; with a diff, compare them with the live release's digests."""
-        self.skipped += batch.skipped
+        """Pack and write a batch of entries; with a diff, compare them with the live release."""
         if not batch:
             return
+        dictionary = None
+        if self._packer is None:
+            dictionary = train(batch.data)
+            self._packer = Packer(dictionary)
+            self.dictionary_bytes = len(dictionary or b"")
+        values, digests = self._packer.pack(batch.data)
         with self._redis.pipeline(transaction=False) as pipe:
+            if dictionary:
+                pipe.set(self._dictionary_key, dictionary)
             for start in range(0, len(batch), WRITE_BATCH):
-                stop = start + WRITE_BATCH
-                pipe.hset(self._data_key, items=batch.pairs(batch.data, start, stop))
-                pipe.hset(self._digests_key, items=batch.pairs(batch.digests, start, stop))
-            if self._old_digests_key:
-                pipe.hmget(self._old_digests_key, batch.keys)
+                pipe.hset(self._data_key, items=batch.pairs(values, start, start + WRITE_BATCH))
+            if self._live_key:
+                pipe.hmget(self._live_key, batch.keys)
             replies = pipe.execute()
         if self.diff is not None:
-            old = replies[-1] if self._old_digests_key else [None] * len(batch)
-            self.diff.count_batch(batch, old)
+            old = replies[-1] if self._live_key else [None] * len(batch)
+            self.diff.count_batch(batch, digests, old)
         self.count += len(batch)

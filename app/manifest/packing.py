@@ -1,0 +1,151 @@
+"""How a definition is stored: an 8-byte digest, then its exact JSON compressed with zstd.
+
+Each table of a release gets a dictionary trained on a sample of its own definitions (a small
+table goes without), so each definition compresses on its own to a tenth of its size and is read
+back alone. The digest is what diffs compare: it covers every byte of the definition but the
+top-level `index`, which Bungie renumbers on most releases (docs/DECISIONS.md, "Whole
+definitions").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Sequence
+
+import zstandard
+
+# The layout of a stored value; a release's record names the format it was written in.
+FORMAT = 2
+DIGEST_BYTES = 8
+LEVEL = 3
+DICTIONARY_BYTES = 32 * 1024
+# A table whose sample is smaller than this goes without a dictionary: it would not pay for
+# itself (and zstd cannot train one on too few samples).
+MIN_SAMPLE_BYTES = 256 * 1024
+MIN_SAMPLES = 64
+# Training parameters chosen by measurement (bench/ingest.py): a fixed cover instead of zstd's
+# search over parameters trains in a few milliseconds and compresses as well, and faster.
+_TRAINING = {"k": 2048, "d": 8, "steps": 4, "level": LEVEL}
+# Threads multi_compress_to_buffer may use: zstd releases the GIL while it compresses.
+COMPRESS_THREADS = 2
+
+# Every zstd frame starts with these bytes.
+_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+_INDEX = b'"index"'
+# A JSON number after `"index"`, with the colon and any spaces before it.
+_INDEX_VALUE = re.compile(rb"\s*:\s*-?[0-9][0-9.eE+-]*")
+# What an exact scan of a definition looks at: whole strings (their brackets are text), and
+# brackets.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]', re.DOTALL)
+_blake2b = hashlib.blake2b
+
+
+def digest(definition: bytes) -> bytes:
+    """Return a definition's digest: 8 bytes of BLAKE2b of it without its top-level `index`.
+
+    Bungie writes `index` among the last fields of a definition, after every nested object:
+    then what follows it holds no bracket but the definition's closing brace, and it is found
+    from the end in a step. A definition laid out otherwise takes an exact scan.
+    """
+    span = _trailing_index(definition)
+    if span is None:
+        span = _top_level_index(definition)
+    if span is None:
+        return _blake2b(definition, digest_size=DIGEST_BYTES).digest()
+    start, end = span
+    with memoryview(definition) as view:
+        hasher = _blake2b(view[:start], digest_size=DIGEST_BYTES)
+        hasher.update(view[end:])
+    return hasher.digest()
+
+
+def _trailing_index(data: bytes) -> tuple[int, int] | None:
+    """Return the span of `"index": N` if it is the top-level one found from the end."""
+    at = data.rfind(_INDEX)
+    if at == -1:
+        return None
+    value = _INDEX_VALUE.match(data, at + len(_INDEX))
+    if value is None:
+        return None
+    end = value.end()
+    # No opening bracket after it, and one closer only (the definition's own last brace): the
+    # field is at the top level. A bracket in a string there sends it to the exact scan.
+    tail = data[end:]
+    if b"{" in tail or b"[" in tail or b"]" in tail or tail.count(b"}") != 1:
+        return None
+    return at, end
+
+
+def _top_level_index(data: bytes) -> tuple[int, int] | None:
+    """Return the span of the top-level `"index": N` by scanning brackets and strings."""
+    depth = 0
+    for token in _TOKENS.finditer(data):
+        text = token.group()
+        if text in (b"{", b"["):
+            depth += 1
+        elif text in (b"}", b"]"):
+            depth -= 1
+        elif depth == 1 and text == _INDEX:
+            value = _INDEX_VALUE.match(data, token.end())
+            if value is not None:
+                return token.start(), value.end()
+    return None
+
+
+def train(samples: Sequence[bytes]) -> bytes | None:
+    """Return a dictionary trained on `samples`, or None if they are too few to train one."""
+    if len(samples) < MIN_SAMPLES or sum(map(len, samples)) < MIN_SAMPLE_BYTES:
+        return None
+    try:
+        trained = zstandard.train_dictionary(DICTIONARY_BYTES, list(samples), **_TRAINING)
+    except zstandard.ZstdError:
+        return None  # Samples too alike or too few for zstd: plain compression then.
+    return trained.as_bytes()
+
+
+class Packer:
+    """Pack definitions for storage: digest, then the frame compressed with the dictionary."""
+
+    def __init__(self, dictionary: bytes | None) -> None:
+        data = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+        self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=data)
+
+    def pack(self, definitions: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """Return the stored values of `definitions` and their digests, in the same order."""
+        if not definitions:
+            return [], []
+        digests = list(map(digest, definitions))
+        frames = self._compressor.multi_compress_to_buffer(
+            list(definitions), threads=COMPRESS_THREADS
+        )
+        values = [d + frames[i].tobytes() for i, d in enumerate(digests)]
+        return values, digests
+
+
+class Unpacker:
+    """Read stored definitions of one table of a release back into their JSON, from any thread."""
+
+    def __init__(self, dictionary: bytes | None) -> None:
+        self._dictionary = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+        # A decompressor must not be used by two threads at once: one per thread.
+        self._local = threading.local()
+
+    def unpack(self, stored: bytes) -> bytes:
+        """Return the definition JSON of a stored value; raise zstandard.ZstdError if damaged.
+
+        A value stored as plain JSON (format 1, projections) is returned as it is.
+        """
+        if stored[DIGEST_BYTES : DIGEST_BYTES + 4] != _FRAME_MAGIC:
+            return stored  # 0xFD never occurs in UTF-8: this is JSON, not a packed value.
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionary)
+            self._local.decompressor = decompressor
+        return decompressor.decompress(memoryview(stored)[DIGEST_BYTES:])
+
+
+def stored_digest(stored: bytes) -> bytes:
+    """Return the digest a stored value starts with."""
+    return stored[:DIGEST_BYTES]
