@@ -21,6 +21,7 @@ MAX_QUERY_LENGTH = 100
 MAX_PAGE = 10_000
 PER_PAGE = 50
 MAX_HASH = 2**32 - 1
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class ItemQuery:
     class_type: int | None = None
     page: int = 1
     per_page: int = PER_PAGE
+    # A cached language; None: the first cached one.
+    lang: str | None = None
 
 
 def parse_item_query(args: Mapping[str, str]) -> ItemQuery:
-    """Read q, type, tier, class, page and per_page; raise BadRequest naming the bad one."""
+    """Read q, type, tier, class, page, per_page and lang; raise BadRequest naming the bad one."""
     q = args.get("q", "").strip()
     if len(q) > MAX_QUERY_LENGTH:
         raise BadRequest(f"q is at most {MAX_QUERY_LENGTH} characters")
@@ -47,6 +50,7 @@ def parse_item_query(args: Mapping[str, str]) -> ItemQuery:
         class_type=_choice(args, "class", CLASSES),
         page=_number(args, "page", 1, 1, MAX_PAGE),
         per_page=_number(args, "per_page", PER_PAGE, 1, 200),
+        lang=parse_lang(args),
     )
 
 
@@ -59,19 +63,36 @@ def search_items(query: ItemQuery, definitions: bool = True) -> SearchPage:
         class_type=query.class_type,
         page=query.page,
         per_page=query.per_page,
+        lang=query.lang,
         definitions=definitions,
     )
 
 
 def parse_hash(value: str) -> int:
     """Read a definition hash: a decimal unsigned 32-bit number (a signed one is converted)."""
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise BadRequest(f"{value[:40]!r} is not a definition hash (a whole number)") from None
+    # Digits only (and a minus sign): int() alone would take "+12", " 12" and "1_000" too.
+    if not _DECIMAL.fullmatch(value):
+        raise BadRequest(f"{value[:40]!r} is not a definition hash (a whole number)")
+    number = int(value)
     if not -(2**31) <= number <= MAX_HASH:
         raise BadRequest(f"{number} is not a 32-bit definition hash")
     return number & MAX_HASH
+
+
+def parse_lang(args: Mapping[str, str]) -> str:
+    """Read `lang`: one of the cached languages, else the first; raise BadRequest naming them."""
+    languages = get_store().settings.languages
+    raw = args.get("lang", "").strip()
+    if raw == "":
+        return languages[0]
+    # Language codes are read in any case: "FR" means "fr", "pt-BR" Bungie's "pt-br".
+    chosen = next((lang for lang in languages if lang.casefold() == raw.casefold()), None)
+    if chosen is None:
+        cached = ", ".join(languages)
+        raise BadRequest(
+            f"lang {raw[:20]!r} is not cached here; the cached languages are: {cached}"
+        )
+    return chosen
 
 
 def _choice(args: Mapping[str, str], name: str, known: Mapping[int, str]) -> int | None:

@@ -19,6 +19,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api import bp
+from app.api.definitions import RELEASE_HEADER
 from app.auth import client_address
 from app.auth import is_authorised
 from app.auth import token_required
@@ -29,6 +30,7 @@ from app.player_pages import load_page
 from app.player_pages import parse_bungie_name
 from app.queries import parse_hash
 from app.queries import parse_item_query
+from app.queries import parse_lang
 from app.queries import search_items
 from app.triggers import LOST
 from app.triggers import known_task
@@ -110,7 +112,8 @@ def manifest() -> ResponseReturnValue:
 
 @bp.get("/items")
 def items() -> ResponseReturnValue:
-    """Search the live release's items by name, type, tier and class, one page at a time."""
+    """Search the live release's items by name, type, tier and class, one page at a time
+    (?lang=: a cached language, default the first)."""
     query = parse_item_query(request.args)
     found = search_items(query)
     return jsonify(
@@ -126,12 +129,14 @@ def items() -> ResponseReturnValue:
 
 @bp.get("/items/<item_hash>")
 def item(item_hash: str) -> ResponseReturnValue:
-    """Show one item definition of the live release."""
+    """Show one item definition of the live release (?lang=: as `items`)."""
     number = parse_hash(item_hash)
-    definition = get_store().definition(ITEM_TABLE, number)
-    if definition is None:
-        abort(404, description=f"No item with hash {number} in the cached manifest.")
-    return jsonify(definition)
+    lang = parse_lang(request.args)
+    release_id, found = get_store().lookup({ITEM_TABLE: [number]}, lang)
+    definition = found[ITEM_TABLE][number]
+    if release_id is None or definition is None:
+        abort(404, description=f"No item with hash {number} in the cached manifest ({lang}).")
+    return jsonify(definition), {RELEASE_HEADER: release_id, "Content-Language": lang}
 
 
 @bp.get("/history")

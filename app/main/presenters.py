@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
+from urllib.parse import urlencode
 
 import msgspec
 from flask import Blueprint
@@ -21,6 +22,7 @@ from flask import url_for
 from markupsafe import Markup
 
 from app.auth import current_user
+from app.extensions import get_store
 from app.main.filters import FILTERS
 from app.manifest.items import CLASSES
 from app.manifest.items import ITEM_TYPES
@@ -117,14 +119,25 @@ class Links:
 
 
 def links() -> Links:
-    """Return this request's Links."""
+    """Return this request's Links (item links keep the language `keep_lang` was given)."""
     made = g.get("links")
     if made is None:
+        kept = g.get("kept_lang")
+        query = f"?{urlencode(kept)}" if kept else ""
         made = g.links = Links(
-            item_pattern=site_links().item_page,
+            item_pattern=site_links().item_page + query,
             image_base=current_app.config["BUNGIE_BASE_URL"].rstrip("/"),
         )
     return made
+
+
+def keep_lang(lang: str | None) -> dict[str, str]:
+    """Return the query values that keep `lang` in a page's links (none for the first cached
+    language, the default), and have this request's item links keep it too."""
+    kept = {} if lang in (None, get_store().settings.languages[0]) else {"lang": str(lang)}
+    g.kept_lang = kept
+    g.pop("links", None)
+    return kept
 
 
 def fill(pattern: str, value: int | str) -> str:

@@ -25,6 +25,7 @@ from app.auth import sign_in
 from app.auth import sign_out
 from app.extensions import get_store
 from app.main import bp
+from app.main.presenters import keep_lang
 from app.main.presenters import rendered_characters
 from app.manifest.store import ITEM_TABLE
 from app.player_pages import current_players
@@ -34,6 +35,7 @@ from app.players import PlayerNotFound
 from app.queries import PER_PAGE
 from app.queries import parse_hash
 from app.queries import parse_item_query
+from app.queries import parse_lang
 from app.queries import search_items
 from app.triggers import current_sync
 from app.triggers import known_task
@@ -88,25 +90,30 @@ def update_manifest() -> ResponseReturnValue:
 
 @bp.get("/items")
 def items() -> ResponseReturnValue:
-    """Search the live release's items by name, type, tier and class."""
+    """Search the live release's items by name, type, tier and class (?lang=: a cached
+    language, default the first)."""
     query = parse_item_query(request.args)
     found = search_items(query, definitions=False)
     chosen = {"q": query.q, "type": query.item_type, "tier": query.tier, "class": query.class_type}
     filters: dict[str, Any] = {k: v for k, v in chosen.items() if v not in ("", None)}
     if query.per_page != PER_PAGE:
         filters["per_page"] = query.per_page
+    filters.update(keep_lang(query.lang))
     return render_template("items.html", query=query, found=found, filters=filters)
 
 
 @bp.get("/items/<item_hash>")
 def item(item_hash: str) -> ResponseReturnValue:
-    """Show one item of the live release and its stored definition."""
+    """Show one item of the live release and its stored definition (?lang=: as `items`)."""
     number = parse_hash(item_hash)
-    definition = get_store().definition(ITEM_TABLE, number)
+    lang = parse_lang(request.args)
+    definition = get_store().definitions(ITEM_TABLE, [number], lang)[number]
     if definition is None:
         abort(404, description=f"There is no item {number} in the live release.")
     stored = json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False)
-    return render_template("item.html", item=definition, item_hash=number, stored=stored)
+    return render_template(
+        "item.html", item=definition, item_hash=number, stored=stored, kept=keep_lang(lang)
+    )
 
 
 @bp.get("/history")

@@ -1,0 +1,151 @@
+"""The API's whole definitions of the live release: one by table and hash, or a batch of many,
+each passed through as stored (Bungie's own JSON), never decoded and encoded again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from flask import abort
+from flask import current_app
+from flask import jsonify
+from flask import request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import ServiceUnavailable
+
+from app.api import bp
+from app.extensions import get_store
+from app.queries import parse_hash
+from app.queries import parse_lang
+
+# The most definitions one batch may ask for (distinct hashes, all tables together).
+MAX_BATCH = 1000
+# The header naming the release an answer was read from.
+RELEASE_HEADER = "X-Manifest-Release"
+NOTHING_CACHED = (
+    "No release is cached yet: the first sync has not finished. "
+    "Retry once it has (GET /api/v1/manifest shows the live release)."
+)
+BATCH_SHAPE = 'a JSON object of table name -> list of hashes, e.g. {"DestinyClassDefinition": [1]}'
+
+
+@bp.get("/definitions/<table>/<definition_hash>")
+def definition(table: str, definition_hash: str) -> ResponseReturnValue:
+    """Show one whole definition of the live release, as Bungie sent it (?lang=, default the
+    first cached language)."""
+    table = cached_table(table)
+    number = parse_hash(definition_hash)
+    lang = parse_lang(request.args)
+    release_id, found = read_live({table: [number]}, lang)
+    stored = found[table].get(number)
+    if stored is None:
+        abort(404, description=f"No {table} with hash {number} in release {release_id} ({lang}).")
+    response = current_app.response_class(stored, mimetype="application/json")
+    response.headers[RELEASE_HEADER] = release_id
+    response.headers["Content-Language"] = lang
+    return response
+
+
+@bp.post("/definitions")
+def definitions() -> ResponseReturnValue:
+    """Show many whole definitions of one release: the body maps tables to lists of hashes.
+
+    Each is passed through as stored, keyed by its unsigned hash as a decimal string (as in
+    Bungie's table files); the hashes the release does not hold are listed under `missing`.
+    No token: a read, like every GET of the API (the blueprint checks no CSRF token).
+    """
+    lang = parse_lang(request.args)
+    wanted = parse_batch(request.get_data(cache=False))
+    release_id, found = read_live(wanted, lang)
+    shown: dict[str, dict[str, msgspec.Raw]] = {}
+    missing: dict[str, list[int]] = {}
+    for table, values in found.items():
+        shown[table] = {str(h): msgspec.Raw(v) for h, v in values.items() if v is not None}
+        absent = [h for h, v in values.items() if v is None]
+        if absent:
+            missing[table] = absent
+    response = jsonify(release_id=release_id, lang=lang, definitions=shown, missing=missing)
+    response.headers[RELEASE_HEADER] = release_id
+    response.headers["Content-Language"] = lang
+    return response
+
+
+def read_live(
+    wanted: Mapping[str, list[int]], lang: str
+) -> tuple[str, dict[str, dict[int, bytes | None]]]:
+    """Read definitions of the live release in one round trip; raise 503 if none is cached.
+
+    A stored row that is not a JSON object (only by-hand edits make one) counts as absent, as
+    it does for the store's decoded reads; a look at its ends is enough, nothing is decoded.
+    """
+    release_id, found = get_store().lookup_raw(wanted, lang)
+    if release_id is None:
+        raise ServiceUnavailable(NOTHING_CACHED)
+    objects = {
+        table: {h: v if v and _is_object(v) else None for h, v in values.items()}
+        for table, values in found.items()
+    }
+    return release_id, objects
+
+
+def _is_object(stored: bytes) -> bool:
+    return stored.lstrip()[:1] == b"{" and stored.rstrip()[-1:] == b"}"
+
+
+def cached_table(name: str) -> str:
+    """Return `name` if it is a cached table; raise BadRequest naming the cached tables."""
+    tables = get_store().settings.tables
+    if name not in tables:
+        raise BadRequest(
+            f"{name[:80]!r} is not a cached table; the cached tables are: {', '.join(tables)}"
+        )
+    return name
+
+
+def parse_batch(body: bytes) -> dict[str, list[int]]:
+    """Read a batch: a JSON object of table name -> list of hashes (numbers, or decimal strings).
+
+    Duplicates collapse (the order asked in is kept); at most MAX_BATCH distinct hashes in all.
+    Raise BadRequest naming what is wrong.
+    """
+    try:
+        asked: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"The body is not JSON ({exc}); send {BATCH_SHAPE}.") from None
+    if not isinstance(asked, dict) or not asked:
+        raise BadRequest(f"The body must be {BATCH_SHAPE}.")
+    wanted: dict[str, list[int]] = {}
+    total = 0
+    for name, hashes in asked.items():
+        table = cached_table(name)
+        if not isinstance(hashes, list):
+            raise BadRequest(f"{table} must name a list of hashes, not {_kind(hashes)}.")
+        wanted[table] = list(dict.fromkeys(_batch_hash(table, value) for value in hashes))
+        total += len(wanted[table])
+        if total > MAX_BATCH:
+            raise BadRequest(f"A batch asks for at most {MAX_BATCH:,} definitions in all.")
+    if total == 0:
+        raise BadRequest("The batch asks for no definition: give each table at least one hash.")
+    return wanted
+
+
+def _batch_hash(table: str, value: object) -> int:
+    """Read one hash of a batch: a whole number or a decimal string (signed: converted)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadRequest(f"{table}: {_kind(value)} is not a hash (a whole number).")
+    try:
+        return parse_hash(str(value))
+    except BadRequest as exc:
+        raise BadRequest(f"{table}: {exc.description}") from None
+
+
+def _kind(value: object) -> str:
+    """Name a JSON value's type as a message shows it."""
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    names = {bool: "a boolean", dict: "an object", list: "a list"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
