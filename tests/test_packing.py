@@ -88,26 +88,26 @@ def test_packed_definitions_read_back_exactly_with_a_dictionary() -> None:
     table = realistic_table(1500)
     dictionary = packing.train(table)
     assert dictionary is not None
-    values, digests = packing.Packer(dictionary).pack(table)
-    assert digests == [packing.digest(d) for d in table]
+    digests = [packing.digest(d) for d in table]
+    values = packing.Packer(dictionary).pack(table, digests)
     assert [packing.stored_digest(v) for v in values] == digests
     unpacker = packing.Unpacker(dictionary)
     assert [unpacker.unpack(v) for v in values] == table
     # The dictionary is what makes each definition small on its own.
-    plain, _ = packing.Packer(None).pack(table)
+    plain = packing.Packer(None).pack(table, digests)
     assert sum(map(len, values)) < 0.6 * sum(map(len, plain))
 
 
 def test_a_small_table_goes_without_a_dictionary() -> None:
     table = realistic_table(20)
     assert packing.train(table) is None
-    values, _ = packing.Packer(None).pack(table)
+    values = packing.Packer(None).pack(table, list(map(packing.digest, table)))
     assert [packing.Unpacker(None).unpack(v) for v in values] == table
 
 
 def test_a_value_packed_with_another_dictionary_is_refused_not_misread() -> None:
     table = realistic_table(1500)
-    values, _ = packing.Packer(packing.train(table)).pack(table[:3])
+    values = packing.Packer(packing.train(table)).pack(table[:3], [b"\0" * 8] * 3)
     other = packing.train(realistic_table(1600)[100:])
     with pytest.raises(zstandard.ZstdError):
         packing.Unpacker(other).unpack(values[0])

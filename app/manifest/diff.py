@@ -33,12 +33,10 @@ class TableDiff:
     added_names: list[tuple[int, str]] = field(default_factory=list)
     changed_names: list[tuple[int, str]] = field(default_factory=list)
 
-    def count_batch(
-        self, entries: Batch, digests: Sequence[bytes], old_values: Sequence[bytes | None]
-    ) -> None:
-        """Count a batch of new entries (with their digests) against the live release's values."""
+    def count_batch(self, entries: Batch, old_values: Sequence[bytes | None]) -> None:
+        """Count a batch of new entries against the live release's stored values, key by key."""
         self.total += len(entries)
-        rows = zip(entries.keys, entries.data, digests, old_values, strict=True)
+        rows = zip(entries.keys, entries.data, entries.digests, old_values, strict=True)
         for key, data, digest, old in rows:
             if old is None:
                 self.added += 1

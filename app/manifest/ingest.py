@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import msgspec
 
 from app.manifest.errors import TableInvalid
+from app.manifest.packing import digest
 
 SLAB_BYTES = 2 * 1024 * 1024
 # One entry larger than this cannot be a manifest definition: refuse rather than buffer it.
@@ -55,14 +56,21 @@ _check_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Entries side by side: their keys and their definitions' exact JSON, each a list in one order.
+    """Entries side by side: keys, definitions' exact JSON and digests, each a list in one order.
 
     Columns rather than a tuple per entry: a batch's writes are built by slicing, with no loop
-    in Python per entry.
+    in Python per entry. Digests are worked out here, in the thread that reads the table, while
+    the writer thread compresses and stores the batch before (packing.py).
     """
 
     keys: list[bytes]
     data: list[bytes]
+    digests: list[bytes]
+
+    @classmethod
+    def of(cls, keys: list[bytes], data: list[bytes]) -> Batch:
+        """Return the batch of these keys and definitions, with their digests."""
+        return cls(keys, data, list(map(digest, data)))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -94,7 +102,7 @@ def split_slab(slab: bytes | memoryview) -> Batch:
     if not all(map(_is_object, data)):
         key = next(k for k, value in zip(keys, data, strict=True) if not _is_object(value))
         raise TableInvalid(f"Table's entry {key.decode()} is not a JSON object")
-    return Batch(keys, data)
+    return Batch.of(keys, data)
 
 
 def _is_object(value: bytes) -> bool:
@@ -118,7 +126,7 @@ def split_rows(rows: Iterable[tuple[object, bytes | str]]) -> Batch:
             raise TableInvalid(f"Table's entry {row_id} is not a JSON object")
         keys.append(b"%d" % (row_id & 0xFFFFFFFF))
         data.append(value)
-    return Batch(keys, data)
+    return Batch.of(keys, data)
 
 
 def iter_json_table(chunks: Iterable[bytes], slab_bytes: int = SLAB_BYTES) -> Iterator[Batch]:

@@ -112,16 +112,14 @@ class Packer:
         data = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
         self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=data)
 
-    def pack(self, definitions: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
-        """Return the stored values of `definitions` and their digests, in the same order."""
+    def pack(self, definitions: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes]:
+        """Return the stored values of `definitions`, whose digests are `digests`, in order."""
         if not definitions:
-            return [], []
-        digests = list(map(digest, definitions))
+            return []
         frames = self._compressor.multi_compress_to_buffer(
             list(definitions), threads=COMPRESS_THREADS
         )
-        values = [d + frames[i].tobytes() for i, d in enumerate(digests)]
-        return values, digests
+        return [d + frames[i].tobytes() for i, d in enumerate(digests)]
 
 
 class Unpacker:

@@ -188,7 +188,7 @@ class TableWriter:
             dictionary = train(batch.data)
             self._packer = Packer(dictionary)
             self.dictionary_bytes = len(dictionary or b"")
-        values, digests = self._packer.pack(batch.data)
+        values = self._packer.pack(batch.data, batch.digests)
         with self._redis.pipeline(transaction=False) as pipe:
             if dictionary:
                 pipe.set(self._dictionary_key, dictionary)
@@ -199,5 +199,5 @@ class TableWriter:
             replies = pipe.execute()
         if self.diff is not None:
             old = replies[-1] if self._live_key else [None] * len(batch)
-            self.diff.count_batch(batch, digests, old)
+            self.diff.count_batch(batch, old)
         self.count += len(batch)
