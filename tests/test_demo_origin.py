@@ -390,7 +390,8 @@ def test_publish_changes_paths_version_and_items(
                 or was["inventory"]["tierType"] != now["inventory"]["tierType"]
             )
         elif key in old:
-            assert definition == old[key]
+            # A release renumbers each definition's index (as Bungie's do), and nothing else.
+            assert {**json.loads(definition), "index": 0} == {**json.loads(old[key]), "index": 0}
     # The old release's files stay where they were, as on Bungie's CDN.
     assert raw_entries(fetch(origin.url, table_path(before))) == old
     # The same publish after a reset is the same release again.
@@ -404,7 +405,9 @@ def test_publish_with_tables_and_version_keeps_the_rest(
 ) -> None:
     before = manifest(origin.url)
 
-    result = admin.publish(tables=["DestinyClassDefinition"], version=before["version"])
+    result = admin.publish(
+        tables=["DestinyClassDefinition"], version=before["version"], renumber=False
+    )
 
     after = manifest(origin.url)
     assert after["version"] == before["version"]

@@ -186,8 +186,10 @@ class DemoAdmin:
         return self._call("GET", "state")
 
     def publish(self, **changes: Any) -> dict[str, Any]:
-        """Publish a new generation; options: added, removed, changed, tables, version.
+        """Publish a new generation; options: added, removed, changed, tables, version, renumber.
 
+        `renumber` (default true) gives every definition of the published tables a new
+        top-level `index`, as Bungie's releases do; false keeps each definition's index.
         Returns the new state plus `added`, `removed` and `changed` item hashes and
         `published_tables`.
         """

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import uuid
 import zipfile
+from array import array
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -368,7 +369,6 @@ class ItemRecord:
     """The compact description of one item; its full definition is derived from it."""
 
     hash: int
-    index: int
     kind: str
     item_type: int
     sub_type: int
@@ -387,7 +387,8 @@ class ItemRecord:
 
 @dataclass(frozen=True)
 class Generation:
-    """One release of the manifest: its version, its items and the key of each table's files."""
+    """One release of the manifest: its version, its items, their indexes and the key of each
+    table's files."""
 
     number: int
     key: str
@@ -396,6 +397,10 @@ class Generation:
     changelist: int
     stamp: datetime.datetime
     items: tuple[ItemRecord, ...]
+    # table -> the top-level `index` of each definition, in the table's order (for the item
+    # table, the order of `items`). An array: a release of 40k items keeps 160 kB of them.
+    indexes: Mapping[str, array[int]]
+    # The index an item added without renumbering gets (past every index of the item table).
     next_index: int
     # table -> key of the generation that last gave it a new path
     table_keys: Mapping[str, str]
@@ -559,8 +564,9 @@ class DemoData:
         self.languages = tuple(languages)
         self.files = ContentFiles(directory)
         self._build_world()
-        self._small_bytes = {
-            (table, lang): msgspec.json.encode(self._small_table(table, translator(lang)))
+        # A few hundred small definitions in all: kept whole, encoded with each release's indexes.
+        self._small_rows = {
+            (table, lang): self._small_table(table, translator(lang))
             for table in TABLES[1:]
             for lang in self.languages
         }
@@ -692,7 +698,7 @@ class DemoData:
 
     # -- items: records --------------------------------------------------------------------------
 
-    def _new_record(self, rng: random.Random, index: int, taken: set[int]) -> ItemRecord:
+    def _new_record(self, rng: random.Random, taken: set[int]) -> ItemRecord:
         item_hash = _unique_hash(rng, taken)
         kind = rng.choices(_KIND_NAMES, cum_weights=_KIND_CUMULATIVE)[0]
         class_type, damage, ammo, sub_type = 3, 0, 0, 0
@@ -728,7 +734,6 @@ class DemoData:
             name = self._simple_name(rng, kind)
         return ItemRecord(
             hash=item_hash,
-            index=index,
             kind=kind,
             item_type=item_type,
             sub_type=sub_type,
@@ -792,8 +797,8 @@ class DemoData:
 
     # -- items: definitions ----------------------------------------------------------------------
 
-    def item_definition(self, record: ItemRecord) -> dict[str, Any]:
-        """Return the English DestinyInventoryItemDefinition of `record`."""
+    def item_definition(self, record: ItemRecord, index: int) -> dict[str, Any]:
+        """Return the English DestinyInventoryItemDefinition of `record`, numbered `index`."""
         rng = random.Random(record.seed)
         kind = record.kind
         tier_name = TIER_NAMES[record.tier]
@@ -902,7 +907,7 @@ class DemoData:
         definition["traitIds"] = traits
         definition["traitHashes"] = [_hash32("trait", trait) for trait in traits]
         definition["hash"] = record.hash
-        definition["index"] = record.index
+        definition["index"] = index
         definition["redacted"] = False
         definition["blacklisted"] = False
         return definition
@@ -1101,7 +1106,7 @@ class DemoData:
         """Return generation 1 (its files are written by `materialize`)."""
         rng = random.Random(f"demo-origin/items/{self.seed}")
         taken: set[int] = set()
-        items = tuple(self._new_record(rng, index, taken) for index in range(self.item_count))
+        items = tuple(self._new_record(rng, taken) for _ in range(self.item_count))
         key = _digest("generation", self.seed, self.item_count).hex()
         versions = random.Random(f"demo-origin/version/{self.seed}")
         stamp = datetime.datetime(2025, 1, 1) + datetime.timedelta(
@@ -1117,9 +1122,16 @@ class DemoData:
             changelist=changelist,
             stamp=stamp,
             items=items,
+            indexes={table: array("i", range(self._size(table, items))) for table in TABLES},
             next_index=len(items),
             table_keys=dict.fromkeys(TABLES, key),
         )
+
+    def _size(self, table: str, items: Sequence[ItemRecord]) -> int:
+        """Return how many definitions `table` holds in a release of `items`."""
+        if table == ITEM_TABLE:
+            return len(items)
+        return len(self._small_rows[(table, self.languages[0])])
 
     def publish(
         self,
@@ -1131,11 +1143,14 @@ class DemoData:
         changed: int | None = None,
         tables: Sequence[str] | None = None,
         version: str | None = None,
+        renumber: bool = True,
     ) -> PublishResult:
         """Derive generation `number` from `current`: new paths, some items added/removed/changed.
 
         Counts default to a share of the item table; they apply to the item table only, and only
-        when it is among `tables` (default: all). Raise ValueError on options that cannot apply.
+        when it is among `tables` (default: all). With `renumber`, every definition of the
+        published tables gets a new top-level `index`, as Bungie's releases do; without it, a
+        definition keeps its index. Raise ValueError on options that cannot apply.
         """
         chosen = _check_tables(tables)
         counts = {"added": added, "removed": removed, "changed": changed}
@@ -1146,10 +1161,16 @@ class DemoData:
                 raise ValueError(f"{name} must not be negative")
         if version is not None and (not isinstance(version, str) or not version.strip()):
             raise ValueError("version must be a non-empty string")
-        options = json.dumps({**counts, "tables": list(chosen), "version": version}, sort_keys=True)
+        if not isinstance(renumber, bool):
+            raise ValueError("renumber must be true or false")
+        options = json.dumps(
+            {**counts, "tables": list(chosen), "version": version, "renumber": renumber},
+            sort_keys=True,
+        )
         key = _digest(current.key, number, options).hex()
         rng = random.Random(key)
         items = list(current.items)
+        indexes = dict(current.indexes)
         added_hashes: list[int] = []
         removed_hashes: list[int] = []
         changed_hashes: list[int] = []
@@ -1170,13 +1191,25 @@ class DemoData:
                 changed_hashes.append(items[i].hash)
             removed_hashes = [items[i].hash for i in sorted(removed_at)]
             items = [items[i] for i in keep]
+            old = current.indexes[ITEM_TABLE]
+            item_indexes = array("i", (old[i] for i in keep))
+            item_indexes.extend(range(current.next_index, current.next_index + n_added))
+            indexes[ITEM_TABLE] = item_indexes
             taken = {record.hash for record in current.items}
-            for offset in range(n_added):
-                record = self._new_record(rng, current.next_index + offset, taken)
+            for _ in range(n_added):
+                record = self._new_record(rng, taken)
                 items.append(record)
                 added_hashes.append(record.hash)
         elif any(counts.values()):
             raise ValueError(f"added, removed and changed apply to {ITEM_TABLE}, not in tables")
+        next_index = current.next_index + len(added_hashes)
+        if renumber:
+            # Its own random stream: which items change does not depend on the renumbering.
+            shuffler = random.Random(f"{key}/indexes")
+            for table in chosen:
+                indexes[table] = _renumbered(indexes[table], shuffler)
+            if ITEM_TABLE in chosen:
+                next_index = len(items)
         build = current.build + rng.randint(1, 900)
         changelist = current.changelist + rng.randint(1, 400)
         stamp = current.stamp + datetime.timedelta(minutes=rng.randint(30, 72 * 60))
@@ -1188,7 +1221,8 @@ class DemoData:
             changelist=changelist,
             stamp=stamp,
             items=tuple(items),
-            next_index=current.next_index + len(added_hashes),
+            indexes=indexes,
+            next_index=next_index,
             table_keys={t: key if t in chosen else current.table_keys[t] for t in TABLES},
         )
         return PublishResult(
@@ -1272,13 +1306,20 @@ class DemoData:
             missing = {lang: path for lang, path in paths.items() if path not in self.files}
             if not missing:
                 continue
+            indexes = generation.indexes[table]
             if table == ITEM_TABLE:
-                self._write_items(generation.items, missing)
+                self._write_items(generation.items, indexes, missing)
             else:
                 for lang, path in missing.items():
+                    rows = self._small_rows[(table, lang)]
+                    # "index" is already a key of each row: replacing it keeps its place.
+                    numbered = {
+                        key: {**row, "index": index}
+                        for (key, row), index in zip(rows.items(), indexes, strict=True)
+                    }
                     file, handle = self.files.writer()
                     with handle:
-                        handle.write(self._small_bytes[(table, lang)])
+                        handle.write(msgspec.json.encode(numbered))
                     self.files.add(path, table, file)
         for lang in self.languages:
             tables = {table: self.table_path(generation, lang, table) for table in TABLES}
@@ -1287,14 +1328,16 @@ class DemoData:
                 self.aggregate_path(generation, lang), None, self._aggregate_builder(tables)
             )
 
-    def _write_items(self, items: Sequence[ItemRecord], paths: Mapping[str, str]) -> None:
+    def _write_items(
+        self, items: Sequence[ItemRecord], indexes: Sequence[int], paths: Mapping[str, str]
+    ) -> None:
         encoder = msgspec.json.Encoder()
         outputs = {lang: self.files.writer() for lang in paths}
         translators = {lang: translator(lang) for lang in paths}
         buffers = {lang: bytearray(b"{") for lang in paths}
         try:
-            for position, record in enumerate(items):
-                english = self.item_definition(record)
+            for position, (record, index) in enumerate(zip(items, indexes, strict=True)):
+                english = self.item_definition(record, index)
                 key = b'"%d":' % record.hash if not position else b',"%d":' % record.hash
                 for lang, buffer in buffers.items():
                     definition = (
@@ -1551,7 +1594,8 @@ class DemoData:
         self, profile: SampleProfile, character: SampleCharacter, played: datetime.datetime
     ) -> dict[str, Any]:
         emblem = character.emblem
-        display = self.item_definition(emblem) if emblem else None
+        # Only the emblem's art is shown: its index (which changes by release) is not.
+        display = self.item_definition(emblem, 0) if emblem else None
         rng = random.Random(f"demo-origin/character/{character.character_id}")
         race, gender = rng.randrange(3), rng.randrange(2)
         return {
@@ -1689,6 +1733,22 @@ def _plug_block(rng: random.Random, record: ItemRecord) -> dict[str, Any]:
 
 def _version(build: int, stamp: datetime.datetime, changelist: int) -> str:
     return f"{build}.{stamp:%y.%m.%d.%H%M}-1-bnet.{changelist}"
+
+
+def _renumbered(old: Sequence[int], rng: random.Random) -> array[int]:
+    """Return new indexes for definitions indexed `old`: 0 to n-1 in a random order, where no
+    definition keeps its old index (unless it is the only one)."""
+    new = array("i", range(len(old)))
+    rng.shuffle(new)
+    if len(new) > 1:
+        for position, index in enumerate(old):
+            if new[position] == index:
+                # Swapping with any other position moves both: old indexes are unique, and
+                # positions already seen stay moved.
+                other = rng.randrange(len(new) - 1)
+                other += other >= position
+                new[position], new[other] = new[other], new[position]
+    return new
 
 
 def _default_count(count: int | None, total: int, share: float, cap: int) -> int:

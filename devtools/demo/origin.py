@@ -281,7 +281,7 @@ class DemoOrigin:
 
     def publish(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Make a new generation current (see DemoData.publish for the options)."""
-        allowed = {"added", "removed", "changed", "tables", "version"}
+        allowed = {"added", "removed", "changed", "tables", "version", "renumber"}
         unknown = set(options) - allowed
         if unknown:
             raise AdminError(f"unknown publish options: {', '.join(sorted(unknown))}")
