@@ -23,6 +23,24 @@ DEFAULT_TABLES = (
 )
 
 
+# Settings a release no longer reads, and why: a deployment that still sets one is told so at
+# start (app/__init__.py), rather than left to think it still does something.
+RETIRED_SETTINGS = {
+    "MANIFEST_PROJECTIONS": "every definition is now kept whole (docs/DECISIONS.md)",
+    "MANIFEST_DEFAULT_PROJECTION": "every definition is now kept whole (docs/DECISIONS.md)",
+}
+
+
+def retired_settings_set() -> list[str]:
+    """Return the retired settings the environment still sets (as NAME or FLASK_NAME)."""
+    return [
+        f"{variable} is no longer read: {why}"
+        for name, why in RETIRED_SETTINGS.items()
+        for variable in (name, ENV_PREFIX + name)
+        if env_str(variable) is not None
+    ]
+
+
 def env_str(name: str, default: str | None = None) -> str | None:
     """Return the environment variable `name`, or `default` when it is unset or blank."""
     value = os.environ.get(name, "").strip()

@@ -12,6 +12,7 @@ from app.jsonprovider import MsgspecJSONProvider
 from config import check
 from config import get_config
 from config import prefixed_settings
+from config import retired_settings_set
 
 
 def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -51,6 +52,8 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
     cli.init_app(app)
+    for retired in retired_settings_set():
+        app.logger.warning(retired)
     if slack.sender_from_config(app.config) is None:
         app.logger.info("Slack is off: set SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN and SLACK_CHANNEL")
     return app

@@ -160,11 +160,12 @@ def page_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
     applied = "Reading pages: applied on every page"
     if "/items?q" in label:
         return prose(applied, "Reading pages: the search page")
-    page = (
-        "Reading pages: the API page of 200 definitions"
-        if "per_page=200" in label
-        else "Reading pages: the player page"
-    )
+    if "/definitions/" in label:
+        page = "Reading definitions: one by hash"
+    elif "per_page=200" in label:
+        page = "Reading pages: the API page of 200 definitions"
+    else:
+        page = "Reading pages: the player page"
     costs = figures.get("round_trips", {})
     healthz_rps = figures.get("healthz", {}).get("rps") or 0
     if not (costs and healthz_rps):
@@ -186,6 +187,18 @@ def page_ratio(target: dict[str, Any], figures: dict[str, Any]) -> str:
     )
 
 
+def batch_rate(target: dict[str, Any], figures: dict[str, Any]) -> str:
+    unpacking = figures.get("unpacking") or {}
+    batch = figures.get("pages", {}).get("batch200") or {}
+    return prose(
+        "Reading definitions: a batch's rate",
+        answer_kb=f"{batch.get('body_bytes', 0) / max(1, batch.get('requests', 0)) / 1000:.0f}",
+        stored_kb=f"{unpacking.get('stored_bytes', 0) / 1000:.0f}",
+        unpack_us=f"{unpacking.get('us_per_definition', 0):.1f}",
+        unpack_mb_s=f"{unpacking.get('json_mb_s', 0):.0f}",
+    )
+
+
 EXPLAINERS: dict[str, Explainer] = {
     "engine time / floor time": floor_ratio,
     "dvr time / engine time": dvr_ratio,
@@ -193,7 +206,7 @@ EXPLAINERS: dict[str, Explainer] = {
     "engine peak RSS growth": said("Peak RSS"),
     "engine time per item, largest size vs smaller": said("Time per item"),
     "Redis footprint / raw JSON": said("A release's share of the raw JSON"),
-    "Redis footprint of a release / raw JSON": said("A release's share of the raw JSON"),
+    "Redis memory of a release's item table / raw JSON": said("A release's share of the raw JSON"),
     "projected Redis at rest (real manifest)": said("Two releases at rest"),
     "projected Redis during a swap": swap_peak,
     "HTTP requests per unchanged sync": said("An unchanged sync's requests"),
@@ -203,6 +216,8 @@ EXPLAINERS: dict[str, Explainer] = {
     "errors (429 apart)": said("Errors under load"),
     "syncs started": said("Syncs started"),
     "page requests/s / /healthz requests/s": page_ratio,
+    "one definition's requests/s / /healthz requests/s": page_ratio,
+    "definition JSON served by a 200-hash batch": batch_rate,
     "store.search p50": said("Search time"),
     "reads that mixed two releases": said("Reads that mixed two releases"),
     "worst read latency during a swap": said("Slow reads during a swap"),

@@ -1,12 +1,13 @@
 """A small HTTP load generator, run as a process of its own so it shares no GIL with what it loads.
 
-Each group of connections sends one kind of request (method, headers, paths taken in turn)
-over keep-alive connections (gunicorn's sync workers close every connection after one
-response; the client then reconnects, as any client of such a server does). A run is bounded
-in time (warm-up, then the measured window) and in requests. Only responses that complete
-inside the measured window count: their status, latency and, for JSON answers naming a
-`task_id`, that id. The parent sends the spec as JSON on stdin and reads the figures as JSON
-from stdout:
+Each group of connections sends one kind of request (method, headers, paths taken in turn,
+bodies taken in turn for a POST) over keep-alive connections (gunicorn's sync workers close
+every connection after one response; the client then reconnects, as any client of such a
+server does). A run is bounded in time (warm-up, then the measured window) and in requests.
+Only responses that complete inside the measured window count: their status, latency and, for
+JSON answers naming a `task_id`, that id; with `count_bytes`, also the bytes of the answers of
+the expected status, and how many answers each request (its turn among the paths or bodies)
+had. The parent sends the spec as JSON on stdin and reads the figures as JSON from stdout:
 
     echo '{"base_url": "http://127.0.0.1:8000", "seconds": 5, "warmup": 1,
            "max_requests": 100000, "groups": [{"name": "healthz", "method": "GET",
@@ -52,6 +53,9 @@ class LoadGroup:
     headers: dict[str, str] = field(default_factory=dict)
     ok: int = 200
     collect_task_ids: bool = False
+    # Sent in turn with the paths (the n-th request sends body n); none: no body.
+    bodies: list[str] = field(default_factory=list)
+    count_bytes: bool = False
 
 
 @dataclass
@@ -65,6 +69,10 @@ class GroupFigures:
     failures: dict[str, int]
     latencies_ms: list[float]
     task_ids: list[str]
+    # With count_bytes: bytes of the answers of the expected status, and how many answers each
+    # request (by its turn, as a string: JSON's keys) had.
+    body_bytes: int = 0
+    turns: dict[str, int] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -100,6 +108,7 @@ class GroupFigures:
             "failures": self.failures,
             "errors": self.errors,
             "rate_limited": self.rate_limited,
+            "body_bytes": self.body_bytes,
         }
 
 
@@ -107,9 +116,11 @@ def merge(parts: list[GroupFigures]) -> GroupFigures:
     """Add up one group's figures over several windows."""
     statuses: Counter[str] = Counter()
     failures: Counter[str] = Counter()
+    turns: Counter[str] = Counter()
     for part in parts:
         statuses.update(part.statuses)
         failures.update(part.failures)
+        turns.update(part.turns)
     return GroupFigures(
         name=parts[0].name,
         ok=parts[0].ok,
@@ -118,6 +129,8 @@ def merge(parts: list[GroupFigures]) -> GroupFigures:
         failures=dict(failures),
         latencies_ms=[x for part in parts for x in part.latencies_ms],
         task_ids=sorted({task for part in parts for task in part.task_ids}),
+        body_bytes=sum(part.body_bytes for part in parts),
+        turns=dict(turns),
     )
 
 
@@ -132,6 +145,8 @@ class _Tally:
         self.statuses: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.task_ids: set[str] = set()
+        self.body_bytes = 0
+        self.turns: Counter[str] = Counter()
 
 
 def _connection_loop(
@@ -146,8 +161,11 @@ def _connection_loop(
     host, port = base
     start, end = window
     paths = group["paths"]
+    bodies = [body.encode() for body in group.get("bodies", [])]
     method, headers = group["method"], group.get("headers", {})
     collect = group.get("collect_task_ids", False)
+    count_bytes = group.get("count_bytes", False)
+    ok = str(group.get("ok", 200))
     connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
     for turn in itertools.count(offset):
         if time.monotonic() >= end or next(budget) >= max_requests:
@@ -156,8 +174,10 @@ def _connection_loop(
         status: str | None = None
         failure = ""
         body = b""
+        chosen = turn % max(len(paths), len(bodies))
         try:
-            connection.request(method, paths[turn % len(paths)], headers=headers)
+            body_sent = bodies[chosen % len(bodies)] if bodies else None
+            connection.request(method, paths[chosen % len(paths)], body_sent, headers)
             response = connection.getresponse()
             body = response.read()
             status = str(response.status)
@@ -173,6 +193,9 @@ def _connection_loop(
             continue
         tally.statuses[status] += 1
         tally.latencies.append(took)
+        if count_bytes and status == ok:
+            tally.body_bytes += len(body)
+            tally.turns[str(chosen)] += 1
         if collect and body.startswith(b"{"):
             task_id = json.loads(body).get("task_id")
             if task_id:
@@ -214,6 +237,8 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
             failures=dict(failures),
             latencies_ms=[round(x, 3) for x in latencies],
             task_ids=sorted(set().union(*(part.task_ids for part in parts))),
+            body_bytes=sum(part.body_bytes for part in parts),
+            turns=dict(sum((part.turns for part in parts), Counter())),
         )
     return {name: asdict(g) for name, g in groups.items()}
 

@@ -54,14 +54,14 @@ def header(run: dict[str, Any]) -> str:
 Written by `{run["command"]}` on {run["date"]}; the run took {run["minutes"]:.1f}
 minutes. Every figure below comes from that one run: re-run `make bench`
 to refresh this page and the plots in `docs/bench/`. Each workload is a script in `bench/` that
-can also be run alone (its docstring says how). Targets are those of issue 7 and of
+can also be run alone (its docstring says how). Targets are those of issues 7 and 15 and of
 `../shared/DESIGN.md` ("Performance"): ratios measured in the same run, or counts, because
 absolute times on these machines move with whatever else runs.
 {quick}
 **Machine**: {machine["nproc"]} CPUs ({machine["cpu"]}), {machine["memory_gib"]} GiB,
 {machine["platform"]}; {machine["python"]}; Redis {machine["redis"]} on loopback
-({machine["redis_url"]}); msgspec {machine["msgspec"]}, orjson {machine["orjson"]},
-ijson {machine["ijson"]}, redis-py {machine["redis_py"]}. Load average before the run
+({machine["redis_url"]}); msgspec {machine["msgspec"]}, zstandard {machine["zstandard"]},
+redis-py {machine["redis_py"]}. Load average before the run
 {before}, after it {after} (other work shares this machine).
 """
 
@@ -151,14 +151,13 @@ def ingest_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
 
     raw = " | ".join(f"{s['raw_bytes'] / MIB:.1f} MiB" for s in sizes)
     share = " | ".join(
-        f"{s['engine_footprint_bytes'] / s['raw_bytes']:.1%}"
-        if s["engine_footprint_bytes"]
-        else "-"
+        f"{s['engine_table_bytes'] / s['raw_bytes']:.1%}" if s.get("engine_table_bytes") else "-"
         for s in sizes
     )
     body = (
         "| table | " + " | ".join(f"{s['items']:,}" for s in sizes) + " |\n"
-        f"{rule}\n| raw JSON | {raw} |\n| engine's keys in Redis / raw | {share} |\n\n"
+        f"{rule}\n| raw JSON | {raw} |\n"
+        f"| engine's item table in Redis (hash + dictionary) / raw | {share} |\n\n"
         + table(
             "seconds", "Time from the start of the download to the last write (s), best run:", 2
         )
@@ -167,17 +166,36 @@ def ingest_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         + "\n"
         + table("peak_rss_mib", "Peak RSS (VmHWM, MiB), highest run:", 1)
         + "\n"
+        + route_timings(sizes)
         + plot_lines(plots, "ingest_time.png", "ingest_rss.png")
     )
     how = (
         "Each route runs as a process of its own against a demo origin on loopback and ends "
-        f"with the projected items in Redis; {figures.get('repeat', 1)} rounds of every route "
-        f"(dvr: {figures.get('dvr_rounds', figures.get('repeat', 1))}), interleaved, best time "
-        "and highest RSS kept. engine = this app's `sync.run`; ijson, "
-        "orjson, msgspec = the floor (plain download, projection, pipelined HSET); dvr = the "
-        "original app's way (whole file, `json.loads`, one SET per definition)."
+        f"with every item definition, whole, in Redis; {figures.get('repeat', 1)} rounds of "
+        f"every route (dvr: {figures.get('dvr_rounds', figures.get('repeat', 1))}), "
+        "interleaved, best time and highest RSS kept. engine = this app's `sync.run`; floor = "
+        "the same work as a plain script (download the whole file, split it into entries with "
+        "msgspec, train a zstd dictionary on the first 2 MiB with packing.py's parameters, "
+        "compress every definition with it on 2 threads, pipelined HSET of 500 fields; no "
+        "digest, no diff); dvr = the original app's way (whole file, `json.loads`, one SET per "
+        "definition)."
     )
     return section("ingest", figures, how, body)
+
+
+def route_timings(sizes: list[dict[str, Any]]) -> str:
+    """Return where the floor's and the engine's time went, as each timed its own steps."""
+    lines = []
+    for size in sizes:
+        for route in ("floor", "engine"):
+            runs = size["routes"].get(route, {}).get("runs") or []
+            if runs:
+                timings = min(runs, key=lambda run: run["seconds"])["timings"]
+                steps = ", ".join(f"{name} {value:.2f} s" for name, value in timings.items())
+                lines.append(f"- {size['items']:,} items, {route}: {steps}")
+    if not lines:
+        return ""
+    return "Each route's own steps, best run:\n\n" + "\n".join(lines) + "\n\n"
 
 
 def footprint_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
@@ -187,7 +205,7 @@ def footprint_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         body = f"""| figure | demo ({figures["items"]:,} items) | projected: ~136 MB of item JSON |
 | --- | --- | --- |
 | raw item JSON | {figures["raw_bytes"] / MB:.1f} MB | {projection["real_item_json"] / MB:.0f} MB |
-| one release in Redis (table + digests) | {figures["release_bytes"] / MB:.1f} MB \
+| one release's item table in Redis (hash + dictionary) | {figures["release_bytes"] / MB:.1f} MB \
 ({figures["share"]:.1%}) | {projection["release"] / MB:.1f} MB |
 | at rest: live + previous release | {figures["rest_bytes"] / MB:.1f} MB \
 ({figures["rest_over_release"]:.2f}x) | {projection["rest"] / MB:.1f} MB |
@@ -199,9 +217,11 @@ def footprint_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
 
 {plot_lines(plots, "redis_projection.png")}"""
     how = (
-        "`MEMORY USAGE` (all samples) summed over the keys of a cache on a prefix of its own, "
-        "after one sync, after two (at rest), and in the progress callback of the third sync's "
-        "commit (the peak); then scaled to today's real item table and set against a 100 MB plan."
+        "`MEMORY USAGE` (all samples) of a cache on a prefix of its own: after one sync, of "
+        "the release's item table (its hash of whole definitions, each an 8-byte digest and a "
+        "zstd frame, and its dictionary's key); after two (at rest) and in the progress "
+        "callback of the third sync's commit (the peak), summed over every key of the cache; "
+        "then scaled to today's real item table and set against a 100 MB plan."
     )
     return section("footprint", figures, how, body)
 
@@ -285,8 +305,11 @@ def reading_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         s = figures["search"]
         body = (
             "| endpoint | requests | req/s | vs /healthz | p50 ms | p99 ms | statuses |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
-            f"`store.search` in process: the index is built in {s['index_build_ms']:.0f} ms "
+            "| --- | --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(rows)
+            + "\n\n"
+            + batch_lines(figures)
+            + f"`store.search` in process: the index is built in {s['index_build_ms']:.0f} ms "
             f"(once per process and release); then {s['calls']} searches over "
             f"{s['distinct_queries']} queries (words, fragments, misses, filters; median "
             f"{s['median_hits']:g} hits): p50 {s['p50_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms, "
@@ -298,9 +321,32 @@ def reading_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         f"workers); the load generator (its own process, {figures.get('connections', '?')} "
         f"connections) takes turns, {figures.get('rounds', '?')} times, between the endpoints "
         f"({figures.get('seconds', '?'):g} s each in all), paths varied (search words, result "
-        "pages)."
+        "pages, random hashes of the live release for the definitions; the batches, 200 random "
+        "hashes each, taken in turn)."
     )
     return section("reading", figures, how, body)
+
+
+def batch_lines(figures: dict[str, Any]) -> str:
+    """Return what the batch of 200 definitions served, and what unpacking them costs."""
+    batch = figures["pages"].get("batch200")
+    if not batch or "definition_mb_s" not in batch:
+        return ""
+    text = (
+        f"The batch (`POST /api/v1/definitions`, 200 hashes) served "
+        f"{batch['definition_mb_s']:.1f} MB/s of definition JSON (10^6 bytes; the definitions' "
+        f"own bytes, {batch['mean_definition_bytes']:,.0f} a definition), "
+        f"{batch['wire_mb_s']:.1f} MB/s of answers."
+    )
+    unpacking = figures.get("unpacking")
+    if unpacking:
+        text += (
+            f" Unpacking {unpacking['definitions']} stored definitions in one process takes "
+            f"{unpacking['us_per_definition']:.1f} us each ({unpacking['json_mb_s']:.0f} MB/s "
+            f"of JSON on one core; {unpacking['stored_bytes']:,} bytes stored for "
+            f"{unpacking['json_bytes']:,} of JSON)."
+        )
+    return text + "\n\n"
 
 
 def swap_section(figures: dict[str, Any], plots: dict[str, str]) -> str:

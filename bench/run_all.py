@@ -1,4 +1,4 @@
-"""Run every benchmark of issue 7 in turn; write docs/BENCHMARKS.md and the plots in docs/bench/.
+"""Run every benchmark (issues 7, 15) in turn; write docs/BENCHMARKS.md and docs/bench/'s plots.
 
 `make bench` runs this. Each workload is a script of its own in bench/ that can also be run
 alone (see its docstring); here they run one after the other in one process, each starting

@@ -29,11 +29,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from typing import Any
 
-import ijson
 import msgspec
-import orjson
 import redis
 import requests
+import zstandard
 
 if TYPE_CHECKING:
     from app.manifest.client import BungieClient
@@ -105,10 +104,15 @@ def delete_keys(client: redis.Redis, prefix: str) -> None:
         client.unlink(*batch)
 
 
+def memory_usage(client: redis.Redis, key: str | bytes) -> int:
+    """Return the bytes Redis uses for `key` (MEMORY USAGE, all samples; 0 if it is absent)."""
+    return int(client.memory_usage(key, samples=0) or 0)
+
+
 def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
     """Return the bytes Redis uses for each key under `prefix` (MEMORY USAGE, all samples)."""
     return {
-        key.decode()[len(prefix) + 1 :]: int(client.memory_usage(key, samples=0) or 0)
+        key.decode()[len(prefix) + 1 :]: memory_usage(client, key)
         for key in client.scan_iter(match=f"{prefix}:*", count=1000)
     }
 
@@ -304,8 +308,7 @@ def describe_machine(client: redis.Redis, redis_url: str) -> dict[str, Any]:
         "redis": client.info("server")["redis_version"],
         "redis_url": redis_url,
         "msgspec": msgspec.__version__,
-        "orjson": orjson.__version__,
-        "ijson": f"{ijson.__version__} ({ijson.get_backend('yajl2_c').backend_name})",
+        "zstandard": f"{zstandard.__version__} (zstd {'.'.join(map(str, zstandard.ZSTD_VERSION))})",
         "redis_py": redis.__version__,
     }
 
@@ -314,8 +317,8 @@ def print_machine(machine: Mapping[str, Any]) -> None:
     print(
         f"machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB, "
         f"{machine['python']}, Redis {machine['redis']} at {machine['redis_url']}, "
-        f"{machine['platform']}; msgspec {machine['msgspec']}, orjson {machine['orjson']}, "
-        f"ijson {machine['ijson']}, redis-py {machine['redis_py']}"
+        f"{machine['platform']}; msgspec {machine['msgspec']}, zstandard "
+        f"{machine['zstandard']}, redis-py {machine['redis_py']}"
     )
 
 

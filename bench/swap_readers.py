@@ -5,7 +5,8 @@ this run's own. Then, `--swaps` times: the origin publishes a new release; a rea
 starts with 200 item hashes (some the new release changes, adds and removes, some it keeps)
 and reads them in a tight loop, taking turns between the app's `store.lookup` (an `HMGET` of
 the release Redis vouches is live, see app/manifest/live.py) and a plain `GET current` +
-`HMGET` (two round trips, as a naive reader would); this
+`HMGET` (two round trips, as a naive reader would; it unpacks the stored definitions with the
+release's dictionary, fetched once per release); this
 process syncs (as a worker would: ingest beside the live release, then the commit), and the
 reader stops a moment after the commit.
 
@@ -108,7 +109,8 @@ def read_loop(args: argparse.Namespace) -> None:
             assert current is None or isinstance(current, bytes)
             release_id = current.decode() if current else None
             raw = client.hmget(store.keys.table(str(release_id), LANGUAGE, ITEM_TABLE), hashes)
-            values = [decode(v) if v else None for v in raw]
+            unpack = store.unpacker(str(release_id), LANGUAGE, ITEM_TABLE).unpack
+            values = [decode(unpack(v)) if isinstance(v, bytes) else None for v in raw]
         moments.append(at)
         took.append((time.perf_counter() - started) * 1000)
         kinds.append(turn % 2)
@@ -166,7 +168,8 @@ class Reader:
 def expected_digest(client: redis.Redis, store: Any, release_id: str, hashes: list[int]) -> str:
     """Return the digest of what `release_id` holds for `hashes`, read directly."""
     raw = client.hmget(store.keys.table(release_id, LANGUAGE, ITEM_TABLE), hashes)
-    return digest([msgspec.json.decode(v) if v else None for v in raw])
+    unpack = store.unpacker(release_id, LANGUAGE, ITEM_TABLE).unpack
+    return digest([msgspec.json.decode(unpack(v)) if v else None for v in raw])
 
 
 def choose_sample(published: dict[str, Any], live: list[int]) -> list[int]:

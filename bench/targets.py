@@ -1,4 +1,4 @@
-"""Targets of the benchmarks (issue 7, DESIGN.md "Performance") and the verdicts on them.
+"""Targets of the benchmarks (issues 7 and 15, DESIGN.md "Performance") and the verdicts on them.
 
 Every target is a ratio measured in one run, or a count: these machines are too noisy for
 absolute times. A verdict holds the figure, how it is shown, and whether the target is met.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import ssl
 import subprocess
@@ -99,7 +100,7 @@ def test_a_switch_reads_the_usual_words_and_refuses_others(monkeypatch: pytest.M
         ),
         ("FLASK_MANIFEST_LOCK_TIMEOUT", "2m", "FLASK_MANIFEST_LOCK_TIMEOUT must be a number"),
         ("FLASK_MANIFEST_TRACK_LIVE", "maybe", "FLASK_MANIFEST_TRACK_LIVE must be true or false"),
-        ("FLASK_MANIFEST_PROJECTIONS", "[1]", "FLASK_MANIFEST_PROJECTIONS must be a JSON object"),
+        ("FLASK_MANIFEST_MAX_BYTES", "lots", "FLASK_MANIFEST_MAX_BYTES must be a whole number"),
     ],
 )
 def test_a_flask_prefixed_value_is_checked_like_the_others(
@@ -116,13 +117,13 @@ def test_flask_prefixed_values_take_the_type_of_their_setting(
     monkeypatch.setenv("FLASK_MANIFEST_TABLES", "DestinyClassDefinition, DestinyStatDefinition")
     monkeypatch.setenv("FLASK_API_TOKEN", "12345")
     monkeypatch.setenv("FLASK_MANIFEST_LOCK_TIMEOUT", "7")
-    monkeypatch.setenv("FLASK_MANIFEST_PROJECTIONS", '{"DestinyClassDefinition": ["hash"]}')
+    monkeypatch.setenv("FLASK_MANIFEST_MAX_BYTES", "1000")
     app = create_app("testing")
     assert app.config["API_TOKEN"] == "12345"
     assert app.config["MANIFEST_LOCK_TIMEOUT"] == 7.0
     settings = app.extensions["manifest_settings"]
     assert settings.tables == ("DestinyClassDefinition", "DestinyStatDefinition")
-    assert settings.projection("DestinyClassDefinition") == ("hash",)
+    assert settings.max_bytes == 1000
 
 
 def test_the_engine_takes_every_default_from_config() -> None:
@@ -134,8 +135,7 @@ def test_the_engine_takes_every_default_from_config() -> None:
     ]
     settings = ManifestSettings.from_mapping(settings_dict(Config))
     assert settings.tables == Config.MANIFEST_TABLES == config.DEFAULT_TABLES
-    assert settings.projections == config.PROJECTIONS
-    assert settings.default_projection == config.DEFAULT_PROJECTION
+    assert settings.languages == Config.MANIFEST_LANGUAGES
     assert settings.base_url == Config.BUNGIE_BASE_URL
     assert settings.lock_timeout == Config.MANIFEST_LOCK_TIMEOUT
 
@@ -185,3 +185,15 @@ def test_the_readme_documents_every_setting() -> None:
     assert set(settings_dict(Config)) - {"DEBUG", "TESTING"} <= rows
     quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
     assert re.findall(r"^make \w+", quickstart, flags=re.MULTILINE) == ["make dev", "make test"]
+
+
+def test_a_retired_setting_is_named_at_start_not_silently_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MANIFEST_PROJECTIONS", '{"DestinyClassDefinition": ["hash"]}')
+    monkeypatch.setenv("FLASK_MANIFEST_DEFAULT_PROJECTION", "hash")
+    with caplog.at_level(logging.WARNING, logger="app"):
+        create_app("testing")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "MANIFEST_PROJECTIONS is no longer read: every definition is now kept whole" in said[0]
+    assert said[1].startswith("FLASK_MANIFEST_DEFAULT_PROJECTION is no longer read")

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.manifest.items import ItemSummary
+from app.manifest.packing import Packer
+from app.manifest.packing import Unpacker
+from app.manifest.packing import digest
 from app.manifest.store.search import SearchIndex
 from app.manifest.store.search import SearchRow
 from app.manifest.store.search import search_row
+from app.manifest.store.search import search_rows
 
 
 def row(name: str, number: int, item_type: int, tier: int, class_type: int) -> SearchRow:
@@ -85,3 +89,25 @@ def test_the_index_keeps_what_a_list_of_results_shows() -> None:
     ]
     # An item whose fields have odd types is shown by its hash alone.
     assert index.shown(0) == ItemSummary(7, "", None, -1, None, -1, None, -1)
+
+
+def test_stored_rows_that_are_no_item_are_left_out_and_counted() -> None:
+    items = [
+        b'{"hash": 9, "displayProperties": {"name": "Ace of Spades"}}',
+        b'{"hash": 2, "displayProperties": {"name": "Fatebringer"}}',
+    ]
+    stored = Packer(None).pack(items, [digest(item) for item in items])
+    rows = [
+        (b"9", stored[0]),
+        (b"2", stored[1]),
+        (b"not-a-hash", stored[0]),  # a key that is not a hash
+        (b"0042", stored[1]),
+        (b"17", stored[0][:12]),  # cut short: no whole zstd frame
+        (b"18", b"\x01" * 8 + b"not a frame of zstd"),
+        (b"19", Packer(None).pack([b"[1, 2]"], [b"\x00" * 8])[0]),  # not a JSON object
+    ]
+
+    found, bad = search_rows(rows, Unpacker(None).unpack)
+
+    assert [row[5] for row in found] == ["Ace of Spades", "Fatebringer"]
+    assert bad == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,8 +15,6 @@ import redis
 from app.manifest import sync
 from app.manifest.client import BungieClient
 from app.manifest.errors import TableInvalid
-from app.manifest.ingest import EntryCodec
-from app.manifest.ingest import Projection
 from app.manifest.ingest import count_sqlite_rows
 from app.manifest.ingest import iter_sqlite_table
 from app.manifest.settings import ManifestSettings
@@ -26,7 +25,6 @@ from devtools.demo.data import ENDLESS_VIEW
 from tests.conftest import snapshot
 
 BOOKKEEPING = ("last_check", "checks", "lock", "staging")
-CODEC = EntryCodec(Projection.of(["hash"]))
 
 
 @pytest.fixture
@@ -96,7 +94,7 @@ def test_a_view_is_neither_counted_nor_read(tmp_path: Path) -> None:
 
     assert count_sqlite_rows(path, ITEM_TABLE, deadline=5.0) is None
     with pytest.raises(TableInvalid, match="is a view, not a table"):
-        list(iter_sqlite_table(path, ITEM_TABLE, CODEC, deadline=5.0))
+        list(iter_sqlite_table(path, ITEM_TABLE, deadline=5.0))
 
 
 def test_a_computed_column_is_refused(tmp_path: Path) -> None:
@@ -109,7 +107,7 @@ def test_a_computed_column_is_refused(tmp_path: Path) -> None:
     )
 
     with pytest.raises(TableInvalid, match="plain"):
-        list(iter_sqlite_table(path, ITEM_TABLE, CODEC, deadline=5.0))
+        list(iter_sqlite_table(path, ITEM_TABLE, deadline=5.0))
 
 
 def test_a_read_past_its_deadline_is_stopped(tmp_path: Path) -> None:
@@ -121,9 +119,40 @@ def test_a_read_past_its_deadline_is_stopped(tmp_path: Path) -> None:
     )
     # A deadline already past: the first check of the progress handler stops the read.
     with pytest.raises(TableInvalid, match="MANIFEST_DOWNLOAD_DEADLINE"):
-        list(iter_sqlite_table(path, ITEM_TABLE, CODEC, deadline=0.0))
+        list(iter_sqlite_table(path, ITEM_TABLE, deadline=0.0))
     # With time enough, the same table reads whole.
-    batches = iter_sqlite_table(path, ITEM_TABLE, CODEC, deadline=60.0)
-    rows = [key for batch in batches for key in batch.keys]
+    batches = iter_sqlite_table(path, ITEM_TABLE, deadline=60.0)
+    rows = [
+        (key, data) for batch in batches for key, data in zip(batch.keys, batch.data, strict=True)
+    ]
     assert len(rows) == 20000
-    assert json.loads(b"[" + b",".join(rows[:3]) + b"]") == [1, 2, 3]
+    assert [(int(key), json.loads(data)) for key, data in rows[:3]] == [
+        (number, {"hash": number}) for number in (1, 2, 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("definition", "message"),
+    [
+        ("[1, 2]", "entry 2 is not a JSON object"),
+        ('"a string"', "entry 2 is not a JSON object"),
+        ('{"hash": 2', "does not parse"),
+        (None, "does not parse"),
+    ],
+    ids=["a list", "a string", "cut short", "null"],
+)
+def test_a_definition_that_is_not_a_json_object_refuses_the_table(
+    tmp_path: Path, definition: str | None, message: str
+) -> None:
+    path = database(
+        tmp_path,
+        "CREATE TABLE DestinyInventoryItemDefinition (id INTEGER PRIMARY KEY NOT NULL, json BLOB)",
+        "INSERT INTO DestinyInventoryItemDefinition VALUES (1, '{\"hash\": 1}'), (3, '{}')",
+    )
+    connection = sqlite3.connect(path)
+    connection.execute("INSERT INTO DestinyInventoryItemDefinition VALUES (2, ?)", (definition,))
+    connection.commit()
+    connection.close()
+
+    with pytest.raises(TableInvalid, match=re.escape(message)):
+        list(iter_sqlite_table(path, ITEM_TABLE, deadline=5.0))

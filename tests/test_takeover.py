@@ -107,24 +107,21 @@ def assert_whole(
     assert live is not None
     assert live.id == result.release_id
     held = {
-        lang: {
-            table: (
-                store.redis.hlen(store.keys.table(live.id, lang, table)),
-                store.redis.hlen(store.keys.digests(live.id, lang, table)),
-            )
-            for table in tables
-        }
+        lang: {table: store.redis.hlen(store.keys.table(live.id, lang, table)) for table in tables}
         for lang, tables in counts.items()
     }
-    assert held == {
-        lang: {table: (count, count) for table, count in tables.items()}
-        for lang, tables in counts.items()
-    }
-    # What a reader gets: every definition of every table, from that release.
+    assert held == counts
+    # The item table is compressed with a dictionary of its own ...
+    for lang in counts:
+        assert store.redis.exists(store.keys.dictionary(live.id, lang, ITEM_TABLE))
+    # ... and what a reader gets is every definition of every table, from that release, each
+    # one read back whole (a dictionary of the other run's would leave none readable).
     for lang, tables in counts.items():
         read_from, found = store.lookup(dict.fromkeys(tables, WHOLE_TABLE), lang)
         assert read_from == live.id
         assert {table: len(found[table]) for table in tables} == tables
+        unreadable = [h for table in tables for h, d in found[table].items() if d is None]
+        assert unreadable == []
     assert store.redis.hlen(store.keys.staging) == 0
 
 

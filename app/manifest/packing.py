@@ -21,13 +21,16 @@ FORMAT = 2
 DIGEST_BYTES = 8
 LEVEL = 3
 DICTIONARY_BYTES = 32 * 1024
+# The sample a dictionary is trained on: the table's leading definitions, this many bytes (a
+# first slab holds more: at least 1.5 MiB of whole entries).
+SAMPLE_BYTES = 1024 * 1024
 # A table whose sample is smaller than this goes without a dictionary: it would not pay for
 # itself (and zstd cannot train one on too few samples).
 MIN_SAMPLE_BYTES = 256 * 1024
 MIN_SAMPLES = 64
 # Training parameters chosen by measurement (bench/ingest.py): a fixed cover instead of zstd's
 # search over parameters trains in a few milliseconds and compresses as well, and faster.
-_TRAINING = {"k": 2048, "d": 8, "steps": 4, "level": LEVEL}
+TRAINING = {"k": 2048, "d": 8, "steps": 4, "level": LEVEL}
 # Threads multi_compress_to_buffer may use: zstd releases the GIL while it compresses.
 COMPRESS_THREADS = 2
 
@@ -39,26 +42,23 @@ _INDEX_VALUE = re.compile(rb"\s*:\s*-?[0-9][0-9.eE+-]*")
 # What an exact scan of a definition looks at: whole strings (their brackets are text), and
 # brackets.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]', re.DOTALL)
-_blake2b = hashlib.blake2b
+# SHA-256: CPUs with SHA extensions (most since 2017) hash it about twice as fast as BLAKE2b.
+_sha256 = hashlib.sha256
 
 
 def digest(definition: bytes) -> bytes:
-    """Return a definition's digest: 8 bytes of BLAKE2b of it without its top-level `index`.
+    """Return a definition's digest: 8 bytes of SHA-256 of it without its top-level `index`.
 
     Bungie writes `index` among the last fields of a definition, after every nested object:
     then what follows it holds no bracket but the definition's closing brace, and it is found
     from the end in a step. A definition laid out otherwise takes an exact scan.
     """
-    span = _trailing_index(definition)
+    span = _trailing_index(definition) or _top_level_index(definition)
     if span is None:
-        span = _top_level_index(definition)
-    if span is None:
-        return _blake2b(definition, digest_size=DIGEST_BYTES).digest()
-    start, end = span
-    with memoryview(definition) as view:
-        hasher = _blake2b(view[:start], digest_size=DIGEST_BYTES)
-        hasher.update(view[end:])
-    return hasher.digest()
+        return _sha256(definition).digest()[:DIGEST_BYTES]
+    hasher = _sha256(definition[: span[0]])
+    hasher.update(definition[span[1] :])
+    return hasher.digest()[:DIGEST_BYTES]
 
 
 def _trailing_index(data: bytes) -> tuple[int, int] | None:
@@ -94,12 +94,24 @@ def _top_level_index(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def train(samples: Sequence[bytes]) -> bytes | None:
-    """Return a dictionary trained on `samples`, or None if they are too few to train one."""
-    if len(samples) < MIN_SAMPLES or sum(map(len, samples)) < MIN_SAMPLE_BYTES:
+def train(definitions: Sequence[bytes]) -> bytes | None:
+    """Return a dictionary trained on the leading definitions, or None if they are too few.
+
+    Only the definitions up to SAMPLE_BYTES, in table order, are the sample: so the dictionary
+    depends on the table alone, not on where a download's first slab happened to be cut, and a
+    run that took a lost lock over writes the very bytes the run before it would have.
+    """
+    sample = []
+    size = 0
+    for definition in definitions:
+        sample.append(definition)
+        size += len(definition)
+        if size >= SAMPLE_BYTES:
+            break
+    if len(sample) < MIN_SAMPLES or size < MIN_SAMPLE_BYTES:
         return None
     try:
-        trained = zstandard.train_dictionary(DICTIONARY_BYTES, list(samples), **_TRAINING)
+        trained = zstandard.train_dictionary(DICTIONARY_BYTES, sample, **TRAINING)
     except zstandard.ZstdError:
         return None  # Samples too alike or too few for zstd: plain compression then.
     return trained.as_bytes()
