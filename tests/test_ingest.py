@@ -1,4 +1,4 @@
-"""Streaming ingest: slabs cut at entry boundaries give each entry's exact bytes, as one parse does."""
+"""Streaming ingest: slabs cut at entry boundaries give each entry's exact bytes, as one parse."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_sqlite_rows_use_unsigned_hashes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["-1", "+7", "007", "1.5", " 7", "seven", "", "4294967296"])
 def test_a_key_that_is_not_a_hash_refuses_the_table(key: str) -> None:
-    table = {k: v for k, v in make_table(300).items()}
+    table = make_table(300)
     table[key] = {"hash": 1}
     data = json.dumps(table, separators=(",", ":")).encode()
     with pytest.raises(TableInvalid, match="not a definition hash") as refused:
