@@ -186,6 +186,10 @@ class Config:
     MANIFEST_HISTORY_LENGTH = env_int("MANIFEST_HISTORY_LENGTH", 100)
     # A table that comes back with fewer entries than this share of the live one fails the sync.
     MANIFEST_MIN_TABLE_RATIO = env_float("MANIFEST_MIN_TABLE_RATIO", 0.5)
+    # Field paths (dotted, from the top of a definition) whose changes are noise, not change.
+    MANIFEST_DIFF_IGNORE = env_list("MANIFEST_DIFF_IGNORE", ("index",))
+    # The most a release's change log may take in Redis; what is past it is counted, not kept.
+    MANIFEST_CHANGES_MAX_BYTES = env_int("MANIFEST_CHANGES_MAX_BYTES", 512 * 1024)
     MANIFEST_POLL_SECONDS = env_int("MANIFEST_POLL_SECONDS", 300)
     # Readers keep the live release id in memory and Redis says when it moves (CLIENT TRACKING,
     # Redis 6+); off, or where the server cannot track, each read asks for it with its data.

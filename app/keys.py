@@ -60,6 +60,14 @@ class Keys:
         """
         return f"{self.table(release_id, lang, table)}:dict"
 
+    def changes(self, release_id: str) -> str:
+        """hash: "<table>:<hash>" -> what the commit building a release changed in a definition.
+
+        JSON of kind, name and changed fields (zstd when long). Written while staging; unlinked
+        by the commit after which no entry of `history` names the release.
+        """
+        return f"{self.prefix}:changes:{release_id}"
+
     def legacy_digests(self, release_id: str, lang: str, table: str) -> str:
         """hash: definition hash -> digest, beside a table of a format 1 release (projections).
 

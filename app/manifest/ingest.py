@@ -8,10 +8,12 @@ definition's hash, or an entry that is not a JSON object, is refused (`TableInva
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,9 +70,11 @@ class Batch:
     digests: list[bytes]
 
     @classmethod
-    def of(cls, keys: list[bytes], data: list[bytes]) -> Batch:
-        """Return the batch of these keys and definitions, with their digests."""
-        return cls(keys, data, list(map(digest, data)))
+    def of(cls, keys: list[bytes], data: list[bytes], *, blind_to_index: bool = True) -> Batch:
+        """Return the batch of these keys and definitions, with their digests (packing.py)."""
+        if blind_to_index:
+            return cls(keys, data, list(map(digest, data)))
+        return cls(keys, data, [digest(d, blind_to_index=False) for d in data])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -89,7 +93,7 @@ def is_hash(key: bytes) -> bool:
     return _HASH.fullmatch(key) is not None
 
 
-def split_slab(slab: bytes | memoryview) -> Batch:
+def split_slab(slab: bytes | memoryview, *, blind_to_index: bool = True) -> Batch:
     """Split a slab (a JSON object keyed by hash) into entries; refuse a bad key or entry."""
     entries = _split(slab)
     keys = list(map(str.encode, entries))
@@ -102,7 +106,7 @@ def split_slab(slab: bytes | memoryview) -> Batch:
     if not all(map(_is_object, data)):
         key = next(k for k, value in zip(keys, data, strict=True) if not _is_object(value))
         raise TableInvalid(f"Table's entry {key.decode()} is not a JSON object")
-    return Batch.of(keys, data)
+    return Batch.of(keys, data, blind_to_index=blind_to_index)
 
 
 def _is_object(value: bytes) -> bool:
@@ -114,7 +118,7 @@ def _shown(key: bytes) -> str:
     return repr(key[:40].decode(errors="replace")) + ("..." if len(key) > 40 else "")
 
 
-def split_rows(rows: Iterable[tuple[object, bytes | str]]) -> Batch:
+def split_rows(rows: Iterable[tuple[object, bytes | str]], *, blind_to_index: bool = True) -> Batch:
     """Return the entries of rows of the SQLite database (signed 32-bit id, JSON text)."""
     keys, data = [], []
     for row_id, definition in rows:
@@ -126,11 +130,17 @@ def split_rows(rows: Iterable[tuple[object, bytes | str]]) -> Batch:
             raise TableInvalid(f"Table's entry {row_id} is not a JSON object")
         keys.append(b"%d" % (row_id & 0xFFFFFFFF))
         data.append(value)
-    return Batch.of(keys, data)
+    return Batch.of(keys, data, blind_to_index=blind_to_index)
 
 
-def iter_json_table(chunks: Iterable[bytes], slab_bytes: int = SLAB_BYTES) -> Iterator[Batch]:
-    """Yield the entries of a streamed JSON table, one slab at a time."""
+def iter_json_table(
+    chunks: Iterable[bytes], slab_bytes: int = SLAB_BYTES, *, blind_to_index: bool = True
+) -> Iterator[Batch]:
+    """Yield the entries of a streamed JSON table, one slab at a time.
+
+    Digests ignore each definition's top-level `index` unless not `blind_to_index`.
+    """
+    split = functools.partial(split_slab, blind_to_index=blind_to_index)
     buf = bytearray()
     started = False
     cut_at = slab_bytes  # Try a cut once the buffer holds this much.
@@ -140,7 +150,7 @@ def iter_json_table(chunks: Iterable[bytes], slab_bytes: int = SLAB_BYTES) -> It
             if not started:
                 started = _check_start(buf)
             while started and len(buf) >= cut_at:
-                slab = _cut_slab(buf, whole=cut_at > slab_bytes)
+                slab = _cut_slab(buf, split, whole=cut_at > slab_bytes)
                 if slab is None:
                     if len(buf) > MAX_ENTRY_BYTES:
                         raise TableInvalid("Table has an entry over 64 MiB or is not a table")
@@ -151,7 +161,7 @@ def iter_json_table(chunks: Iterable[bytes], slab_bytes: int = SLAB_BYTES) -> It
                 yield slab
         if not started and not _check_start(buf):
             raise TableInvalid("Table is empty")
-        yield split_slab(bytes(buf))
+        yield split(bytes(buf))
     except msgspec.DecodeError as exc:
         raise TableInvalid(f"Table does not parse: {exc}") from None
     except msgspec.ValidationError as exc:
@@ -167,7 +177,7 @@ def _check_start(buf: bytearray) -> bool:
     return True
 
 
-def _cut_slab(buf: bytearray, whole: bool) -> Batch | None:
+def _cut_slab(buf: bytearray, split: Callable[[memoryview], Batch], whole: bool) -> Batch | None:
     """Decode and remove the whole entries at the front of `buf`; None if none is whole yet."""
     start = 0 if whole else max(0, len(buf) - _BOUNDARY_WINDOW)
     candidates = list(_BOUNDARY.finditer(buf, start))
@@ -178,7 +188,7 @@ def _cut_slab(buf: bytearray, whole: bool) -> Batch | None:
         try:
             # Split in place; every entry is copied out, so nothing refers to `buf` after.
             with memoryview(buf) as view:
-                entries = split_slab(view[: comma + 1])
+                entries = split(view[: comma + 1])
         except msgspec.DecodeError:
             buf[comma] = ord(",")
             continue
@@ -211,22 +221,25 @@ def iter_sqlite_table(
     batch: int = SQLITE_BATCH,
     *,
     deadline: float | None = None,
+    blind_to_index: bool = True,
 ) -> Iterator[Batch]:
     """Yield the entries of one table of a manifest SQLite database, a batch at a time.
 
     The database is the sender's: only a plain table is read, and with a `deadline`, for no
     longer than that many seconds from the first batch asked for to the last.
     """
-    return _sqlite_rows(database, table, batch, deadline)
+    return _sqlite_rows(database, table, batch, deadline, blind_to_index)
 
 
-def _sqlite_rows(database: str, table: str, batch: int, deadline: float | None) -> Iterator[Batch]:
+def _sqlite_rows(
+    database: str, table: str, batch: int, deadline: float | None, blind_to_index: bool
+) -> Iterator[Batch]:
     connection, ends = _open_sqlite(database, deadline)
     try:
         _check_plain_table(connection, table)
         cursor = connection.execute(f'SELECT id, json FROM "{table}"')  # noqa: S608 - checked
         while rows := cursor.fetchmany(batch):
-            yield split_rows(rows)
+            yield split_rows(rows, blind_to_index=blind_to_index)
     except sqlite3.DatabaseError as exc:
         if time.monotonic() > ends:
             raise TableInvalid(

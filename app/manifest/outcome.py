@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -112,3 +113,31 @@ class SyncResult:
             return f"a sync is already running ({self.running_id})"
         retry = f"; retry after {self.retry_after:.0f}s" if self.retry_after else ""
         return f"{self.outcome}: {self.error}: {self.message}{retry}"
+
+
+def check_record(
+    result: SyncResult, context: dict[str, Any], before: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the record of a check (the dashboard's "last check"); `before` is the last one."""
+    now = time.time()
+    failing_since: float | None
+    last_success: float | None
+    if result.ok:
+        failing_since, last_success = None, now
+    else:
+        failing_since = before.get("failing_since") or now
+        last_success = before.get("last_success")
+    return {
+        "at": now,
+        "outcome": result.outcome,
+        "release_id": result.release_id,
+        "version": result.version,
+        "error": result.error,
+        "message": result.message,
+        "retry_after": result.retry_after,
+        "transient": result.transient,
+        "failing_since": failing_since,
+        "last_success": last_success,
+        "duration": result.timings.get("total"),
+        **context,
+    }

@@ -46,14 +46,17 @@ _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]', re.DOTALL)
 _sha256 = hashlib.sha256
 
 
-def digest(definition: bytes) -> bytes:
+def digest(definition: bytes, *, blind_to_index: bool = True) -> bytes:
     """Return a definition's digest: 8 bytes of SHA-256 of it without its top-level `index`.
 
     Bungie writes `index` among the last fields of a definition, after every nested object:
     then what follows it holds no bracket but the definition's closing brace, and it is found
-    from the end in a step. A definition laid out otherwise takes an exact scan.
+    from the end in a step. A definition laid out otherwise takes an exact scan. Not
+    `blind_to_index`, the digest is of every byte.
     """
-    span = _trailing_index(definition) or _top_level_index(definition)
+    span = None
+    if blind_to_index:
+        span = _trailing_index(definition) or _top_level_index(definition)
     if span is None:
         return _sha256(definition).digest()[:DIGEST_BYTES]
     hasher = _sha256(definition[: span[0]])

@@ -34,6 +34,8 @@ class ManifestSettings:
     lock_timeout: float
     history_length: int
     min_table_ratio: float
+    diff_ignore: tuple[str, ...]
+    changes_max_bytes: int
     track_live: bool
 
     def __post_init__(self) -> None:
@@ -66,5 +68,7 @@ class ManifestSettings:
             lock_timeout=float(config["MANIFEST_LOCK_TIMEOUT"]),
             history_length=int(config["MANIFEST_HISTORY_LENGTH"]),
             min_table_ratio=float(config["MANIFEST_MIN_TABLE_RATIO"]),
+            diff_ignore=tuple(config["MANIFEST_DIFF_IGNORE"]),
+            changes_max_bytes=int(config["MANIFEST_CHANGES_MAX_BYTES"]),
             track_live=bool(config["MANIFEST_TRACK_LIVE"]),
         )

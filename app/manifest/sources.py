@@ -29,11 +29,18 @@ class TableSources:
     """The tables of a release, read as they download; the lock kept and progress told meanwhile."""
 
     def __init__(
-        self, client: BungieClient, tracker: IngestTracker, keep_alive: Callable[[], None]
+        self,
+        client: BungieClient,
+        tracker: IngestTracker,
+        keep_alive: Callable[[], None],
+        *,
+        blind_to_index: bool = True,
     ) -> None:
         self.client = client
         self.tracker = tracker
         self.keep_alive = keep_alive
+        # Whether digests ignore the top-level `index` (MANIFEST_DIFF_IGNORE names it).
+        self.blind_to_index = blind_to_index
 
     def tables(self, release: Release, lang: str) -> Iterator[tuple[str, Iterator[Batch]]]:
         """Yield each table of `release` in `lang` with its entries, a batch at a time.
@@ -52,7 +59,8 @@ class TableSources:
             with self.client.download(release.paths[lang][table]) as download:
                 tracker.download = download
                 chunks = self._watched(download, lang, table)
-                yield table, _named(iter_json_table(chunks), table, lang)
+                batches = iter_json_table(chunks, blind_to_index=self.blind_to_index)
+                yield table, _named(batches, table, lang)
             tracker.download = None
 
     def _watched(self, download: ContentDownload, lang: str, table: str | None) -> Iterator[bytes]:
@@ -72,7 +80,9 @@ class TableSources:
             for table in release.tables:
                 total = count_sqlite_rows(database, table, deadline=deadline)
                 tracker.entries, tracker.entries_total = 0, total
-                batches = iter_sqlite_table(database, table, deadline=deadline)
+                batches = iter_sqlite_table(
+                    database, table, deadline=deadline, blind_to_index=self.blind_to_index
+                )
                 yield table, _named(batches, table, lang)
 
     def _fetch_sqlite(self, path: str, lang: str, workdir: Path) -> str:

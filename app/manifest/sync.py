@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from app.manifest import errors
+from app.manifest.changes import ChangeLog
 from app.manifest.client import BungieClient
 from app.manifest.diff import TableDiff
 from app.manifest.heartbeat import holding_lock
@@ -31,6 +32,7 @@ from app.manifest.outcome import IngestTracker
 from app.manifest.outcome import Progress
 from app.manifest.outcome import ProgressCallback
 from app.manifest.outcome import SyncResult
+from app.manifest.outcome import check_record
 from app.manifest.packing import FORMAT
 from app.manifest.release import Release
 from app.manifest.release import compare
@@ -130,37 +132,9 @@ def _record_check(
     try:
         if before is _UNREAD:
             before = store.last_check()
-        store.record_check(_check_entry(result, context, before or {}))
+        store.record_check(check_record(result, context, before or {}))
     except redis.RedisError:
         log.warning("Could not record the outcome of sync %s: Redis is unavailable", result.run_id)
-
-
-def _check_entry(
-    result: SyncResult, context: dict[str, Any], before: dict[str, Any]
-) -> dict[str, Any]:
-    """Return the record of a check (the dashboard's "last check"); `before` is the last one."""
-    now = time.time()
-    failing_since: float | None
-    last_success: float | None
-    if result.ok:
-        failing_since, last_success = None, now
-    else:
-        failing_since = before.get("failing_since") or now
-        last_success = before.get("last_success")
-    return {
-        "at": now,
-        "outcome": result.outcome,
-        "release_id": result.release_id,
-        "version": result.version,
-        "error": result.error,
-        "message": result.message,
-        "retry_after": result.retry_after,
-        "transient": result.transient,
-        "failing_since": failing_since,
-        "last_success": last_success,
-        "duration": result.timings.get("total"),
-        **context,
-    }
 
 
 _UNREAD = object()  # The last check, before this run has read it.
@@ -192,7 +166,13 @@ class _Sync:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.tracker = IngestTracker(self.progress)
-        self.sources = TableSources(client, self.tracker, self.lock.keep_alive)
+        self.sources = TableSources(
+            client,
+            self.tracker,
+            self.lock.keep_alive,
+            blind_to_index="index" in self.settings.diff_ignore,
+        )
+        self.log: ChangeLog | None = None
 
     def run(self) -> SyncResult:
         self.progress(Progress("checking"))
@@ -204,7 +184,7 @@ class _Sync:
         # succeeded).
         unchanged = self._unchanged(release, {})
         unchanged.timings = {**self.timings, "total": round(time.monotonic() - self.started, 3)}
-        entry = _check_entry(unchanged, self.context, {})
+        entry = check_record(unchanged, self.context, {})
         live_id, self.last_check, counts = self.store.glance(release.id, record_if_live=entry)
         if live_id == release.id:
             self.check_recorded = True
@@ -283,6 +263,7 @@ class _Sync:
                 change=change.to_record(),
                 base=live.id if live else None,
                 trigger=self.context,
+                changes=self.log.summary() if self.log else None,
             )
             self.progress(Progress("committing"))
             commit_started = time.monotonic()
@@ -327,6 +308,7 @@ class _Sync:
             "duration": info.duration if not rollback else 0.0,
             "counts": info.counts,
             "diff": [d.to_record() for d in diffs],
+            "changes": live.changes if rollback and live else info.changes,
             "change": change,
             "trigger": self.context,
         }
@@ -342,6 +324,8 @@ class _Sync:
         tracker.tables_done, tracker.tables_total = 0, len(release.languages) * len(release.tables)
         # A live release stored before whole definitions has projections: nothing to compare.
         comparable = live is None or live.format == FORMAT
+        if live is not None and comparable:
+            self.log = ChangeLog(self.settings.diff_ignore, self.settings.changes_max_bytes)
         # One writer thread: Redis stores batch n while this thread decodes batch n + 1.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest-writer") as writes:
             for lang in release.languages:
@@ -351,14 +335,15 @@ class _Sync:
                     first = lang == release.languages[0]
                     diff = TableDiff(table) if first and comparable else None
                     writer = self.store.table_writer(
-                        release, lang, table, diff, live.id if live else None
+                        release, lang, table, diff, live.id if live else None, self.log
                     )
                     started = time.monotonic()
                     self._write_all(writes, writer, batches, lang, table)
                     self._check_size(lang, table, writer.count, live_count)
                     counts[lang][table] = writer.count
+                    writer.finish(live_count)
                     if diff is not None:
-                        diffs.append(diff.finish(live_count or 0))
+                        diffs.append(diff)
                     tracker.tables_done += 1
                     self.timings[f"{lang}:{table}"] = round(time.monotonic() - started, 3)
         return counts, diffs

@@ -4,7 +4,8 @@ A commit is one MULTI/EXEC that flips the pointer and records the release, so re
 of the old release or all of the new one. The previous release is kept (rollback, readers
 mid-request). `ManifestStore` gathers the package's rooms: records.py (release records,
 history, checks), reads.py (definitions of the live release), search.py (item search),
-writer.py (staging, writes, commit, garbage) and lock.py (one sync at a time).
+changelog.py (what changed, per release and per definition), writer.py (staging, writes,
+commit, garbage) and lock.py (one sync at a time).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import redis
 
 from app.keys import Keys
 from app.manifest.settings import ManifestSettings
+from app.manifest.store.changelog import ChangeLogs
 from app.manifest.store.lock import SyncLock
 from app.manifest.store.reads import WHOLE_TABLE
 from app.manifest.store.records import ReleaseInfo
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-class ManifestStore(ReleaseWriter, ItemSearch):
+class ManifestStore(ReleaseWriter, ItemSearch, ChangeLogs):
     """The manifest cache in Redis: write a release beside the live one, flip, read, search."""
 
     def __init__(self, client: redis.Redis, settings: ManifestSettings) -> None:

@@ -55,6 +55,9 @@ class ReleaseInfo:
     trigger: dict[str, Any] = field(default_factory=dict)
     # How its definitions are stored (packing.FORMAT); 1: projections, from before whole ones.
     format: int = FORMAT
+    # What its change log kept and cut ({"kept", "cut", "bytes"}); None: no log (a first
+    # release, or one built on a release of another format).
+    changes: dict[str, int] | None = None
 
     @property
     def id(self) -> str:
@@ -73,6 +76,7 @@ class ReleaseInfo:
             "base": self.base,
             "trigger": self.trigger,
             "format": self.format,
+            "changes": self.changes,
         }
 
     def to_fields(self) -> dict[EncodableT, EncodableT]:
@@ -87,6 +91,7 @@ class ReleaseInfo:
             "base": _json_encode(self.base),
             "trigger": _json_encode(self.trigger),
             "format": _json_encode(self.format),
+            "changes": _json_encode(self.changes),
         }
         return fields
 
@@ -105,6 +110,7 @@ class ReleaseInfo:
             trigger=record["trigger"],
             # Records written before whole definitions have no format: theirs is 1.
             format=record.get("format", 1),
+            changes=record.get("changes"),
         )
 
 
@@ -186,3 +192,8 @@ class ReleaseRecords:
             pipe.lpush(self.keys.checks, data)
             pipe.ltrim(self.keys.checks, 0, CHECKS_KEPT - 1)
             pipe.execute()
+
+
+def logged_release(entry: Mapping[str, Any]) -> str:
+    """Return the release whose change log a history entry shows (a rollback: what it undid)."""
+    return str(entry["previous"] if entry.get("rollback") else entry["id"])

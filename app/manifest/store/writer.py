@@ -12,18 +12,23 @@ from typing import Any
 import msgspec
 from redis.exceptions import WatchError
 
+from app.manifest.changes import ChangeLog
 from app.manifest.diff import TableDiff
 from app.manifest.ingest import Batch
+from app.manifest.items import definition_name
 from app.manifest.packing import FORMAT
 from app.manifest.packing import Packer
+from app.manifest.packing import Unpacker
 from app.manifest.packing import train
 from app.manifest.release import Release
+from app.manifest.replies import raw
 from app.manifest.replies import text
 from app.manifest.replies import texts
 from app.manifest.store.lock import LockLost
 from app.manifest.store.lock import SyncLock
 from app.manifest.store.records import ReleaseInfo
 from app.manifest.store.records import ReleaseRecords
+from app.manifest.store.records import logged_release
 
 WRITE_BATCH = 500
 
@@ -66,17 +71,23 @@ class ReleaseWriter(ReleaseRecords):
 
     def stage(self, release: Release) -> None:
         """Prepare to write `release`, dropping leftovers of a run that died building it."""
-        keys = self.data_keys(release)
+        keys = [*self.data_keys(release), self.keys.changes(release.id)]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.unlink(*keys)
             pipe.hset(self.keys.staging, release.id, _json_encode(keys))
             pipe.execute()
 
     def table_writer(
-        self, release: Release, lang: str, table: str, diff: TableDiff | None, live_id: str | None
+        self,
+        release: Release,
+        lang: str,
+        table: str,
+        diff: TableDiff | None,
+        live_id: str | None,
+        log: ChangeLog | None = None,
     ) -> TableWriter:
-        """Return a writer of one table of a staged release."""
-        return TableWriter(self, release.id, lang, table, diff, live_id)
+        """Return a writer of one table of a staged release (with `log`, its change records)."""
+        return TableWriter(self, release.id, lang, table, diff, live_id, log)
 
     def discard(self, release_id: str, lock: SyncLock) -> bool:
         """Delete the data of a staged release that will not be committed; say whether it went.
@@ -135,6 +146,7 @@ class ReleaseWriter(ReleaseRecords):
                         info = self.release_info(r)
                         if info is not None:
                             drop_keys += self.data_keys(info.release, info.format)
+                    drop_keys += self._stale_change_logs(pipe, history)
                     pipe.multi()
                     if record is not None:
                         pipe.hset(keys.release(release_id), mapping=record.to_fields())
@@ -152,12 +164,21 @@ class ReleaseWriter(ReleaseRecords):
                 except WatchError:
                     continue
 
+    def _stale_change_logs(self, pipe: Any, history: Mapping[str, Any]) -> list[str]:
+        """Return the change logs no entry of the history names once `history` is pushed."""
+        entries = [_json_decode(entry) for entry in pipe.lrange(self.keys.history, 0, -1)]
+        kept = [history, *entries][: self.settings.history_length]
+        named = {logged_release(entry) for entry in kept}
+        return [self.keys.changes(r) for r in {logged_release(e) for e in entries} - named]
+
 
 class TableWriter:
     """Write one table of a staged release in pipelined batches, counting its diff as it goes.
 
     The first batch is the sample the table's dictionary is trained on; it is stored in that
-    batch's pipeline, and every definition is packed with it (packing.py).
+    batch's pipeline, and every definition is packed with it (packing.py). With a change log, a
+    definition whose digest moved is read back from the live release and compared field by
+    field (diff.py), and `finish` finds what the live release had that this one lacks.
     """
 
     def __init__(
@@ -168,13 +189,20 @@ class TableWriter:
         table: str,
         diff: TableDiff | None,
         live_id: str | None,
+        log: ChangeLog | None = None,
     ) -> None:
         keys = store.keys
         self._redis = store.redis
         self._data_key = keys.table(release_id, lang, table)
         self._dictionary_key = keys.dictionary(release_id, lang, table)
+        self._changes_key = keys.changes(release_id)
         self._live_key = keys.table(live_id, lang, table) if live_id and diff else None
         self._packer: Packer | None = None
+        self._old: Unpacker | None = None
+        if self._live_key and live_id and log is not None:
+            dictionary = raw(self._redis.get(keys.dictionary(live_id, lang, table)))
+            self._old = Unpacker(dictionary)
+        self._log = log if self._old is not None else None
         self.diff = diff
         self.count = 0
         self.dictionary_bytes = 0
@@ -199,5 +227,35 @@ class TableWriter:
             replies = pipe.execute()
         if self.diff is not None:
             old = replies[-1] if self._live_key else [None] * len(batch)
-            self.diff.count_batch(batch, old)
+            unpack = self._old.unpack if self._old is not None else None
+            self.diff.count_batch(batch, old, unpack, self._log)
         self.count += len(batch)
+
+    def finish(self, live_count: int | None) -> None:
+        """Count what the live release had that this table lacks; store the change records."""
+        if self.diff is None:
+            return
+        if self._log is None or self._old is None or self._live_key is None:
+            self.diff.finish(live_count or 0)
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hkeys(self._live_key)
+            pipe.hkeys(self._data_key)
+            old_keys, new_keys = pipe.execute()
+        gone: list[bytes] = sorted(set(old_keys).difference(new_keys), key=int)
+        removed = []
+        for start in range(0, len(gone), WRITE_BATCH):
+            chunk = gone[start : start + WRITE_BATCH]
+            stored = map(raw, self._redis.hmget(self._live_key, chunk))
+            removed += [
+                (int(key), definition_name(self._old.unpack(value)) if value else "")
+                for key, value in zip(chunk, stored, strict=True)
+            ]
+        self.diff.count_removed(removed, self._log)
+        self.flush_log()
+
+    def flush_log(self) -> None:
+        """Write the change records collected so far beside the staged release."""
+        pending = self._log.take() if self._log is not None else []
+        for start in range(0, len(pending), 2 * WRITE_BATCH):
+            self._redis.hset(self._changes_key, items=pending[start : start + 2 * WRITE_BATCH])
