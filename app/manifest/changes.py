@@ -104,12 +104,13 @@ def record(table: str, number: int, kind: str, name: str, fields: list[FieldChan
 
 def inverse(change: Mapping[str, Any]) -> Change:
     """Return the change that undoes `change` (what a rollback did to the definition)."""
-    fields = [_inverse_field(field) for field in change["fields"]]
+    fields = [inverse_field(field) for field in change["fields"]]
     kind = INVERSE_KIND[change["kind"]]
     return record(change["table"], change["hash"], kind, change["name"], fields)
 
 
-def _inverse_field(field: Mapping[str, Any]) -> FieldChange:
+def inverse_field(field: Mapping[str, Any]) -> FieldChange:
+    """Return a changed field as undoing it changes it."""
     flipped: FieldChange = {"path": field["path"]}
     if "new" in field:
         flipped["old"] = field["new"]
