@@ -21,6 +21,7 @@ from app.manifest.release import release_id
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.manifest.store.records import logged_release
 from devtools.demo.control import DemoAdmin
 from tests.reliability.servers import wait_until
 
@@ -86,14 +87,19 @@ def origin_release(admin: DemoAdmin, settings: ManifestSettings) -> tuple[str, d
 
 
 def leftovers(client: redis.Redis, store: ManifestStore) -> list[str]:
-    """Return keys that should not survive a good run: staging records, and data or records
-    of releases that are neither live nor the kept previous one."""
+    """Return keys that should not survive a good run: staging records, data or records of
+    releases that are neither live nor the kept previous one, and change logs no entry of the
+    history names."""
     kept = set(store.kept_ids())
+    logged = {logged_release(entry) for entry in store.history(store.settings.history_length)}
     stray = []
     for raw in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000):
         key = raw.decode()
         parts = key[len(store.keys.prefix) + 1 :].split(":")
-        if (parts[0] == "release" and parts[1] not in kept) or (
+        if parts[0] == "changes":
+            if parts[1] not in logged:
+                stray.append(key)
+        elif (parts[0] == "release" and parts[1] not in kept) or (
             parts[0] not in FIXED_KEYS and parts[0] not in kept
         ):
             stray.append(key)

@@ -34,9 +34,9 @@ from tests.reliability.helpers import origin_release
 from tests.reliability.servers import RedisServer
 from tests.reliability.servers import wait_until
 
-MAXMEMORY = "8mb"
-FIRST_ITEMS = 2_000  # ~2.5 MB in Redis: fits
-ADDED = 14_000  # the next release: ~10 MB more: does not
+MAXMEMORY = "3mb"  # Redis itself takes about 1 MB of it
+FIRST_ITEMS = 2_000  # whole definitions, compressed: ~0.7 MB in Redis: fits
+ADDED = 14_000  # the next release: ~4.5 MB more: does not
 
 
 class StagingLeft(AssertionError):
@@ -52,7 +52,7 @@ def small_origin() -> Iterator[DemoOriginProcess]:
 
 @pytest.fixture
 def full(small_origin: DemoOriginProcess) -> Iterator[dict[str, Any]]:
-    """A cache on an 8 MB Redis holding the first release; the origin then publishes one
+    """A cache on a 3 MB Redis holding the first release; the origin then publishes one
     far too big for it."""
     admin = small_origin.admin
     admin.reset()
