@@ -1,11 +1,15 @@
-"""`manage.py manifest sync|status`: run and inspect the sync engine from a terminal."""
+"""`manage.py manifest sync|status`, `history export|import` and `tasks`: the engine from a
+terminal."""
 
 from __future__ import annotations
 
 import sys
+import uuid
+from typing import IO
 from typing import Any
 
 import click
+import redis
 from flask import Flask
 from flask import current_app
 from flask.cli import AppGroup
@@ -18,16 +22,22 @@ from app.extensions import get_celery
 from app.extensions import get_redis
 from app.extensions import get_store
 from app.manifest import sync
+from app.manifest.store import archive
+from app.manifest.store.lock import LockLost
 from app.manifest.sync import Progress
 from app.manifest.sync import SyncResult
 from app.notify import policy
 
 manifest_cli = AppGroup("manifest", help="Sync the manifest cache and show its state.")
+history_cli = AppGroup(
+    "history", help="Back up the history and every change log to a file, and restore them."
+)
 
 
 def init_app(app: Flask) -> None:
     """Register the commands and what `manage.py shell` has in scope."""
     app.cli.add_command(manifest_cli)
+    app.cli.add_command(history_cli)
     app.cli.add_command(tasks_command)
     app.shell_context_processor(shell_context)
 
@@ -154,6 +164,80 @@ def status_command() -> None:
         for lang, tables in live.counts.items():
             for table, count in tables.items():
                 click.echo(f"  {lang}  {table:<36} {count:>8,}")
+
+
+@history_cli.command("export")
+@click.option(
+    "--output",
+    "-o",
+    default="-",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File to write (replaced only once it is whole); stdout by default.",
+)
+def history_export_command(output: str) -> None:
+    """Write the history and every change log as JSON lines.
+
+    Restore them with `history import`. Release data is not written: a sync fetches it again.
+    """
+    try:
+        # atomic: a failed export leaves no file that looks like a backup.
+        with click.open_file(output, "wb", atomic=output != "-") as out:
+            done = archive.export_history(get_store(), out)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis failed during the export: {exc}") from None
+    where = "stdout" if output == "-" else output
+    click.echo(
+        f"Exported {done.entries} history entries and {done.records} change records "
+        f"of {done.logs} releases to {where}.",
+        err=True,
+    )
+
+
+@history_cli.command("import")
+@click.argument("file", type=click.File("rb"))
+def history_import_command(file: IO[bytes]) -> None:
+    """Merge an exported file back into the history and the change logs.
+
+    FILE is what `history export` wrote (`-`: stdin). The whole file is checked first: a bad
+    line is named and nothing is written. Importing a file twice, or into a history that holds
+    part of it, keeps one copy of each entry.
+    """
+    try:
+        checked = archive.read_archive(file)
+    except archive.ArchiveError as exc:
+        raise click.ClickException(f"{file.name}, {exc}. Nothing was imported.") from None
+    try:
+        done = archive.import_history(get_store(), checked, f"history-import-{uuid.uuid4().hex}")
+    except archive.SyncRunning as exc:
+        click.echo(f"Not imported: {exc}.", err=True)
+        sys.exit(EXIT_CODES[sync.BUSY])
+    except LockLost as exc:
+        raise click.ClickException(f"{exc}. Nothing was imported: run it again.") from None
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis refused the import: {exc}") from None
+    click.echo(format_import(file.name, done))
+
+
+def format_import(name: str, done: archive.Imported) -> str:
+    """Return what an import did, in counts."""
+    lines = [
+        f"Imported {name}:",
+        f"  history: {done.entries} entries in the file, {done.added} added, "
+        f"{done.present} already there; it holds {done.history} now",
+        f"  change logs: {done.records} records of {done.logs} releases in the file, "
+        f"{done.new_records} added, {done.records - done.new_records - done.skipped_records} "
+        "already there",
+    ]
+    if done.left_out:
+        lines.append(
+            f"  {done.left_out} older entries left out: the history keeps the newest "
+            f"{done.history} (MANIFEST_HISTORY_LENGTH)"
+        )
+    if done.skipped_records:
+        lines.append(
+            f"  {done.skipped_records} change records skipped: no entry kept names their release"
+        )
+    return "\n".join(lines)
 
 
 @click.command("tasks")

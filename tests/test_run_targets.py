@@ -338,6 +338,21 @@ def test_compose_has_exactly_one_beat_and_healthchecks() -> None:
     assert schedule.startswith("--schedule=/tmp/")  # writable by the image's non-root user
 
 
+def test_compose_redis_keeps_an_append_only_file_on_a_named_volume() -> None:
+    """The history and the change logs survive `docker compose down` / up and a crash."""
+    file = compose()
+    server = file["services"]["redis"]
+    command = command_of(server)
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "everysec"
+    mount = next(v for v in server["volumes"] if v.endswith(":" + options["--dir"]))
+    volume, _, target = mount.partition(":")
+    assert target == "/data"
+    assert volume in file["volumes"]  # a named volume, not a path or an anonymous one
+    assert "redis-cli" in server["healthcheck"]["test"]
+
+
 def test_compose_commands_load_the_app(redis_url: str) -> None:
     services = compose()["services"]
     env = clean_env(FLASK_CONFIG="testing", TEST_REDIS_URL=redis_url)

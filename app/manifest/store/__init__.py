@@ -5,7 +5,8 @@ of the old release or all of the new one. The previous release is kept (rollback
 mid-request). `ManifestStore` gathers the package's rooms: records.py (release records,
 history, checks), reads.py (definitions of the live release), search.py (item search),
 changelog.py (what changed, per release and per definition), writer.py (staging, writes,
-commit, garbage) and lock.py (one sync at a time).
+commit, garbage), lock.py (one sync at a time) and archive.py (the history and change logs
+exported and imported).
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ class ChangeLogs(ReleaseRecords):
                 (changes.decode_record(field, value) for field, value in stored.items()),
                 key=_change_order,
             )
+            if not found:
+                return found  # Nothing to keep: a log may yet be imported (`history import`).
             with _logs_lock:
                 _logs.pop(cache_key, None)
                 _logs[cache_key] = found
