@@ -48,7 +48,12 @@ def explain(workload: str, missed: list[dict[str, Any]], figures: dict[str, Any]
     texts: dict[str, list[dict[str, Any]]] = {}
     for target in missed:
         explainer = EXPLAINERS.get(target["target"])
-        text = explainer(target, figures) if explainer else "No explanation is written yet.\n"
+        # Unexplained targets are not grouped together: each says it has no explanation.
+        text = (
+            explainer(target, figures)
+            if explainer
+            else f"No explanation of this target is written yet ({target['target']}).\n"
+        )
         texts.setdefault(text, []).append(target)
     parts = ["### Why, and the fix\n"]
     for text, targets in texts.items():
@@ -80,6 +85,8 @@ def profiles(workload: str, figures: dict[str, Any]) -> str:
             "Where an unchanged sync's time goes (median microseconds of 200 syncs, each step "
             "timed):\n\n| step | us |\n| --- | --- |\n" + rows + "\n"
         )
+    if workload == "change_log":
+        return change_log_profiles(figures)
     if workload in ("trigger_load", "reading") and figures.get("profiles"):
         lines = []
         for found in figures["profiles"]:
@@ -96,6 +103,32 @@ def profiles(workload: str, figures: dict[str, Any]) -> str:
             + code(worst["listing"])
         )
     return ""
+
+
+def change_log_profiles(figures: dict[str, Any]) -> str:
+    """Return the profiles bench/change_log.py took: of a sync with the log, of the page."""
+    parts = []
+    sync = figures.get("profile")
+    if sync:
+        rows = "\n".join(
+            f"| {name} | {found['calls']:,} | {found['cumulative']:.3f} |"
+            for name, found in sync["log_functions"].items()
+        )
+        parts.append(
+            f"One more sync with the change log under cProfile ({sync['seconds']:.2f} s); the "
+            "log's own functions, cumulative seconds summed over threads:\n\n"
+            "| function | calls | s |\n| --- | --- | --- |\n"
+            + rows
+            + "\n\nBy own time:\n\n"
+            + code(sync["listing"])
+        )
+    for found in figures.get("profiles", []):
+        kinds = ", ".join(f"{kind} {us:.0f}" for kind, us in found["kinds_us"].items())
+        parts.append(
+            f"{found['label']} replayed in process: {found['mean_us']:.0f} us a request; "
+            f"profiled us by kind of work: {kinds}. By own time:\n\n" + code(found["listing"])
+        )
+    return "\n".join(parts)
 
 
 # -- workload 1 -----------------------------------------------------------------------------

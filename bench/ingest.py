@@ -58,6 +58,7 @@ from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 from typing import cast
 
 import msgspec
@@ -99,6 +100,7 @@ LEVEL = 3
 TRAINING = {"k": 2048, "d": 8, "steps": 4, "level": LEVEL}
 COMPRESS_THREADS = 2
 SAMPLE_BYTES = 1024 * 1024
+T = TypeVar("T")
 
 
 # -- the child process: one route ---------------------------------------------------------------
@@ -299,7 +301,7 @@ class ThreadProfiles:
         self.main = cProfile.Profile()
         self.threads: list[cProfile.Profile] = []
 
-    def runcall(self, work: Work) -> Written:
+    def runcall(self, work: Callable[[], T]) -> T:
         """Run `work` profiled, with every thread it starts."""
         original = threading.Thread.run
         profiles = self.threads

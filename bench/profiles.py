@@ -64,18 +64,20 @@ def split_by_kind(stats: pstats.Stats, calls: int) -> dict[str, float]:
     }
 
 
-def listing(stats: pstats.Stats, lines: int = 18) -> str:
-    """Return the top of a profile by cumulative time, header included."""
+def listing(stats: pstats.Stats, lines: int = 18, sort: str = "cumulative") -> str:
+    """Return the top of a profile by `sort` (cumulative, or tottime: own time), header included."""
     text = io.StringIO()
     # typeshed's pstats.Stats omits `stream`, where print_stats writes (set by __init__).
     stats.stream = text  # type: ignore[attr-defined]
-    stats.strip_dirs().sort_stats("cumulative").print_stats(lines)
+    stats.strip_dirs().sort_stats(sort).print_stats(lines)
     body = text.getvalue()
     return body[body.index("   ncalls") :] if "   ncalls" in body else body
 
 
-def profile_call(label: str, call: Callable[[], Any], rounds: int) -> RequestProfile:
-    """Time `call` over `rounds`, then profile as many more; return both."""
+def profile_call(
+    label: str, call: Callable[[], Any], rounds: int, sort: str = "cumulative"
+) -> RequestProfile:
+    """Time `call` over `rounds`, then profile as many more; return both (listed by `sort`)."""
     for _ in range(min(rounds, 50)):
         call()
     started = time.perf_counter()
@@ -89,7 +91,7 @@ def profile_call(label: str, call: Callable[[], Any], rounds: int) -> RequestPro
     profiler.disable()
     stats = pstats.Stats(profiler)
     kinds = split_by_kind(stats, rounds)
-    return RequestProfile(label, mean_us, kinds, listing(stats))
+    return RequestProfile(label, mean_us, kinds, listing(stats, sort=sort))
 
 
 def print_profiles(profiles: list[RequestProfile]) -> None:

@@ -30,6 +30,7 @@ def render(
         "trigger_load": trigger_section,
         "reading": reading_section,
         "swap_readers": swap_section,
+        "change_log": change_log_section,
     }
     for name, figures in reports.items():
         parts.append(sections[name](figures, plots))
@@ -54,7 +55,7 @@ def header(run: dict[str, Any]) -> str:
 Written by `{run["command"]}` on {run["date"]}; the run took {run["minutes"]:.1f}
 minutes. Every figure below comes from that one run: re-run `make bench`
 to refresh this page and the plots in `docs/bench/`. Each workload is a script in `bench/` that
-can also be run alone (its docstring says how). Targets are those of issues 7 and 15 and of
+can also be run alone (its docstring says how). Targets are those of issues 7, 15, 16 and of
 `../shared/DESIGN.md` ("Performance"): ratios measured in the same run, or counts, because
 absolute times on these machines move with whatever else runs.
 {quick}
@@ -93,6 +94,7 @@ TITLES = {
     "trigger_load": "4. triggers under load",
     "reading": "5. reading pages",
     "swap_readers": "6. readers during a swap",
+    "change_log": "7. the change log",
 }
 
 
@@ -378,6 +380,57 @@ def swap_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         "whose full collections would otherwise add 30-90 ms pauses of its own."
     )
     return section("swap_readers", figures, how, body)
+
+
+def change_log_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    routes = figures.get("routes", {})
+    rows = []
+    for name, label in (("log", "with the change log"), ("nolog", "without (ChangeLog -> None)")):
+        route = routes.get(name, {})
+        if "seconds" not in route:
+            rows.append(f"| {label} | - | - | - | - | BROKEN: {route.get('error')} |")
+            continue
+        best = min(route["runs"], key=lambda run: run["seconds"])
+        logged = best["changes"]["kept"] if best["changes"] else "-"
+        rows.append(
+            f"| {label} | {route['seconds']:.2f} | {route['process_seconds']:.2f} | "
+            f"{route['peak_rss_mib']:.1f} | {best['diff']['changed']:,} / {logged} | "
+            f"{best['changes_bytes'] / 1024:.1f} KiB |"
+        )
+    body = (
+        "| sync of the second release | sync.run s (best) | whole process s (best) | peak RSS "
+        "MiB (highest) | changed / logged | change log in Redis |\n"
+        "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+    )
+    page = figures.get("page")
+    if page:
+        h, p = page["healthz"], page["page"]
+        body += (
+            "| endpoint | requests | req/s | vs /healthz | p50 ms | p99 ms | statuses |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n"
+            f"| GET /healthz | {h['requests']:,} | {h['rps']:.0f} | - | {h['p50_ms']:.1f} | "
+            f"{h['p99_ms']:.1f} | {h['statuses']} |\n"
+            f"| GET /releases/<id> ({page['changed']:,} changes) | {p['requests']:,} | "
+            f"{p['rps']:.0f} | {p['ratio']:.0%} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
+            f"{p['statuses']} |\n\n"
+            f"The page's first answer: {page['page_bytes']:,} bytes of HTML, naming "
+            f"{page['names_shown']:,} of the {page['names']:,} changed definitions' names.\n\n"
+        )
+    how = (
+        f"A demo origin of {figures.get('items', 0):,} items; release 1 synced on a base prefix "
+        "(every table TestingConfig caches, one language), then release 2 published: every "
+        f"`index` renumbered, {figures.get('changed') or 0:,} items (2%) changed for real. In "
+        f"{figures.get('repeat', '?')} rounds, alternating the order, each route copies the base "
+        "prefix (COPY) and syncs release 2 as a process of its own: with the change log, and "
+        "without it (in that process `app.manifest.sync.ChangeLog` is patched to return None: "
+        "the diff is counted by digests only). Best time, highest RSS. The change log's share is "
+        "`MEMORY USAGE` of the release's change-log hash over its tables and dictionaries. Then a "
+        f"release with {(page or {}).get('changed', 0):,} changed items is synced on top of "
+        "release 2 and gunicorn (2 sync workers) serves its page while the load generator "
+        f"({figures.get('connections', '?')} connections) takes turns with /healthz, "
+        f"{figures.get('rounds', '?')} times ({figures.get('seconds', 0):g} s each in all)."
+    )
+    return section("change_log", figures, how, body)
 
 
 def plot_lines(plots: dict[str, str], *names: str) -> str:

@@ -1,4 +1,4 @@
-"""Run every benchmark (issues 7, 15) in turn; write docs/BENCHMARKS.md and docs/bench/'s plots.
+"""Run every benchmark (issues 7, 15, 16) in turn; write docs/BENCHMARKS.md and docs/bench/'s plots.
 
 `make bench` runs this. Each workload is a script of its own in bench/ that can also be run
 alone (see its docstring); here they run one after the other in one process, each starting
@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import change_log
 import footprint
 import ingest
 import plots
@@ -57,6 +58,7 @@ WORKLOADS: dict[str, tuple[ModuleType, list[str], list[str]]] = {
         ["--items", "5000", "--seconds", "4", "--rounds", "2", "--warmup", "0.5"],
     ),
     "swap_readers": (swap_readers, [], ["--items", "5000", "--swaps", "1"]),
+    "change_log": (change_log, [], ["--quick"]),
 }
 
 

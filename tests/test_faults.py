@@ -18,6 +18,7 @@ from app.manifest.store import ManifestStore
 from devtools.demo.control import DemoAdmin
 from tests.conftest import API_KEY
 from tests.conftest import snapshot
+from tests.reliability.helpers import leftovers
 
 LIVE_KEYS_SKIP = ("last_check", "checks", "lock", "staging")
 
@@ -57,29 +58,6 @@ def synced(store: ManifestStore, bungie: BungieClient, admin: DemoAdmin) -> sync
     result = sync.run(store, bungie)
     assert result.outcome == sync.UPDATED
     return result
-
-
-def leftovers(redis_client: redis.Redis, key_prefix: str, store: ManifestStore) -> list[bytes]:
-    """Keys of releases that are neither live nor kept, and staging records."""
-    kept = set(store.kept_ids())
-    stray = [
-        key
-        for key in redis_client.scan_iter(match=f"{key_prefix}:*")
-        if key.decode().split(":")[2] not in kept
-        and key.decode().split(":")[2]
-        not in {
-            "current",
-            "releases",
-            "staging",
-            "history",
-            "checks",
-            "last_check",
-            "lock",
-            "release",
-        }
-    ]
-    staging = store.keys.staging
-    return stray + ([staging.encode()] if redis_client.exists(staging) else [])
 
 
 @pytest.mark.parametrize(("fault", "options", "outcome", "error", "retry_after"), MANIFEST_FAULTS)
@@ -150,7 +128,7 @@ def test_content_faults_leave_the_live_release_and_no_staging(
 
     admin.clear_faults()
     assert sync.run(store, bungie).outcome == sync.UPDATED
-    assert leftovers(redis_client, key_prefix, store) == []
+    assert leftovers(redis_client, store) == []
 
 
 def test_a_404_is_retried_with_a_cache_buster(
@@ -196,7 +174,7 @@ def test_a_run_that_died_mid_ingest_is_cleaned_up_by_the_next(
     assert store.live_id() == synced.release_id
 
     assert sync.run(store, bungie).outcome == sync.UPDATED
-    assert leftovers(redis_client, key_prefix, store) == []
+    assert leftovers(redis_client, store) == []
 
 
 def synced_release(store: ManifestStore) -> Release:

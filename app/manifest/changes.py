@@ -34,6 +34,8 @@ Change = dict[str, Any]
 FieldChange = dict[str, Any]
 
 _decode = msgspec.json.decode
+# A definition's top-level fields, each as the JSON it is (not decoded).
+_split = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
 
 def field_changes(
@@ -83,9 +85,22 @@ def _keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 def compare(
     table: str, number: int, old_json: bytes, new_json: bytes, ignore: Collection[str]
 ) -> Change | None:
-    """Return the change from one stored definition to another, or None if only noise moved."""
-    old, new = _decode(old_json), _decode(new_json)
-    fields = field_changes(old, new, ignore)
+    """Return the change from one stored definition to another, or None if only noise moved.
+
+    The top-level fields are compared as the JSON they are, and only those that differ are
+    decoded and walked: a definition that changed one stat decodes one field, not thirty.
+    """
+    old, new = _split(old_json), _split(new_json)
+    fields: list[FieldChange] = []
+    for key in _keys(old, new):
+        if key in ignore:
+            continue
+        if key not in new:
+            fields.append({"path": key, "old": _decode(old[key])})
+        elif key not in old:
+            fields.append({"path": key, "new": _decode(new[key])})
+        elif bytes(old[key]) != bytes(new[key]):
+            fields += field_changes(_decode(old[key]), _decode(new[key]), ignore, key)
     if not fields:
         return None
     kind = CHANGED
@@ -94,7 +109,17 @@ def compare(
         kind = UNCLASSIFIED
     elif now and not was:
         kind = RECLASSIFIED
-    return record(table, number, kind, name_of(new) or name_of(old), fields)
+    return record(table, number, kind, _name(new) or _name(old), fields)
+
+
+def _redacted(definition: Mapping[str, msgspec.Raw]) -> bool:
+    flag = definition.get("redacted")
+    return flag is not None and bytes(flag) == b"true"
+
+
+def _name(definition: Mapping[str, msgspec.Raw]) -> str:
+    display = definition.get("displayProperties")
+    return name_of({"displayProperties": _decode(display)}) if display is not None else ""
 
 
 def record(table: str, number: int, kind: str, name: str, fields: list[FieldChange]) -> Change:
@@ -117,10 +142,6 @@ def inverse_field(field: Mapping[str, Any]) -> FieldChange:
     if "old" in field:
         flipped["new"] = field["old"]
     return flipped
-
-
-def _redacted(definition: Any) -> bool:
-    return isinstance(definition, dict) and definition.get("redacted") is True
 
 
 def name_of(definition: Any) -> str:

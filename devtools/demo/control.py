@@ -186,12 +186,18 @@ class DemoAdmin:
         return self._call("GET", "state")
 
     def publish(self, **changes: Any) -> dict[str, Any]:
-        """Publish a new generation; options: added, removed, changed, tables, version, renumber.
+        """Publish a new generation; options: added, removed, changed, renamed, restatted,
+        revealed, redacted (item counts), tables, version, renumber.
 
-        `renumber` (default true) gives every definition of the published tables a new
-        top-level `index`, as Bungie's releases do; false keeps each definition's index.
-        Returns the new state plus `added`, `removed` and `changed` item hashes and
-        `published_tables`.
+        Item counts apply to the item table, each item getting one kind of change at most
+        (DemoData.publish says what each does); added, removed and changed default to a share
+        of the table, the others to 0. `renumber` (default true) gives every definition of the
+        published tables a new top-level `index`, as Bungie's releases do; false keeps each
+        definition's index. Returns the new state plus `published_tables` and what each item
+        got, sorted by hash: `added`, `removed`, `changed`, `revealed` and `redacted` hashes,
+        `renamed` as `{"hash", "old", "new"}` names and `restatted` as
+        `{"hash", "path", "old", "new"}` with the stat's dotted path in the definition
+        (e.g. "stats.stats.4284893193.value" or "investmentStats.2.value").
         """
         return self._call("POST", "publish", changes)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import operator
 import random
 import shutil
 import sqlite3
@@ -45,6 +46,11 @@ CONTENT_PREFIX = "/common/destiny2_content/"
 ADDED_SHARE = 0.01
 REMOVED_SHARE = 0.005
 CHANGED_SHARE = 0.02
+# Share of the first release's items that are redacted: Bungie ships upcoming items hidden,
+# `redacted: true` with a blank name and description, and reveals them later.
+REDACTED_SHARE = 0.005
+# The options of a publish that pick items, each item getting at most one of them.
+ITEM_CHANGES = ("added", "removed", "changed", "renamed", "restatted", "revealed", "redacted")
 # The `shrunk` fault serves one definition in this many.
 SHRINK_EVERY = 10
 # The keys the `bad_key` fault adds to a table, each with a copy of a real definition: none is
@@ -383,6 +389,10 @@ class ItemRecord:
     flavor: str
     source: str
     seed: int
+    # Hidden by Bungie: the definition shows a blank name and description, and says so.
+    redacted: bool = False
+    # Stat values set by a release, as (dotted path in the definition, value), in path order.
+    stat_values: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -407,14 +417,66 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Renamed:
+    """An item whose `displayProperties.name` changed, and nothing else."""
+
+    hash: int
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Restatted:
+    """An item whose one stat value (at `path`, dotted as the app reports it) changed."""
+
+    hash: int
+    path: str
+    old: int
+    new: int
+
+
+@dataclass(frozen=True)
 class PublishResult:
-    """A new generation and what changed in its item table."""
+    """A new generation and what changed in its item table, each item in one list at most."""
 
     generation: Generation
     tables: tuple[str, ...]
     added: tuple[int, ...] = ()
     removed: tuple[int, ...] = ()
     changed: tuple[int, ...] = ()
+    renamed: tuple[Renamed, ...] = ()
+    restatted: tuple[Restatted, ...] = ()
+    revealed: tuple[int, ...] = ()
+    redacted: tuple[int, ...] = ()
+
+    def report(self) -> dict[str, Any]:
+        """Return which item hashes got which kind of change, as JSON-ready lists by hash."""
+        return {
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "changed": list(self.changed),
+            "renamed": [{"hash": r.hash, "old": r.old, "new": r.new} for r in self.renamed],
+            "restatted": [
+                {"hash": r.hash, "path": r.path, "old": r.old, "new": r.new} for r in self.restatted
+            ],
+            "revealed": list(self.revealed),
+            "redacted": list(self.redacted),
+        }
+
+
+@dataclass
+class _ItemChanges:
+    """What a publish did to the item table, as it is worked out."""
+
+    # The item table's `index` of each item, in the new release's order (before renumbering).
+    indexes: array[int]
+    added: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    renamed: list[Renamed] = field(default_factory=list)
+    restatted: list[Restatted] = field(default_factory=list)
+    revealed: list[int] = field(default_factory=list)
+    redacted: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -779,13 +841,7 @@ class DemoData:
         mode = rng.randrange(4)
         changes: dict[str, Any] = {}
         if mode in (0, 3):
-            name = record.name
-            while name == record.name:
-                if record.kind == "weapon":
-                    name = self._weapon_name(rng)
-                else:
-                    name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
-            changes["name"] = name
+            changes["name"] = self._other_name(record, rng)
         if mode in (1, 3):
             description = record.description
             while description == record.description:
@@ -794,6 +850,48 @@ class DemoData:
         if mode == 2:
             changes["tier"] = rng.choice([t for t in (2, 3, 4, 5, 6) if t != record.tier])
         return replace(record, **changes)
+
+    def _other_name(self, record: ItemRecord, rng: random.Random) -> str:
+        """Return a name for `record` that is not the one it has."""
+        name = record.name
+        while name == record.name:
+            if record.kind == "weapon":
+                name = self._weapon_name(rng)
+            elif record.kind == "armor":
+                # The piece stays what it is: a helm is still a Helm.
+                piece = record.name.rsplit(" ", 1)[-1]
+                name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {piece}"
+            elif record.kind == "mod":
+                name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_PERK_WORDS)}"
+            elif record.kind == "subclass":
+                name = rng.choice(_SUBCLASS_NAMES)
+            else:
+                name = self._simple_name(rng, record.kind)
+        return name
+
+    def _restatted_record(self, record: ItemRecord, rng: random.Random) -> Restatted:
+        """Return a new value for one stat of `record` (a weapon or armor), within its bounds."""
+        fields = self._stat_fields(record)
+        path, old, low, high = fields[rng.randrange(len(fields))]
+        # A balance pass nudges a stat; the other way when the nudge would leave it where it was.
+        step = rng.randint(1, 10) * rng.choice((-1, 1))
+        new = min(high, max(low, old + step))
+        if new == old:
+            new = min(high, max(low, old - step))
+        return Restatted(record.hash, path, old, new)
+
+    def _stat_fields(self, record: ItemRecord) -> list[tuple[str, int, int, int]]:
+        """Return (path, value, lowest, highest) of each stat value of `record`'s definition."""
+        definition = self.item_definition(record, 0)
+        fields = [
+            (f"stats.stats.{key}.value", stat["value"], stat["minimum"], stat["maximum"])
+            for key, stat in definition["stats"]["stats"].items()
+        ]
+        fields += [
+            (f"investmentStats.{position}.value", stat["value"], 1, 100)
+            for position, stat in enumerate(definition["investmentStats"])
+        ]
+        return fields
 
     # -- items: definitions ----------------------------------------------------------------------
 
@@ -805,8 +903,11 @@ class DemoData:
         gear = kind in _GEAR
         plug = kind in _PLUGS
         rendered = kind in _RENDERED
+        shown = not record.redacted
         definition: dict[str, Any] = {
-            "displayProperties": _display(record.description, record.name, _icon(rng)),
+            "displayProperties": _display(
+                record.description if shown else "", record.name if shown else "", _icon(rng)
+            ),
             "tooltipNotifications": (
                 [{"displayString": rng.choice(_TOOLTIPS), "displayStyle": "ui_display_style_info"}]
                 if kind == "weapon" and rng.random() < 0.4
@@ -908,8 +1009,10 @@ class DemoData:
         definition["traitHashes"] = [_hash32("trait", trait) for trait in traits]
         definition["hash"] = record.hash
         definition["index"] = index
-        definition["redacted"] = False
+        definition["redacted"] = record.redacted
         definition["blacklisted"] = False
+        for path, value in record.stat_values:
+            _set_path(definition, path, value)
         return definition
 
     def _inventory(self, record: ItemRecord, tier_name: str) -> dict[str, Any]:
@@ -1077,14 +1180,13 @@ class DemoData:
             return ["item_type.armor", f"item.armor.{slot}"]
         return [f"item_type.{record.kind}"]
 
-    def localized_item(
-        self, english: dict[str, Any], record: ItemRecord, tr: Callable[[str], str]
-    ) -> dict[str, Any]:
+    def localized_item(self, english: dict[str, Any], tr: Callable[[str], str]) -> dict[str, Any]:
         """Return a copy of an English item definition with its texts in another language."""
         definition = dict(english)
         display = dict(english["displayProperties"])
-        display["name"] = tr(record.name)
-        display["description"] = tr(record.description)
+        # The English texts, not the record's: a redacted item's are blank in every language.
+        display["name"] = tr(display["name"])
+        display["description"] = tr(display["description"])
         definition["displayProperties"] = display
         definition["tooltipNotifications"] = [
             {**note, "displayString": tr(note["displayString"])}
@@ -1106,7 +1208,13 @@ class DemoData:
         """Return generation 1 (its files are written by `materialize`)."""
         rng = random.Random(f"demo-origin/items/{self.seed}")
         taken: set[int] = set()
-        items = tuple(self._new_record(rng, taken) for _ in range(self.item_count))
+        items = [self._new_record(rng, taken) for _ in range(self.item_count)]
+        # Their own random stream: which items are hidden does not change the items. Never the
+        # first: readers take the table's first definition as a known, named one.
+        hidden = random.Random(f"demo-origin/redacted/{self.seed}")
+        count = min(len(items) - 1, max(1, round(len(items) * REDACTED_SHARE)))
+        for position in hidden.sample(range(1, len(items)), count):
+            items[position] = replace(items[position], redacted=True)
         key = _digest("generation", self.seed, self.item_count).hex()
         versions = random.Random(f"demo-origin/version/{self.seed}")
         stamp = datetime.datetime(2025, 1, 1) + datetime.timedelta(
@@ -1121,7 +1229,7 @@ class DemoData:
             build=build,
             changelist=changelist,
             stamp=stamp,
-            items=items,
+            items=tuple(items),
             indexes={table: array("i", range(self._size(table, items))) for table in TABLES},
             next_index=len(items),
             table_keys=dict.fromkeys(TABLES, key),
@@ -1141,23 +1249,44 @@ class DemoData:
         added: int | None = None,
         removed: int | None = None,
         changed: int | None = None,
+        renamed: int = 0,
+        restatted: int = 0,
+        revealed: int = 0,
+        redacted: int = 0,
         tables: Sequence[str] | None = None,
         version: str | None = None,
         renumber: bool = True,
     ) -> PublishResult:
-        """Derive generation `number` from `current`: new paths, some items added/removed/changed.
+        """Derive generation `number` from `current`: new paths, some items changed.
 
-        Counts default to a share of the item table; they apply to the item table only, and only
-        when it is among `tables` (default: all). With `renumber`, every definition of the
-        published tables gets a new top-level `index`, as Bungie's releases do; without it, a
-        definition keeps its index. Raise ValueError on options that cannot apply.
+        In the item table, `added` items are new and `removed` ones go; `changed` ones get
+        another name, description and/or tier; `renamed` ones another name and nothing else;
+        `restatted` ones (weapons and armor) another value of one stat, in `stats` or
+        `investmentStats`, which no page shows; `revealed` ones (redacted) show their name and
+        description again; `redacted` ones are hidden as Bungie hides them (`redacted: true`, a
+        blank name and description). An item gets one kind of change at most. added, removed
+        and changed default to a share of the item table, the others to 0; all apply to the
+        item table only, and only when it is among `tables` (default: all). With `renumber`,
+        every definition of the published tables gets a new top-level `index`, as Bungie's
+        releases do; without it, a definition keeps its index. Raise ValueError on options
+        that cannot apply.
         """
         chosen = _check_tables(tables)
-        counts = {"added": added, "removed": removed, "changed": changed}
+        counts = {
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "renamed": renamed,
+            "restatted": restatted,
+            "revealed": revealed,
+            "redacted": redacted,
+        }
         for name, count in counts.items():
-            if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+            if count is None and name in ("added", "removed", "changed"):
+                continue  # the default share
+            if not isinstance(count, int) or isinstance(count, bool):
                 raise ValueError(f"{name} must be a whole number")
-            if count is not None and count < 0:
+            if count < 0:
                 raise ValueError(f"{name} must not be negative")
         if version is not None and (not isinstance(version, str) or not version.strip()):
             raise ValueError("version must be a non-empty string")
@@ -1169,40 +1298,17 @@ class DemoData:
         )
         key = _digest(current.key, number, options).hex()
         rng = random.Random(key)
-        items = list(current.items)
         indexes = dict(current.indexes)
-        added_hashes: list[int] = []
-        removed_hashes: list[int] = []
-        changed_hashes: list[int] = []
         if ITEM_TABLE in chosen:
-            total = len(items)
-            # Defaults leave at least one item in place, even in a tiny table.
-            n_added = _default_count(added, total, ADDED_SHARE, total)
-            n_removed = _default_count(removed, total, REMOVED_SHARE, total - 1)
-            n_changed = _default_count(changed, total, CHANGED_SHARE, total - n_removed)
-            if n_removed >= total:
-                raise ValueError(f"cannot remove {n_removed} of {total} items: one must remain")
-            if n_removed + n_changed > total:
-                raise ValueError(f"cannot remove and change {n_removed + n_changed} of {total}")
-            removed_at = set(rng.sample(range(total), n_removed))
-            keep = [i for i in range(total) if i not in removed_at]
-            for i in rng.sample(keep, n_changed):
-                items[i] = self._changed_record(items[i], rng)
-                changed_hashes.append(items[i].hash)
-            removed_hashes = [items[i].hash for i in sorted(removed_at)]
-            items = [items[i] for i in keep]
-            old = current.indexes[ITEM_TABLE]
-            item_indexes = array("i", (old[i] for i in keep))
-            item_indexes.extend(range(current.next_index, current.next_index + n_added))
-            indexes[ITEM_TABLE] = item_indexes
-            taken = {record.hash for record in current.items}
-            for _ in range(n_added):
-                record = self._new_record(rng, taken)
-                items.append(record)
-                added_hashes.append(record.hash)
+            items, result = self._change_items(current, counts, rng)
+            indexes[ITEM_TABLE] = result.indexes
         elif any(counts.values()):
-            raise ValueError(f"added, removed and changed apply to {ITEM_TABLE}, not in tables")
-        next_index = current.next_index + len(added_hashes)
+            raise ValueError(
+                f"{', '.join(ITEM_CHANGES)} apply to {ITEM_TABLE}, which is not among tables"
+            )
+        else:
+            items, result = list(current.items), _ItemChanges(current.indexes[ITEM_TABLE])
+        next_index = current.next_index + len(result.added)
         if renumber:
             # Its own random stream: which items change does not depend on the renumbering.
             shuffler = random.Random(f"{key}/indexes")
@@ -1225,13 +1331,87 @@ class DemoData:
             next_index=next_index,
             table_keys={t: key if t in chosen else current.table_keys[t] for t in TABLES},
         )
+        by_hash = operator.attrgetter("hash")
         return PublishResult(
             generation,
             chosen,
-            tuple(sorted(added_hashes)),
-            tuple(sorted(removed_hashes)),
-            tuple(sorted(changed_hashes)),
+            added=tuple(sorted(result.added)),
+            removed=tuple(sorted(result.removed)),
+            changed=tuple(sorted(result.changed)),
+            renamed=tuple(sorted(result.renamed, key=by_hash)),
+            restatted=tuple(sorted(result.restatted, key=by_hash)),
+            revealed=tuple(sorted(result.revealed)),
+            redacted=tuple(sorted(result.redacted)),
         )
+
+    def _change_items(
+        self, current: Generation, counts: Mapping[str, int | None], rng: random.Random
+    ) -> tuple[list[ItemRecord], _ItemChanges]:
+        """Return the items of the next release and what changed, for checked `counts`."""
+        items = list(current.items)
+        total = len(items)
+        # Defaults leave at least one item in place, even in a tiny table.
+        n_added = _default_count(counts["added"], total, ADDED_SHARE, total)
+        n_removed = _default_count(counts["removed"], total, REMOVED_SHARE, total - 1)
+        if n_removed >= total:
+            raise ValueError(f"cannot remove {n_removed} of {total} items: one must remain")
+        renamed, restatted = counts["renamed"] or 0, counts["restatted"] or 0
+        revealed, redacted = counts["revealed"] or 0, counts["redacted"] or 0
+        removed_at = set(rng.sample(range(total), n_removed))
+        keep = [i for i in range(total) if i not in removed_at]
+        hidden = [i for i in keep if items[i].redacted]
+        shown = [i for i in keep if not items[i].redacted]
+        gear = [i for i in shown if items[i].kind in _GEAR]
+        explicit = renamed + restatted + redacted
+        n_changed = _default_count(
+            counts["changed"], total, CHANGED_SHARE, max(0, len(shown) - explicit)
+        )
+        if revealed > len(hidden):
+            raise ValueError(f"cannot reveal {_items(revealed)}: {_kept(len(hidden))} redacted")
+        if restatted > len(gear):
+            raise ValueError(
+                f"cannot restat {_items(restatted)}: {_kept(len(gear))} a weapon or armor"
+                " not redacted"
+            )
+        if n_changed + explicit > len(shown):
+            raise ValueError(
+                f"cannot change, rename, restat and redact {_items(n_changed + explicit)}"
+                f" in all: {_kept(len(shown))} not redacted"
+            )
+        revealed_at = rng.sample(hidden, revealed)
+        restatted_at = rng.sample(gear, restatted)
+        spared = set(restatted_at)
+        others = rng.sample([i for i in shown if i not in spared], n_changed + renamed + redacted)
+        result = _ItemChanges(array("i"))
+        for i in others[:n_changed]:
+            items[i] = self._changed_record(items[i], rng)
+            result.changed.append(items[i].hash)
+        for i in others[n_changed : n_changed + renamed]:
+            name = self._other_name(items[i], rng)
+            result.renamed.append(Renamed(items[i].hash, items[i].name, name))
+            items[i] = replace(items[i], name=name)
+        for i in restatted_at:
+            change = self._restatted_record(items[i], rng)
+            result.restatted.append(change)
+            values = {**dict(items[i].stat_values), change.path: change.new}
+            items[i] = replace(items[i], stat_values=tuple(sorted(values.items())))
+        for i in revealed_at:
+            items[i] = replace(items[i], redacted=False)
+            result.revealed.append(items[i].hash)
+        for i in others[n_changed + renamed :]:
+            items[i] = replace(items[i], redacted=True)
+            result.redacted.append(items[i].hash)
+        result.removed.extend(items[i].hash for i in sorted(removed_at))
+        items = [items[i] for i in keep]
+        old = current.indexes[ITEM_TABLE]
+        result.indexes.extend(old[i] for i in keep)
+        result.indexes.extend(range(current.next_index, current.next_index + n_added))
+        taken = {record.hash for record in current.items}
+        for _ in range(n_added):
+            record = self._new_record(rng, taken)
+            items.append(record)
+            result.added.append(record.hash)
+        return items, result
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -1341,9 +1521,7 @@ class DemoData:
                 key = b'"%d":' % record.hash if not position else b',"%d":' % record.hash
                 for lang, buffer in buffers.items():
                     definition = (
-                        english
-                        if lang == "en"
-                        else self.localized_item(english, record, translators[lang])
+                        english if lang == "en" else self.localized_item(english, translators[lang])
                     )
                     buffer += key
                     encoder.encode_into(definition, buffer, -1)
@@ -1479,7 +1657,8 @@ class DemoData:
         removed = set(following.removed)
         pools: dict[str, list[ItemRecord]] = {}
         for record in current.items:
-            if record.hash not in removed:
+            # A player wears what has a name: a redacted item would show a blank one.
+            if record.hash not in removed and not record.redacted:
                 pools.setdefault(record.bucket, []).append(record)
         added = set(following.added)
         novel = [record for record in following.generation.items if record.hash in added]
@@ -1749,6 +1928,29 @@ def _renumbered(old: Sequence[int], rng: random.Random) -> array[int]:
                 other += other >= position
                 new[position], new[other] = new[other], new[position]
     return new
+
+
+def _set_path(definition: dict[str, Any], path: str, value: int) -> None:
+    """Set the value at a dotted path (object keys and list positions) of `definition`."""
+    *parents, last = path.split(".")
+    node: Any = definition
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _items(count: int) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
+
+
+def _kept(count: int) -> str:
+    """Say how many of the items a publish keeps are of a kind (the sentence goes on)."""
+    if count == 0:
+        return "none of those kept is"
+    return "only 1 of those kept is" if count == 1 else f"only {count} of those kept are"
 
 
 def _default_count(count: int | None, total: int, share: float, cap: int) -> int:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from devtools.demo.data import CONTENT_PREFIX
+from devtools.demo.data import ITEM_CHANGES
 from devtools.demo.data import ITEM_TABLE
 from devtools.demo.data import PROFILE_COMPONENTS
 from devtools.demo.data import TABLES
@@ -281,7 +282,7 @@ class DemoOrigin:
 
     def publish(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Make a new generation current (see DemoData.publish for the options)."""
-        allowed = {"added", "removed", "changed", "tables", "version", "renumber"}
+        allowed = {*ITEM_CHANGES, "tables", "version", "renumber"}
         unknown = set(options) - allowed
         if unknown:
             raise AdminError(f"unknown publish options: {', '.join(sorted(unknown))}")
@@ -297,13 +298,7 @@ class DemoOrigin:
             with self._lock:
                 self._last_number = number
                 self._history.append(result.generation)
-        return {
-            **self.state(),
-            "published_tables": list(result.tables),
-            "added": list(result.added),
-            "removed": list(result.removed),
-            "changed": list(result.changed),
-        }
+        return {**self.state(), "published_tables": list(result.tables), **result.report()}
 
     def rollback(self) -> dict[str, Any]:
         """Make the previous generation current again, with its exact paths and bytes."""

@@ -117,7 +117,8 @@ def search_rows(
             add(search_row(item_hash, unpack(stored)))
         except (ValueError, zstandard.ZstdError):
             bad += 1
-    return sorted(rows), bad
+    # By name; items without one (redacted: Bungie blanks their names) last.
+    return sorted(rows, key=lambda row: (row[0] == "", row)), bad
 
 
 class SearchIndex:
