@@ -139,3 +139,40 @@ def test_a_log_past_its_size_says_what_was_cut(
     assert info.changes["bytes"] <= 2_000
     # The counts stay whole: only the records were cut.
     assert next(d for d in second.diffs if d.table == ITEM_TABLE).changed == 40
+
+
+def test_each_kind_of_change_is_logged_with_its_old_and_new_values(
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin
+) -> None:
+    sync.run(store, bungie)
+    truth = admin.publish(
+        added=2, removed=2, changed=0, renamed=2, restatted=2, revealed=1, redacted=1
+    )
+    release_id = sync.run(store, bungie).release_id
+    assert release_id is not None
+
+    log = {change["hash"]: change for change in store.change_log(release_id)}
+
+    expected_kinds = {
+        **dict.fromkeys(truth["added"], changes.ADDED),
+        **dict.fromkeys(truth["removed"], changes.REMOVED),
+        **{r["hash"]: changes.CHANGED for r in truth["renamed"] + truth["restatted"]},
+        **dict.fromkeys(truth["revealed"], changes.UNCLASSIFIED),
+        **dict.fromkeys(truth["redacted"], changes.RECLASSIFIED),
+    }
+    assert {h: c["kind"] for h, c in log.items()} == expected_kinds
+    for renamed in truth["renamed"]:
+        assert log[renamed["hash"]]["fields"] == [
+            {"path": "displayProperties.name", "old": renamed["old"], "new": renamed["new"]}
+        ]
+        assert log[renamed["hash"]]["name"] == renamed["new"]
+    for restatted in truth["restatted"]:
+        assert log[restatted["hash"]]["fields"] == [
+            {"path": restatted["path"], "old": restatted["old"], "new": restatted["new"]}
+        ]
+    (revealed,) = truth["revealed"]
+    assert {"path": "redacted", "old": True, "new": False} in log[revealed]["fields"]
+    assert log[revealed]["name"]
+    (redacted,) = truth["redacted"]
+    assert {"path": "redacted", "old": False, "new": True} in log[redacted]["fields"]
+    assert log[redacted]["name"], "a redacted definition keeps the name it had"
