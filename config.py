@@ -18,6 +18,8 @@ DEFAULT_TABLES = (
     "DestinyInventoryItemDefinition",
     "DestinyClassDefinition",
     "DestinyDamageTypeDefinition",
+    # Not shown by a page: it names the stats a release message says moved ("Impact 30 → 33").
+    "DestinyStatDefinition",
     "DestinyInventoryBucketDefinition",
     "DestinyItemTierTypeDefinition",
 )

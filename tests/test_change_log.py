@@ -3,6 +3,7 @@ noise, kept after the release's tables are collected, and a rollback as the inve
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import redis
@@ -176,3 +177,31 @@ def test_each_kind_of_change_is_logged_with_its_old_and_new_values(
     (redacted,) = truth["redacted"]
     assert {"path": "redacted", "old": False, "new": True} in log[redacted]["fields"]
     assert log[redacted]["name"], "a redacted definition keeps the name it had"
+
+
+def test_a_flip_forward_shows_the_log_of_the_release_it_went_back_to(
+    store: ManifestStore, bungie: BungieClient, admin: DemoAdmin, redis_client: redis.Redis
+) -> None:
+    # A -> B (built), Bungie back to A (the inverse of B's log), then forward to B again: that
+    # flip shows B's own log, the right way round.
+    first = sync.run(store, bungie)
+    published = admin.publish(added=0, removed=0, changed=0, renamed=1)
+    second = sync.run(store, bungie)
+    admin.rollback()
+    sync.run(store, bungie)
+    assert first.release_id is not None
+    assert second.release_id is not None
+    forward = store.history(1)[0] | {
+        "id": second.release_id,
+        "previous": first.release_id,
+        "log": {"release": second.release_id, "inverse": False},
+    }
+    redis_client.lpush(store.keys.history, json.dumps(forward))
+    renamed = published["renamed"][0]
+
+    history = store.definition_history(ITEM_TABLE, renamed["hash"])
+
+    names = [(h["rollback"], h["fields"][0]["old"], h["fields"][0]["new"]) for h in history]
+    old, new = renamed["old"], renamed["new"]
+    assert names == [(True, old, new), (True, new, old), (False, old, new)]
+    assert store.changes_of(forward) == store.change_log(second.release_id)

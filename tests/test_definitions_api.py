@@ -25,7 +25,7 @@ from devtools.demo.control import DemoAdmin
 
 CLASS_TABLE = "DestinyClassDefinition"
 # Served by the demo origin, not cached by the app.
-UNCACHED_TABLE = "DestinyStatDefinition"
+UNCACHED_TABLE = "DestinySandboxPerkDefinition"
 LANGUAGES = ("en", "fr")
 CACHED_LANGUAGES = "en, fr"
 
@@ -271,7 +271,7 @@ def test_duplicates_collapse_before_the_limit(client: FlaskClient, synced: sync.
         (b"", ("not JSON",)),
         (b"[1, 2]", ("JSON object of table name",)),
         (b"{}", ("JSON object of table name",)),
-        (b'{"DestinyStatDefinition": [1]}', (UNCACHED_TABLE, ITEM_TABLE, CLASS_TABLE)),
+        (b'{"DestinySandboxPerkDefinition": [1]}', (UNCACHED_TABLE, ITEM_TABLE, CLASS_TABLE)),
         (b'{"DestinyInventoryItemDefinition": 5}', (ITEM_TABLE, "list of hashes")),
         (b'{"DestinyInventoryItemDefinition": {"1": 1}}', ("list of hashes", "an object")),
         (b'{"DestinyInventoryItemDefinition": [1.5]}', (ITEM_TABLE, "1.5")),

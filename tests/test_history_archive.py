@@ -59,7 +59,7 @@ def held(store: ManifestStore) -> Held:
     """Return what Redis holds of the history and of every change log it names."""
     history = store.redis.lrange(store.keys.history, 0, -1)
     named = {logged_release(json.loads(entry)) for entry in history}
-    return history, {r: store.redis.hgetall(store.keys.changes(r)) for r in named}
+    return history, {r: store.redis.hgetall(store.keys.changes(r)) for r in named if r}
 
 
 def answers(store: ManifestStore, changed: list[int]) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def answers(store: ManifestStore, changed: list[int]) -> dict[str, Any]:
     entries = store.history(store.settings.history_length)
     return {
         "history": entries,
-        "logs": {entry["id"]: store.change_log(logged_release(entry)) for entry in entries},
+        "logs": {entry["id"]: store.changes_of(entry) for entry in entries},
         "items": {n: store.definition_history(ITEM_TABLE, n) for n in changed},
     }
 

@@ -308,7 +308,7 @@ class _Sync:
             "duration": info.duration if not rollback else 0.0,
             "counts": info.counts,
             "diff": [d.to_record() for d in diffs],
-            "changes": live.changes if rollback and live else info.changes,
+            **_log_shown(info, live, rollback),
             "change": change,
             "trigger": self.context,
         }
@@ -374,3 +374,18 @@ class _Sync:
                 f"{table} ({lang}) has {count:,} entries, fewer than "
                 f"{self.settings.min_table_ratio:.0%} of the live release's {live_count:,}"
             )
+
+
+def _log_shown(info: ReleaseInfo, live: ReleaseInfo | None, rollback: bool) -> dict[str, Any]:
+    """Return which change log a history entry shows, and its summary.
+
+    A build shows its own. A flip shows the log between the two releases, either way round:
+    the inverse of the undone release's log when it was built from the target (a rollback), or
+    the target's own when the target was built from the live one (forward again); neither
+    when they are not next to each other.
+    """
+    if not rollback or (live is not None and info.base == live.id):
+        return {"log": {"release": info.id, "inverse": False}, "changes": info.changes}
+    if live is not None and live.base == info.id:
+        return {"log": {"release": live.id, "inverse": True}, "changes": live.changes}
+    return {"log": None, "changes": None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
@@ -18,9 +19,13 @@ from app.extensions import get_celery
 from app.extensions import get_keys
 from app.extensions import get_redis
 from app.extensions import get_store
+from app.manifest import changes
 from app.manifest import sync
+from app.manifest.errors import ManifestError
+from app.manifest.store import ManifestStore
 from app.notify import announce
 from app.notify import slack
+from app.notify import wording
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,8 @@ def announce_release(release_id: str) -> str:
         entry = store.history_entry(release_id)
         if entry is None or entry["previous"] is None:
             return None  # The first fill of the cache has no news to tell.
-        return slack.release_message(entry, _item_url, _url("main.release", release_id=release_id))
+        link = _url("main.release", release_id=release_id)
+        return slack.release_message(entry, _item_url, link, change_notes(store, entry))
 
     try:
         outcome = bookkeeping.announce(release_id, build, sender)
@@ -85,6 +91,39 @@ def announce_release(release_id: str) -> str:
         bookkeeping.unqueue(release_id)
     log.info("Slack message for release %s: %s", release_id, outcome)
     return outcome
+
+
+def change_notes(store: ManifestStore, entry: Mapping[str, Any]) -> wording.ChangeNotes:
+    """Gather what a message says of a history entry's changes: a few, and what their words need.
+
+    The words name stats from the live release's DestinyStatDefinition (when cached); a stat
+    given by its position (investmentStats.<n>) is found in the live definition.
+    """
+    logged = store.changes_of(entry)
+    listed = wording.pick(logged)
+    wanted: dict[str, list[int]] = {}
+    for change in listed:
+        if wording.needs_definition(change):
+            wanted.setdefault(change["table"], []).append(change["hash"])
+    definitions: dict[wording.DefinitionKey, dict[str, Any]] = {}
+    names: dict[int, str] = {}
+    try:
+        if wanted:
+            found = store.lookup(wanted)[1]
+            definitions = {
+                (table, number): definition
+                for table, got in found.items()
+                for number, definition in got.items()
+                if definition is not None
+            }
+        stats = wording.stat_hashes(listed, definitions)
+        if stats and wording.STAT_TABLE in store.settings.tables:
+            got = store.lookup({wording.STAT_TABLE: sorted(stats)})[1][wording.STAT_TABLE]
+            names = {n: changes.name_of(d) for n, d in got.items() if changes.name_of(d)}
+    except ManifestError:
+        # Commits kept landing during the reads: the words give paths instead of stat names.
+        log.warning("Could not read stat names for release %s", entry["id"], exc_info=True)
+    return wording.ChangeNotes(listed, len(logged), definitions, names)
 
 
 def give_up_release(release_id: str) -> None:

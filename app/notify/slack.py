@@ -21,6 +21,13 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from app import dates
+from app.manifest import changes
+from app.manifest.store import ITEM_TABLE
+from app.notify.wording import KIND_WORDS
+from app.notify.wording import ChangeNotes
+from app.notify.wording import display_name
+from app.notify.wording import field_words
+from app.notify.wording import table_label
 
 log = logging.getLogger(__name__)
 # slack_sdk logs request URLs (and a webhook URL is a secret) unless its logger's own level is
@@ -32,10 +39,15 @@ MAX_BLOCKS = 50
 MAX_HEADER = 150  # Slack's limit for a header block's text
 MAX_SECTION = 3000  # ... and for a section's text
 MAX_NAME = 60
+MAX_WORDS = 300  # what changed in one listed definition
 ITEMS_LISTED = 10
+COUNTED = changes.KINDS
+# How a listed definition's kind reads before its name ("changed" ones say their fields).
+LINE_WORDS = {**KIND_WORDS, changes.ADDED: "new"}
 
 Message = dict[str, Any]
 ItemLink = Callable[[int], str]
+DefinitionLink = Callable[[str, int, str], str]  # (table, hash, kind) -> the page to open
 
 
 class SlackUnavailable(Exception):
@@ -63,44 +75,131 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def release_message(entry: Mapping[str, Any], item_link: ItemLink, release_link: str) -> Message:
-    """Build the message for a committed release from its history entry."""
+def escape_within(text: str, limit: int) -> str:
+    """Escape `text`, cut so that it stays within `limit` characters once escaped.
+
+    Cutting after escaping could leave half an entity ("&am"), which Slack would show as is.
+    """
+    escaped = escape(text)
+    while len(escaped) > limit:
+        text = clip(text, max(1, len(text) - (len(escaped) - limit)))
+        escaped = escape(text)
+    return escaped
+
+
+def release_message(
+    entry: Mapping[str, Any],
+    item_link: ItemLink,
+    release_link: str,
+    notes: ChangeNotes | None = None,
+) -> Message:
+    """Build the message for a committed release from its history entry and its change notes.
+
+    An item links to its page, a definition of any other table to the release's page (the
+    only page it has). Without notes (no change log), the entry's names are listed instead.
+    """
+    notes = notes or ChangeNotes()
     old, new = entry.get("previous_version"), entry["version"]
     verb = "rolled back" if entry.get("rollback") else "updated"
     header = clip(f"Destiny 2 manifest {verb}: {old or 'nothing'} → {new}", MAX_HEADER)
-    changed = [d for d in entry["diff"] if d["added"] or d["changed"] or d["removed"]]
-    lines = [
-        f"*{escape(d['table'])}*  +{d['added']:,}  ~{d['changed']:,}  −{d['removed']:,}"  # noqa: RUF001
-        for d in changed
-    ] or ["No definition this app keeps changed (only the content files did)."]
+    changed = [d for d in entry["diff"] if any(d.get(kind) for kind in COUNTED)]
+    lines = [_totals(changed)] if changed else []
+    lines += [f"*{escape(d['table'])}*  {_table_counts(d)}" for d in changed] or [
+        "No definition this app keeps changed (only the content files did)."
+    ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header}},
     ]
     if entry.get("rollback"):
-        note = "Bungie went back to a release served before; the cache flipped back to it."
+        undone = escape(clip(str(old or "nothing"), MAX_NAME))
+        note = (
+            f"It undid release {undone}: Bungie went back to a release served before, "
+            "and the cache flipped back to it."
+        )
         blocks.append(_section(f":rewind: *This is a rollback.* {note}"))
-    blocks.append(_section("\n".join(lines)))
-    names = _item_lines(changed, item_link)
-    if names:
-        blocks.append(_section("\n".join(names)))
+    blocks.append(_section(_within("\n".join(lines), MAX_SECTION)))
+
+    def link(table: str, number: int, kind: str) -> str:
+        # Only the live release's items have a page; a removed one is in no live release.
+        if table == ITEM_TABLE and kind != changes.REMOVED:
+            return item_link(number)
+        return release_link
+
+    if notes.listed:
+        details = [_change_line(c, notes, link) for c in notes.listed]
+        more = notes.total - len(notes.listed)
+        tail = f"…and {more:,} more." if more > 0 else ""
+        blocks.append(_section(_within("\n".join(details), MAX_SECTION, tail)))
+    else:
+        names = _item_lines(changed, link)
+        if names:
+            blocks.append(_section("\n".join(names)))
+    cut = (entry.get("changes") or {}).get("cut") or 0
+    if cut:
+        blocks.append(_section(f"The change log of this release was full: {cut:,} not kept."))
     blocks.append(_section(f"<{release_link}|See the whole release>"))
-    summary = ", ".join(
-        f"{escape(d['table'])} +{d['added']} ~{d['changed']} -{d['removed']}" for d in changed
-    )
+    summary = ", ".join(f"{escape(d['table'])} {_table_counts(d, plain=True)}" for d in changed)
     versions = f"{escape(old or 'nothing')} -> {escape(new)}"
     text = f"Destiny 2 manifest {verb}: {versions}. {summary or 'No changes.'}"
     return {"text": clip(text, MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
 
-def _item_lines(diffs: list[Mapping[str, Any]], item_link: ItemLink) -> list[str]:
+def _totals(diffs: list[Mapping[str, Any]]) -> str:
+    """Return the count of each kind over every table (the kinds with none left out)."""
+    counts = [(sum(d.get(kind) or 0 for d in diffs), kind) for kind in COUNTED]
+    return "*" + ", ".join(f"{n:,} {KIND_WORDS[kind]}" for n, kind in counts if n) + "*"
+
+
+def _table_counts(d: Mapping[str, Any], plain: bool = False) -> str:
+    if plain:
+        counts = f"+{d['added']} ~{d['changed']} -{d['removed']}"
+    else:
+        counts = f"+{d['added']:,}  ~{d['changed']:,}  −{d['removed']:,}"  # noqa: RUF001
+    for kind in (changes.UNCLASSIFIED, changes.RECLASSIFIED):
+        if d.get(kind):
+            counts += f"{' ' if plain else '  '}{d[kind]:,} {KIND_WORDS[kind]}"
+    return counts
+
+
+def _change_line(change: Mapping[str, Any], notes: ChangeNotes, link: DefinitionLink) -> str:
+    """Return one listed definition: its name linked, and what changed in it."""
+    kind, table = change["kind"], change["table"]
+    shown = escape_within(display_name(change), MAX_NAME)
+    named = f"<{link(table, change['hash'], kind)}|{shown}>"
+    where = "" if table == ITEM_TABLE else f"{escape(table_label(table))} "
+    if kind != changes.CHANGED:
+        return f"• {LINE_WORDS[kind]} {where}{named}"
+    words = "; ".join(field_words(change, notes)) or "changed"
+    return f"• {where}{named}: {escape_within(words, MAX_WORDS)}"
+
+
+def _within(text: str, limit: int, tail: str = "") -> str:
+    """Keep the whole lines of `text` that fit in `limit` with `tail` after them (a line cut
+    in two could leave half a link, which is broken markup)."""
+    whole = f"{text}\n{tail}" if tail else text
+    if len(whole) <= limit:
+        return whole
+    tail = tail or "…"
+    kept: list[str] = []
+    size = len(tail)
+    for line in text.split("\n"):
+        if size + len(line) + 1 > limit:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join([*kept, tail])
+
+
+def _item_lines(diffs: list[Mapping[str, Any]], link: DefinitionLink) -> list[str]:
     lines: list[str] = []
     for d in diffs:
-        for label, key in (("new", "added_names"), ("changed", "changed_names")):
+        for kind, key in ((changes.ADDED, "added_names"), (changes.CHANGED, "changed_names")):
             for item_hash, name in d.get(key, []):
                 if len(lines) == ITEMS_LISTED:
                     return lines
                 shown = escape(clip(name or f"#{item_hash}", MAX_NAME))
-                lines.append(f"• {label}: <{item_link(int(item_hash))}|{shown}>")
+                target = link(d["table"], int(item_hash), kind)
+                lines.append(f"• {LINE_WORDS[kind]}: <{target}|{shown}>")
     return lines
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -131,7 +132,7 @@ def _read_consistently(
             try:
                 pipe.watch(keys.history)
                 entries = [_decode(value) for value in reversed(pipe.lrange(keys.history, 0, -1))]
-                named = list(dict.fromkeys(logged_release(entry) for entry in entries))
+                named = list(dict.fromkeys(_logged(entries)))
                 if not named:
                     pipe.unwatch()
                     return entries, {}
@@ -188,7 +189,7 @@ def read_archive(lines: Iterable[bytes]) -> Archive:
             f"the file ends after {counted['history']} of {expected['history']} history lines "
             f"and {counted['change']} of {expected['change']} change lines: it was cut short",
         )
-    named = {logged_release(entry) for entry in archive.entries}
+    named = set(_logged(archive.entries))
     for release_id, line_number in first_change_of.items():
         if release_id not in named:
             raise ArchiveError(
@@ -304,8 +305,8 @@ def _merge(store: ManifestStore, archive: Archive, run_id: str) -> Imported:
                     raise LockLost("The sync lock was lost before the import wrote anything")
                 stored = pipe.lrange(keys.history, 0, -1)
                 merged = _merged(stored, archive.entries, limit)
-                kept = {logged_release(entry) for entry, _ in merged}
-                gone = {logged_release(_decode(value)) for value in stored} - kept
+                kept = set(_logged(entry for entry, _ in merged))
+                gone = set(_logged(_decode(value) for value in stored)) - kept
                 pipe.multi()
                 if [value for _, value in merged] != stored:
                     pipe.delete(keys.history)
@@ -366,3 +367,11 @@ def _merged(
 def _identity(entry: Mapping[str, Any]) -> bytes:
     """Return an entry as JSON with its keys sorted: equal entries, equal bytes."""
     return msgspec.json.encode(entry, order="sorted")
+
+
+def _logged(entries: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """Yield the releases whose change logs these history entries show."""
+    for entry in entries:
+        release_id = logged_release(entry)
+        if release_id is not None:
+            yield release_id

@@ -14,7 +14,7 @@ from typing import Any
 from app.manifest import changes
 from app.manifest.changes import Change
 from app.manifest.store.records import ReleaseRecords
-from app.manifest.store.records import logged_release
+from app.manifest.store.records import shown_log
 
 # How many releases' decoded change logs a process keeps (a committed log never changes).
 LOGS_KEPT = 4
@@ -50,25 +50,33 @@ class ChangeLogs(ReleaseRecords):
                     del _logs[next(iter(_logs))]
         return found
 
+    def changes_of(self, entry: Mapping[str, Any]) -> list[Change]:
+        """Return what a history entry changed: its release's log, a flip's either way round."""
+        log = shown_log(entry)
+        if log is None:
+            return []
+        release_id, inverted = log
+        found = self.change_log(release_id)
+        return [changes.inverse(change) for change in found] if inverted else found
+
     def definition_history(self, table: str, number: int) -> list[dict[str, Any]]:
         """Return how a definition changed in each entry of the history, newest first.
 
         Two round trips: the history, then the definition's record in every log it names.
         """
         entries = self.history(self.settings.history_length)
+        shown = [(entry, log) for entry in entries if (log := shown_log(entry)) is not None]
         field = f"{table}:{number}"
         with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.hget(self.keys.changes(logged_release(entry)), field)
+            for _, (release_id, _inverted) in shown:
+                pipe.hget(self.keys.changes(release_id), field)
             stored = pipe.execute()
         found = []
-        for entry, value in zip(entries, stored, strict=True):
+        for (entry, (_release, inverted)), value in zip(shown, stored, strict=True):
             if not value:
                 continue
             change = changes.decode_record(field, value)
-            if entry.get("rollback"):
-                change = changes.inverse(change)
-            found.append(_history_item(entry, change))
+            found.append(_history_item(entry, changes.inverse(change) if inverted else change))
         return found
 
 

@@ -194,6 +194,20 @@ class ReleaseRecords:
             pipe.execute()
 
 
-def logged_release(entry: Mapping[str, Any]) -> str:
-    """Return the release whose change log a history entry shows (a rollback: what it undid)."""
-    return str(entry["previous"] if entry.get("rollback") else entry["id"])
+def logged_release(entry: Mapping[str, Any]) -> str | None:
+    """Return the release whose change log a history entry shows; None if it shows none."""
+    log = shown_log(entry)
+    return log[0] if log else None
+
+
+def shown_log(entry: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """Return the release whose change log a history entry shows, and whether inverted.
+
+    Entries from before `log` was recorded: a rollback shows the undone release's, inverted.
+    """
+    if "log" in entry:
+        log = entry["log"]
+        return (str(log["release"]), bool(log["inverse"])) if log else None
+    if entry.get("rollback"):
+        return (str(entry["previous"]), True) if entry.get("previous") else None
+    return str(entry["id"]), False

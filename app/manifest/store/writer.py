@@ -169,7 +169,8 @@ class ReleaseWriter(ReleaseRecords):
         entries = [_json_decode(entry) for entry in pipe.lrange(self.keys.history, 0, -1)]
         kept = [history, *entries][: self.settings.history_length]
         named = {logged_release(entry) for entry in kept}
-        return [self.keys.changes(r) for r in {logged_release(e) for e in entries} - named]
+        stale = {logged_release(entry) for entry in entries} - named
+        return [self.keys.changes(r) for r in stale if r is not None]
 
 
 class TableWriter:
