@@ -40,6 +40,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     from app import health
     from app import logs
     from app import main
+    from app import mirror
     from app import tasks  # noqa: F401 - registers the Celery tasks
     from app import web
     from app.notify import slack
@@ -51,6 +52,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     app.register_blueprint(main.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
+    app.register_blueprint(mirror.bp)
     cli.init_app(app)
     for retired in retired_settings_set():
         app.logger.warning(retired)

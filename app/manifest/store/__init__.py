@@ -4,9 +4,9 @@ A commit is one MULTI/EXEC that flips the pointer and records the release, so re
 of the old release or all of the new one. The previous release is kept (rollback, readers
 mid-request). `ManifestStore` gathers the package's rooms: records.py (release records,
 history, checks), reads.py (definitions of the live release), search.py (item search),
-changelog.py (what changed, per release and per definition), writer.py (staging, writes,
-commit, garbage), lock.py (one sync at a time) and archive.py (the history and change logs
-exported and imported).
+changelog.py (what changed, per release and per definition), tables.py (whole tables as
+Bungie's files, streamed), writer.py (staging, writes, commit, garbage), lock.py (one sync at a
+time) and archive.py (the history and change logs exported and imported).
 """
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ from app.manifest.store.records import ReleaseInfo
 from app.manifest.store.search import ITEM_TABLE
 from app.manifest.store.search import ItemSearch
 from app.manifest.store.search import SearchPage
+from app.manifest.store.tables import KeptRelease
+from app.manifest.store.tables import ReleaseGone
+from app.manifest.store.tables import TableFiles
 from app.manifest.store.writer import ReleaseWriter
 from app.manifest.store.writer import TableWriter
 
 __all__ = [
     "ITEM_TABLE",
     "WHOLE_TABLE",
+    "KeptRelease",
     "ManifestStore",
+    "ReleaseGone",
     "ReleaseInfo",
     "SearchPage",
     "SyncLock",
@@ -36,7 +41,7 @@ __all__ = [
 ]
 
 
-class ManifestStore(ReleaseWriter, ItemSearch, ChangeLogs):
+class ManifestStore(ReleaseWriter, ItemSearch, ChangeLogs, TableFiles):
     """The manifest cache in Redis: write a release beside the live one, flip, read, search."""
 
     def __init__(self, client: redis.Redis, settings: ManifestSettings) -> None:
