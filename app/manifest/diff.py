@@ -59,6 +59,9 @@ class TableDiff:
         for key, data, digest, old in rows:
             if old is None:
                 self.added += 1
+                # Names are read only where they are kept: a first release adds everything.
+                if log is None and len(self.added_names) >= NAMES_KEPT:
+                    continue
                 name = definition_name(data)
                 if len(self.added_names) < NAMES_KEPT:
                     self.added_names.append((int(key), name))
