@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -56,8 +57,11 @@ def entry(**changes: Any) -> dict[str, Any]:
     }
 
 
-def item_link(item_hash: int) -> str:
-    return f"https://syncer.example/items/{item_hash}"
+def item_link(table: str, number: int) -> str:
+    # As url_for builds them: an item's page, or any other definition's, its table quoted.
+    if table == "DestinyInventoryItemDefinition":
+        return f"https://syncer.example/items/{number}"
+    return f"https://syncer.example/definitions/{quote(table, safe='')}/{number}"
 
 
 def all_text(message: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 from urllib.parse import urlsplit
 
 import pytest
@@ -48,8 +49,11 @@ EACH_KIND = {
 # -- the message, built from records ----------------------------------------------------------
 
 
-def item_link(item_hash: int) -> str:
-    return f"https://syncer.example/items/{item_hash}"
+def item_link(table: str, number: int) -> str:
+    # As url_for builds them: an item's page, or any other definition's, its table quoted.
+    if table == "DestinyInventoryItemDefinition":
+        return f"https://syncer.example/items/{number}"
+    return f"https://syncer.example/definitions/{quote(table, safe='')}/{number}"
 
 
 def entry(*diffs: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -173,11 +177,10 @@ def test_each_kind_reads_as_a_word_and_links_to_a_page_that_exists() -> None:
     assert line_of(message, "Secret Thing").startswith(
         "• redacted <https://syncer.example/items/4|"
     )
-    # A removed item has no page in the live release; a bucket has none at all: the release.
-    assert line_of(message, "Old Sword") == f"• removed <{RELEASE_LINK}|Old Sword>"
-    assert line_of(message, "Kinetic Weapons") == (
-        f"• InventoryBucket <{RELEASE_LINK}|Kinetic Weapons>: index 1 → 2"
-    )
+    # A removed item's page shows its history; a bucket has a definition page of its own.
+    assert line_of(message, "Old Sword") == "• removed <https://syncer.example/items/2|Old Sword>"
+    bucket = "https://syncer.example/definitions/DestinyInventoryBucketDefinition"
+    assert line_of(message, "Kinetic Weapons").startswith(f"• InventoryBucket <{bucket}/")
     assert "…and 1 more." in text
     assert "Hunter" not in text
 
@@ -191,7 +194,8 @@ def test_without_a_change_log_names_link_by_table() -> None:
     assert (
         line_of(message, "Ace of Spades") == "• new: <https://syncer.example/items/1|Ace of Spades>"
     )
-    assert line_of(message, "Hunter") == f"• changed: <{RELEASE_LINK}|Hunter>"
+    hunter = "https://syncer.example/definitions/DestinyClassDefinition/6"
+    assert line_of(message, "Hunter") == f"• changed: <{hunter}|Hunter>"
 
 
 def test_what_the_origin_sent_is_escaped_in_the_words() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -16,8 +17,9 @@ HOSTILE = "<!channel> & <https://evil.example|click me> <@U123> <!here>"
 OUR_LINK = re.compile(r"<https://syncer\.example/[^<>|]*\|[^<>]*>")
 
 
-def item_link(item_hash: int) -> str:
-    return f"https://syncer.example/items/{item_hash}"
+def item_link(table: str, number: int) -> str:
+    # As url_for builds it: the table percent-encoded in the path.
+    return f"https://syncer.example/definitions/{quote(table, safe='')}/{number}"
 
 
 def hostile_entry(**changes: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""HTML pages: dashboard, /updateManifest with live progress, items, history, players, sign-in."""
+"""HTML pages: dashboard, /updateManifest with live progress, items, history, what changed
+(releases, definitions), players, sign-in."""
 
 from flask import Blueprint
 
@@ -7,4 +8,5 @@ from app.main import presenters
 bp = Blueprint("main", __name__)
 presenters.register(bp)
 
+from app.main import changes  # noqa: E402, F401 - registers the views on bp
 from app.main import views  # noqa: E402, F401 - registers the views on bp

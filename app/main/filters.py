@@ -1,5 +1,5 @@
-"""The pages' value filters: instants, durations and counts as the templates show them (the
-formats themselves are app.dates')."""
+"""The pages' value filters: instants, durations, counts and table names as the templates show
+them (the formats of instants and durations are app.dates')."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def format_number(value: int | None) -> str:
     return MISSING if value is None else f"{value:,}"
 
 
+def short_table(name: str) -> str:
+    """Name a table as a page shows it: "DestinyClassDefinition" -> "Class"."""
+    if name.startswith("Destiny") and name.endswith("Definition"):
+        return name[7:-10]
+    return name
+
+
 def format_played(moment: str) -> str:
     """Format one of Bungie's ISO 8601 times as "2026-11-21 19:30 UTC" (as is if not one)."""
     try:
@@ -44,4 +51,5 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "seconds": format_seconds,
     "number": format_number,
     "played": format_played,
+    "short_table": short_table,
 }

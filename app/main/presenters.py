@@ -39,6 +39,8 @@ from app.queries import FILTER_CHOICES
 CHARACTER_SECTIONS_KEPT = 64
 # Filled in by the `fill` filter, Links and progress.js with the id of what a link points to.
 ID_PLACEHOLDER = "__id__"
+# Filled in by Links with the table of a definition page's link.
+TABLE_PLACEHOLDER = "__table__"
 
 # The links every page shows: name -> (endpoint, values).
 SITE_LINKS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -53,6 +55,10 @@ SITE_LINKS: dict[str, tuple[str, dict[str, Any]]] = {
     "progress_script": ("static", {"filename": "progress.js"}),
     # Patterns: ID_PLACEHOLDER is filled in.
     "item_page": ("main.item", {"item_hash": ID_PLACEHOLDER}),
+    "definition_page": (
+        "main.definition",
+        {"table": TABLE_PLACEHOLDER, "definition_hash": ID_PLACEHOLDER},
+    ),
     "release_page": ("main.release", {"release_id": ID_PLACEHOLDER}),
     "sync_page": ("main.update_manifest", {"task": ID_PLACEHOLDER}),
     "task_status": ("api.task_status", {"task_id": ID_PLACEHOLDER}),
@@ -67,8 +73,9 @@ def register(bp: Blueprint) -> None:
     bp.add_app_template_filter(fill, "fill")
     for template_global in (
         choice_options,
-        item_names,
+        diff_names,
         item_url,
+        definition_url,
         bungie_image,
         item_facts,
         item_rows,
@@ -103,10 +110,18 @@ class Links:
 
     item_pattern: str
     image_base: str
+    definition_pattern: str
 
     def item(self, item_hash: int | str) -> str:
         """Return an item page's URL."""
         return fill(self.item_pattern, item_hash)
+
+    def definition(self, table: str, definition_hash: int | str) -> str:
+        """Return the URL of the page of a definition of `table`: an item's page for an item."""
+        if table == ITEM_TABLE:
+            return self.item(definition_hash)
+        pattern = self.definition_pattern.replace(TABLE_PLACEHOLDER, quote(table, safe=""))
+        return fill(pattern, definition_hash)
 
     def image(self, path: str | None) -> str | None:
         """Return an image's URL on Bungie's host; None for anything but a plain path.
@@ -124,9 +139,11 @@ def links() -> Links:
     if made is None:
         kept = g.get("kept_lang")
         query = f"?{urlencode(kept)}" if kept else ""
+        site = site_links()
         made = g.links = Links(
-            item_pattern=site_links().item_page + query,
+            item_pattern=site.item_page + query,
             image_base=current_app.config["BUNGIE_BASE_URL"].rstrip("/"),
+            definition_pattern=site.definition_page + query,
         )
     return made
 
@@ -151,6 +168,11 @@ def item_url(item_hash: int | str) -> str:
     return links().item(item_hash)
 
 
+def definition_url(table: str, definition_hash: int | str) -> str:
+    """Return the URL of a definition's page (an item's page for an item)."""
+    return links().definition(table, definition_hash)
+
+
 def bungie_image(path: str | None) -> str | None:
     """Return an image's URL on Bungie's host; None for anything but a plain path."""
     return links().image(path)
@@ -172,11 +194,28 @@ def choice_options(field: str, chosen: int | None) -> Markup:
     return Markup("").join(options)
 
 
-def item_names(
+@dataclass(frozen=True, slots=True)
+class NamedDefinition:
+    """A definition a diff names, with the link to its table's page."""
+
+    table: str
+    hash: int
+    name: str
+    url: str
+
+
+def diff_names(
     diffs: Iterable[Mapping[str, Any]], kind: str, most: int | None = None
-) -> list[list[Any]]:
-    """Return [hash, name] of the items a diff names as "added" or "changed"."""
-    named = [pair for d in diffs if d["table"] == ITEM_TABLE for pair in d[f"{kind}_names"]]
+) -> list[NamedDefinition]:
+    """Return the definitions of every table a diff names as "added" or "changed" (items
+    first), each linked to a page that exists for its table."""
+    made = links()
+    ordered = sorted(diffs, key=lambda d: d["table"] != ITEM_TABLE)
+    named = [
+        NamedDefinition(d["table"], int(h), str(name), made.definition(d["table"], h))
+        for d in ordered
+        for h, name in d.get(f"{kind}_names", ())
+    ]
     return named[:most]
 
 

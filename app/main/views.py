@@ -25,6 +25,7 @@ from app.auth import sign_in
 from app.auth import sign_out
 from app.extensions import get_store
 from app.main import bp
+from app.main.changes import history_rows
 from app.main.presenters import keep_lang
 from app.main.presenters import rendered_characters
 from app.manifest.store import ITEM_TABLE
@@ -104,15 +105,28 @@ def items() -> ResponseReturnValue:
 
 @bp.get("/items/<item_hash>")
 def item(item_hash: str) -> ResponseReturnValue:
-    """Show one item of the live release and its stored definition (?lang=: as `items`)."""
+    """Show one item of the live release, its stored definition and how it changed across the
+    history (?lang=: as `items`); an item gone from the live release shows its history."""
     number = parse_hash(item_hash)
     lang = parse_lang(request.args)
-    definition = get_store().definitions(ITEM_TABLE, [number], lang)[number]
-    if definition is None:
+    store = get_store()
+    definition = store.definitions(ITEM_TABLE, [number], lang)[number]
+    history = store.definition_history(ITEM_TABLE, number)
+    if definition is None and not history:
         abort(404, description=f"There is no item {number} in the live release.")
-    stored = json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False)
+    history_url = url_for("api.definition_history", table=ITEM_TABLE, definition_hash=number)
+    stored = None
+    if definition is not None:
+        stored = json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False)
     return render_template(
-        "item.html", item=definition, item_hash=number, stored=stored, kept=keep_lang(lang)
+        "item.html",
+        item=definition,
+        item_hash=number,
+        stored=stored,
+        kept=keep_lang(lang),
+        history=history_rows(history, history_url),
+        history_url=history_url,
+        name=next((h["name"] for h in history if h["name"]), ""),
     )
 
 
@@ -125,16 +139,6 @@ def history() -> ResponseReturnValue:
         entries=store.history(store.settings.history_length),
         checks=store.recent_checks(RECENT_CHECKS),
     )
-
-
-@bp.get("/releases/<release_id>")
-def release(release_id: str) -> ResponseReturnValue:
-    """Show what changed with one release."""
-    store = get_store()
-    entry = store.history_entry(release_id)
-    if entry is None:
-        abort(404, description=f"There is no release {release_id[:40]} in the history.")
-    return render_template("release.html", entry=entry, is_live=store.live_id() == release_id)
 
 
 @bp.route("/login", methods=["GET", "POST"])

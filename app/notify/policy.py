@@ -22,7 +22,9 @@ from app.extensions import get_store
 from app.manifest import changes
 from app.manifest import sync
 from app.manifest.errors import ManifestError
+from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.manifest.store import shown_log
 from app.notify import announce
 from app.notify import slack
 from app.notify import wording
@@ -78,8 +80,9 @@ def announce_release(release_id: str) -> str:
         entry = store.history_entry(release_id)
         if entry is None or entry["previous"] is None:
             return None  # The first fill of the cache has no news to tell.
-        link = _url("main.release", release_id=release_id)
-        return slack.release_message(entry, _item_url, link, change_notes(store, entry))
+        return slack.release_message(
+            entry, _page_url, _release_url(entry), change_notes(store, entry)
+        )
 
     try:
         outcome = bookkeeping.announce(release_id, build, sender)
@@ -164,5 +167,15 @@ def _url(endpoint: str, **values: Any) -> str:
     return url_for(endpoint, _external=True, **values)
 
 
-def _item_url(item_hash: int) -> str:
-    return _url("main.item", item_hash=item_hash)
+def _page_url(table: str, number: int) -> str:
+    if table == ITEM_TABLE:
+        return _url("main.item", item_hash=number)
+    return _url("main.definition", table=table, definition_hash=number)
+
+
+def _release_url(entry: Mapping[str, Any]) -> str:
+    """Return the page of what a history entry changed (a rollback: what it undid, inverted)."""
+    log = shown_log(entry)
+    if entry.get("rollback") and log is not None and log[1]:
+        return _url("main.release", release_id=log[0], undone=1)
+    return _url("main.release", release_id=entry["id"])

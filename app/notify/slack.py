@@ -46,7 +46,8 @@ COUNTED = changes.KINDS
 LINE_WORDS = {**KIND_WORDS, changes.ADDED: "new"}
 
 Message = dict[str, Any]
-ItemLink = Callable[[int], str]
+# The URL of a definition's page: (table, hash) -> URL (an item's page for an item).
+PageLink = Callable[[str, int], str]
 DefinitionLink = Callable[[str, int, str], str]  # (table, hash, kind) -> the page to open
 
 
@@ -89,14 +90,14 @@ def escape_within(text: str, limit: int) -> str:
 
 def release_message(
     entry: Mapping[str, Any],
-    item_link: ItemLink,
+    page_link: PageLink,
     release_link: str,
     notes: ChangeNotes | None = None,
 ) -> Message:
     """Build the message for a committed release from its history entry and its change notes.
 
-    An item links to its page, a definition of any other table to the release's page (the
-    only page it has). Without notes (no change log), the entry's names are listed instead.
+    Each definition links to its page (an item's page for an item, removed ones included: the
+    page shows its history). Without notes (no change log), the entry's names are listed.
     """
     notes = notes or ChangeNotes()
     old, new = entry.get("previous_version"), entry["version"]
@@ -120,10 +121,7 @@ def release_message(
     blocks.append(_section(_within("\n".join(lines), MAX_SECTION)))
 
     def link(table: str, number: int, kind: str) -> str:
-        # Only the live release's items have a page; a removed one is in no live release.
-        if table == ITEM_TABLE and kind != changes.REMOVED:
-            return item_link(number)
-        return release_link
+        return page_link(table, number)
 
     if notes.listed:
         details = [_change_line(c, notes, link) for c in notes.listed]

@@ -19,6 +19,7 @@ from app.manifest.store.changelog import ChangeLogs
 from app.manifest.store.lock import SyncLock
 from app.manifest.store.reads import WHOLE_TABLE
 from app.manifest.store.records import ReleaseInfo
+from app.manifest.store.records import shown_log
 from app.manifest.store.search import ITEM_TABLE
 from app.manifest.store.search import ItemSearch
 from app.manifest.store.search import SearchPage
@@ -38,6 +39,7 @@ __all__ = [
     "SearchPage",
     "SyncLock",
     "TableWriter",
+    "shown_log",
 ]
 
 

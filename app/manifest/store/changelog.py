@@ -90,6 +90,7 @@ def _history_item(entry: Mapping[str, Any], change: Change) -> dict[str, Any]:
         "version": entry.get("version"),
         "at": entry.get("at"),
         "rollback": bool(entry.get("rollback")),
+        "log": entry.get("log"),
         "kind": change["kind"],
         "name": change["name"],
         "fields": change["fields"],
