@@ -87,6 +87,8 @@ def profiles(workload: str, figures: dict[str, Any]) -> str:
         )
     if workload == "change_log":
         return change_log_profiles(figures)
+    if workload == "mirror":
+        return mirror_profiles(figures)
     if workload in ("trigger_load", "reading") and figures.get("profiles"):
         lines = []
         for found in figures["profiles"]:
@@ -127,6 +129,19 @@ def change_log_profiles(figures: dict[str, Any]) -> str:
         parts.append(
             f"{found['label']} replayed in process: {found['mean_us']:.0f} us a request; "
             f"profiled us by kind of work: {kinds}. By own time:\n\n" + code(found["listing"])
+        )
+    return "\n".join(parts)
+
+
+def mirror_profiles(figures: dict[str, Any]) -> str:
+    """Return the profiles bench/mirror.py took: a download of the item file, conditional GETs."""
+    parts = []
+    for found in figures.get("profiles", []):
+        kinds = ", ".join(f"{kind} {us:.0f}" for kind, us in found["kinds_us"].items())
+        parts.append(
+            f"{found['label']} replayed in process (Flask's test client, same Redis keys, no "
+            f"HTTP): {found['mean_us']:.0f} us; profiled us by kind of work: {kinds}.\n\n"
+            + code(found["listing"])
         )
     return "\n".join(parts)
 
@@ -232,6 +247,27 @@ def batch_rate(target: dict[str, Any], figures: dict[str, Any]) -> str:
     )
 
 
+# -- workload 8 -----------------------------------------------------------------------------
+
+
+def conditional_cost(target: dict[str, Any], figures: dict[str, Any]) -> str:
+    found = figures.get("profiles", [])
+    spent = "; ".join(f"{p['label']} {p['mean_us']:.0f} us" for p in found if "If-" in p["label"])
+    healthz = next((p["mean_us"] for p in found if p["label"] == "GET /healthz"), None)
+    if healthz is not None:
+        spent += f", against {healthz:.0f} us for GET /healthz"
+    return prose("A conditional GET's round trip", spent=spent or "(no profile was taken)")
+
+
+def stream_memory(target: dict[str, Any], figures: dict[str, Any]) -> str:
+    stream = figures.get("stream", {})
+    return prose(
+        "Streaming a table's memory",
+        before=f"{stream.get('peak_rss_before_mib', 0):.0f}",
+        after=f"{stream.get('peak_rss_mib', 0):.0f}",
+    )
+
+
 EXPLAINERS: dict[str, Explainer] = {
     "engine time / floor time": floor_ratio,
     "dvr time / engine time": dvr_ratio,
@@ -254,4 +290,7 @@ EXPLAINERS: dict[str, Explainer] = {
     "store.search p50": said("Search time"),
     "reads that mixed two releases": said("Reads that mixed two releases"),
     "worst read latency during a swap": said("Slow reads during a swap"),
+    "a whole item table streamed from the mirror": said("Streaming a table"),
+    "peak RSS of the web workers streaming it": stream_memory,
+    "304s/s of a conditional GET / /healthz requests/s": conditional_cost,
 }

@@ -1,13 +1,14 @@
 """A small HTTP load generator, run as a process of its own so it shares no GIL with what it loads.
 
 Each group of connections sends one kind of request (method, headers, paths taken in turn,
-bodies taken in turn for a POST) over keep-alive connections (gunicorn's sync workers close
-every connection after one response; the client then reconnects, as any client of such a
-server does). A run is bounded in time (warm-up, then the measured window) and in requests.
-Only responses that complete inside the measured window count: their status, latency and, for
-JSON answers naming a `task_id`, that id; with `count_bytes`, also the bytes of the answers of
-the expected status, and how many answers each request (its turn among the paths or bodies)
-had. The parent sends the spec as JSON on stdin and reads the figures as JSON from stdout:
+bodies taken in turn for a POST, header sets taken in turn: an If-None-Match per path) over
+keep-alive connections (gunicorn's sync workers close every connection after one response; the
+client then reconnects, as any client of such a server does). A run is bounded in time
+(warm-up, then the measured window) and in requests. Only responses that complete inside the
+measured window count: their status, latency and, for JSON answers naming a `task_id`, that id;
+with `count_bytes`, also the bytes of the answers of the expected status, and how many answers
+each request (its turn among the paths or bodies) had. The parent sends the spec as JSON on
+stdin and reads the figures as JSON from stdout:
 
     echo '{"base_url": "http://127.0.0.1:8000", "seconds": 5, "warmup": 1,
            "max_requests": 100000, "groups": [{"name": "healthz", "method": "GET",
@@ -56,6 +57,9 @@ class LoadGroup:
     # Sent in turn with the paths (the n-th request sends body n); none: no body.
     bodies: list[str] = field(default_factory=list)
     count_bytes: bool = False
+    # Sent in turn with the paths, on top of `headers` (the n-th request adds set n): a
+    # conditional GET names each path's own ETag.
+    header_sets: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -163,6 +167,8 @@ def _connection_loop(
     paths = group["paths"]
     bodies = [body.encode() for body in group.get("bodies", [])]
     method, headers = group["method"], group.get("headers", {})
+    # Merged once here, not per request.
+    header_sets = [{**headers, **extra} for extra in group.get("header_sets", [])] or [headers]
     collect = group.get("collect_task_ids", False)
     count_bytes = group.get("count_bytes", False)
     ok = str(group.get("ok", 200))
@@ -174,10 +180,11 @@ def _connection_loop(
         status: str | None = None
         failure = ""
         body = b""
-        chosen = turn % max(len(paths), len(bodies))
+        chosen = turn % max(len(paths), len(bodies), len(header_sets))
         try:
             body_sent = bodies[chosen % len(bodies)] if bodies else None
-            connection.request(method, paths[chosen % len(paths)], body_sent, headers)
+            sent_headers = header_sets[chosen % len(header_sets)]
+            connection.request(method, paths[chosen % len(paths)], body_sent, sent_headers)
             response = connection.getresponse()
             body = response.read()
             status = str(response.status)

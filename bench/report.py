@@ -31,6 +31,7 @@ def render(
         "reading": reading_section,
         "swap_readers": swap_section,
         "change_log": change_log_section,
+        "mirror": mirror_section,
     }
     for name, figures in reports.items():
         parts.append(sections[name](figures, plots))
@@ -55,7 +56,7 @@ def header(run: dict[str, Any]) -> str:
 Written by `{run["command"]}` on {run["date"]}; the run took {run["minutes"]:.1f}
 minutes. Every figure below comes from that one run: re-run `make bench`
 to refresh this page and the plots in `docs/bench/`. Each workload is a script in `bench/` that
-can also be run alone (its docstring says how). Targets are those of issues 7, 15, 16 and of
+can also be run alone (its docstring says how). Targets are those of issues 7, 15-17 and of
 `../shared/DESIGN.md` ("Performance"): ratios measured in the same run, or counts, because
 absolute times on these machines move with whatever else runs.
 {quick}
@@ -95,6 +96,7 @@ TITLES = {
     "reading": "5. reading pages",
     "swap_readers": "6. readers during a swap",
     "change_log": "7. the change log",
+    "mirror": "8. the mirror and conditional GETs",
 }
 
 
@@ -431,6 +433,56 @@ def change_log_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         f"{figures.get('rounds', '?')} times ({figures.get('seconds', 0):g} s each in all)."
     )
     return section("change_log", figures, how, body)
+
+
+def mirror_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    stream = figures.get("stream")
+    body = ""
+    if stream:
+        rates = ", ".join(f"{run['mb_s']:.0f}" for run in stream["downloads"])
+        workers = "; ".join(
+            f"{pid}: {before['peak_rss_mib']:.1f} -> "
+            f"{stream['workers_after'][pid]['peak_rss_mib']:.1f} MiB "
+            f"(now {stream['workers_after'][pid]['rss_mib']:.1f})"
+            for pid, before in stream["workers_before"].items()
+            if pid in stream["workers_after"]
+        )
+        body = (
+            f"The item file (`{stream['path']}`, from the mirror's manifest): "
+            f"{stream['body_bytes'] / MB:.1f} MB, {stream['entries']:,} entries, each keyed by "
+            f"its own hash (checked once, untimed). {len(stream['downloads'])} downloads, one at "
+            f"a time, request to last byte: {rates} MB/s (median "
+            f"{stream['median_mb_s']:.0f}, best {stream['best_mb_s']:.0f}; 10^6 bytes a MB). "
+            f"The gunicorn workers' peak RSS (VmHWM), before -> after the downloads: "
+            f"{workers}.\n\n"
+        )
+    healthz = figures.get("healthz")
+    if healthz:
+        rows = []
+        for row in (healthz, *figures["routes"].values()):
+            ratio = f"{row['ratio']:.0%}" if "ratio" in row else "-"
+            rows.append(
+                f"| {row['label']} | {row['requests']:,} | {row['ok_rps']:.0f} | {ratio} | "
+                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['statuses']} |"
+            )
+        body += (
+            "| endpoint | requests | expected answers/s | vs /healthz | p50 ms | p99 ms | "
+            "statuses |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+        )
+    for label, reason in figures.get("skipped", {}).items():
+        body += f"Not loaded: {label}: {reason}.\n\n"
+    how = (
+        f"A cache of the demo release ({figures.get('items', 0):,} items) on a prefix of its "
+        "own, served by gunicorn (2 sync workers) on loopback. The item table's file is "
+        "downloaded whole, one download at a time (`http.client`, the body read and dropped); "
+        "the workers are the gunicorn master's children, their VmHWM read from /proc. Then "
+        "each route is asked once per path for its ETag, and the load generator (its own "
+        f"process, {figures.get('connections', '?')} connections) takes turns, "
+        f"{figures.get('rounds', '?')} times, between /healthz and GETs naming that ETag in "
+        f"If-None-Match ({figures.get('seconds', 0):g} s each in all; 304 expected, only 304s "
+        "counted)."
+    )
+    return section("mirror", figures, how, body)
 
 
 def plot_lines(plots: dict[str, str], *names: str) -> str:

@@ -1,4 +1,4 @@
-"""Run every benchmark (issues 7, 15, 16) in turn; write docs/BENCHMARKS.md and docs/bench/'s plots.
+"""Run every benchmark (issues 7, 15-17) in turn; write docs/BENCHMARKS.md and docs/bench/'s plots.
 
 `make bench` runs this. Each workload is a script of its own in bench/ that can also be run
 alone (see its docstring); here they run one after the other in one process, each starting
@@ -29,6 +29,7 @@ from typing import Any
 import change_log
 import footprint
 import ingest
+import mirror
 import plots
 import reading
 import redis
@@ -59,6 +60,22 @@ WORKLOADS: dict[str, tuple[ModuleType, list[str], list[str]]] = {
     ),
     "swap_readers": (swap_readers, [], ["--items", "5000", "--swaps", "1"]),
     "change_log": (change_log, [], ["--quick"]),
+    "mirror": (
+        mirror,
+        [],
+        [
+            "--items",
+            "5000",
+            "--downloads",
+            "3",
+            "--seconds",
+            "4",
+            "--rounds",
+            "2",
+            "--warmup",
+            "0.5",
+        ],
+    ),
 }
 
 

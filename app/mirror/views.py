@@ -107,12 +107,18 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
     """
     table, _, release_id = name.rpartition("-")
     store = get_store()
+    etag = f"{release_id}-{lang}-{table}"
+    if _live_and_configured(store, release_id, lang, table):
+        # Redis vouches that this is the live release (its tables are the configured ones):
+        # a client that holds the file revalidates without a Redis read.
+        cached = not_modified(etag, IMMUTABLE)
+        if cached is not None:
+            return cached
     kept = store.kept_release(release_id) if table and _RELEASE_ID.fullmatch(release_id) else None
     if kept is None or not kept.whole or lang not in kept.release.languages:
         return content_not_found()
     if table != AGGREGATE and table not in kept.release.tables:
         return content_not_found()
-    etag = f"{release_id}-{lang}-{table}"
     cached = not_modified(etag, IMMUTABLE)
     if cached is not None:
         return cached
@@ -128,6 +134,18 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
     answer.headers["Content-Language"] = lang
     answer.headers[RELEASE_HEADER] = release_id
     return answer
+
+
+def _live_and_configured(store: ManifestStore, release_id: str, lang: str, table: str) -> bool:
+    """Say whether Redis vouches `release_id` is live, and it holds `lang` and `table`."""
+    live, vouched = store.reader_live_id()
+    settings = store.settings
+    return (
+        vouched
+        and live == release_id
+        and lang in settings.languages
+        and (table == AGGREGATE or table in settings.tables)
+    )
 
 
 @bp.get("/common/destiny2_content/<path:path>")
