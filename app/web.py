@@ -17,6 +17,7 @@ from werkzeug.exceptions import InternalServerError
 from werkzeug.exceptions import ServiceUnavailable
 
 from app.manifest.errors import BungieError
+from app.mirror import bungie
 from app.player_pages import http_error
 from app.players import PlayerError
 
@@ -40,12 +41,18 @@ def wants_json() -> bool:
 
 def handle_http_error(error: HTTPException) -> Response | tuple[str, int]:
     """Answer an HTTP error as JSON `{error, message}` for the API, else as a page."""
+    if bungie.is_mirror_path():
+        # No mirror route matched (a 404, a 405): still Bungie's shapes, never a page.
+        return bungie.http_error(error)
     code = error.code or 500
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     if wants_json():
         response = jsonify(error=_slug(error.name), message=error.description)
         response.status_code = code
         response.headers.extend(headers)
+        # An error says how things are now (a 503 until Redis answers): no cache keeps it,
+        # also where no route matched (the API's own hook sees only its routes).
+        response.headers.setdefault("Cache-Control", "no-store")
         return response
     page = render_template("error.html", code=code, name=error.name, description=error.description)
     response = current_app.make_response((page, code))

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 PLATFORM_PREFIX = "/Platform/"
+CONTENT_PREFIX = "/common/destiny2_content/"
 ENVELOPE_TYPE = "application/json; charset=utf-8"
 # The header naming the release an answer was read from (as the API's).
 RELEASE_HEADER = "X-Manifest-Release"
@@ -124,6 +125,11 @@ def content_unavailable() -> Response:
     answer.headers["Cache-Control"] = "no-store"
     answer.headers["Retry-After"] = str(RETRY_SECONDS)
     return answer
+
+
+def is_mirror_path() -> bool:
+    """Say whether this request's path is one of the mirror's (a Platform route or content)."""
+    return request.path.startswith((PLATFORM_PREFIX, CONTENT_PREFIX))
 
 
 def is_platform() -> bool:

@@ -200,6 +200,13 @@ def check_response(request: dict[str, Any], response: Any) -> None:
         assert isinstance(body["message"], str), shown
     elif is_api:
         assert response.mimetype == "application/json", shown
+    elif request["path"].startswith("/Platform/") and response.status_code >= 400:
+        # The mirror answers as Bungie does: its JSON envelope, never a page.
+        body = response.get_json(silent=True)
+        assert response.mimetype == "application/json", shown
+        assert isinstance(body, dict), shown
+        assert isinstance(body.get("ErrorCode"), int), (shown, body)
+        assert isinstance(body.get("Message"), str), (shown, body)
     elif response.status_code >= 400:
         assert response.mimetype == "text/html", shown
 
