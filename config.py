@@ -142,6 +142,28 @@ class Config:
     # Sending retries back off from this many seconds, doubling up to 15 minutes.
     SLACK_RETRY_SECONDS = env_int("SLACK_RETRY_SECONDS", 30)
     SLACK_MAX_RETRIES = env_int("SLACK_MAX_RETRIES", 12)
+    # Discord: a channel's webhook URL (a secret: whoever has it can post). Off when unset.
+    DISCORD_WEBHOOK_URL = env_str("DISCORD_WEBHOOK_URL")
+    DISCORD_TIMEOUT = env_int("DISCORD_TIMEOUT", 10)
+    DISCORD_RETRY_SECONDS = env_int("DISCORD_RETRY_SECONDS", 30)
+    DISCORD_MAX_RETRIES = env_int("DISCORD_MAX_RETRIES", 12)
+    # Webhooks of your own (comma-separated URLs), each post signed with WEBHOOK_SECRET.
+    WEBHOOK_URLS = env_list("WEBHOOK_URLS", ())
+    WEBHOOK_SECRET = env_str("WEBHOOK_SECRET")
+    WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 10)
+    WEBHOOK_RETRY_SECONDS = env_int("WEBHOOK_RETRY_SECONDS", 30)
+    WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 12)
+    # What each destination hears about: tables, and kinds of change (added, removed, changed,
+    # unclassified, reclassified); comma-separated, empty: all.
+    SLACK_TABLES = env_list("SLACK_TABLES", ())
+    SLACK_KINDS = env_list("SLACK_KINDS", ())
+    DISCORD_TABLES = env_list("DISCORD_TABLES", ())
+    DISCORD_KINDS = env_list("DISCORD_KINDS", ())
+    WEBHOOK_TABLES = env_list("WEBHOOK_TABLES", ())
+    WEBHOOK_KINDS = env_list("WEBHOOK_KINDS", ())
+    # Who hears that syncing is failing or recovered: destinations (slack, discord, webhook:<id>)
+    # or kinds of them (webhook: every webhook), comma-separated.
+    ALERTS_TO = env_list("ALERTS_TO", ("slack",))
 
     # Who may trigger syncs: one admin account for the pages, a bearer token for the API.
     ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")
@@ -217,7 +239,10 @@ DEVELOPMENT_SECRETS = {
     "BUNGIE_API_KEY": "demo-key",
     "ADMIN_PASSWORD": "dev",
     "API_TOKEN": "dev-api-token",
+    "WEBHOOK_SECRET": "dev-webhook-secret",
 }
+# Secrets production requires only with what they sign: WEBHOOK_SECRET with WEBHOOK_URLS.
+CONDITIONAL_SECRETS = {"WEBHOOK_SECRET": "WEBHOOK_URLS"}
 
 
 class DevelopmentConfig(Config):
@@ -228,6 +253,7 @@ class DevelopmentConfig(Config):
     BUNGIE_API_KEY = Config.BUNGIE_API_KEY or DEVELOPMENT_SECRETS["BUNGIE_API_KEY"]
     ADMIN_PASSWORD = Config.ADMIN_PASSWORD or DEVELOPMENT_SECRETS["ADMIN_PASSWORD"]
     API_TOKEN = Config.API_TOKEN or DEVELOPMENT_SECRETS["API_TOKEN"]
+    WEBHOOK_SECRET = Config.WEBHOOK_SECRET or DEVELOPMENT_SECRETS["WEBHOOK_SECRET"]
     SERVER_NAME = Config.SERVER_NAME or "127.0.0.1:5000"
 
 
@@ -244,6 +270,11 @@ class TestingConfig(Config):
     SLACK_WEBHOOK_URL = None
     SLACK_BOT_TOKEN = None
     SLACK_RETRY_SECONDS = 1
+    DISCORD_WEBHOOK_URL = None
+    DISCORD_RETRY_SECONDS = 1
+    WEBHOOK_URLS: tuple[str, ...] = ()
+    WEBHOOK_SECRET = "test-webhook-secret-0123456789"  # noqa: S105
+    WEBHOOK_RETRY_SECONDS = 1
     BUNGIE_BACKOFF_SECONDS = 0.01
     BUNGIE_MAX_RETRY_WAIT = 1.0
     MANIFEST_DOWNLOAD_DEADLINE = 30.0
@@ -264,12 +295,17 @@ PUBLIC_SECRETS = frozenset(
     for value in (
         *EXAMPLE_SECRETS,
         *DEVELOPMENT_SECRETS.values(),
-        *(vars(TestingConfig).get(name) for name in SECRET_NAMES),
+        *(vars(TestingConfig).get(name) for name in (*SECRET_NAMES, *CONDITIONAL_SECRETS)),
     )
     if value
 )
 # The fewest characters a secret of ours may have in production (Bungie's key is Bungie's).
-SECRET_MIN_LENGTHS = {"SECRET_KEY": 24, "API_TOKEN": 24, "ADMIN_PASSWORD": 12}
+SECRET_MIN_LENGTHS = {
+    "SECRET_KEY": 24,
+    "API_TOKEN": 24,
+    "ADMIN_PASSWORD": 12,
+    "WEBHOOK_SECRET": 24,
+}
 
 
 class ProductionConfig(Config):
@@ -287,18 +323,23 @@ class ProductionConfig(Config):
         required = ["REDIS_URL", "SECRET_KEY", "BUNGIE_API_KEY", "API_TOKEN"]
         if not settings.get("ADMIN_PASSWORD_HASH"):
             required.append("ADMIN_PASSWORD")
+        required += [
+            name for name, needed_by in CONDITIONAL_SECRETS.items() if settings.get(needed_by)
+        ]
         found = []
         for name in required:
             value = settings.get(name)
-            if not value:
+            if not value and name in CONDITIONAL_SECRETS:
+                found.append(f"{name} (with {CONDITIONAL_SECRETS[name]})")
+            elif not value:
                 found.append(name if name != "ADMIN_PASSWORD" else f"{name} (or {name}_HASH)")
             elif value.strip().lower() in PUBLIC_SECRETS:
                 found.append(f"{name} (not an example, development or test value)")
             elif len(value) < SECRET_MIN_LENGTHS.get(name, 0):
                 found.append(f"{name} (at least {SECRET_MIN_LENGTHS[name]} characters)")
-        slack = settings.get("SLACK_WEBHOOK_URL") or settings.get("SLACK_BOT_TOKEN")
-        if slack and not settings.get("SERVER_NAME"):
-            found.append("SERVER_NAME (the host of the links in Slack messages)")
+        posts = ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "DISCORD_WEBHOOK_URL", "WEBHOOK_URLS")
+        if any(settings.get(name) for name in posts) and not settings.get("SERVER_NAME"):
+            found.append("SERVER_NAME (the host of the links in release messages)")
         return found
 
 

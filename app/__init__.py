@@ -9,6 +9,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.jsonprovider import MsgspecJSONProvider
+from config import ConfigurationError
 from config import check
 from config import get_config
 from config import prefixed_settings
@@ -43,7 +44,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     from app import mirror
     from app import tasks  # noqa: F401 - registers the Celery tasks
     from app import web
-    from app.notify import slack
+    from app.notify import policy
 
     logs.init_app(app)
     extensions.init_app(app)
@@ -56,6 +57,10 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     cli.init_app(app)
     for retired in retired_settings_set():
         app.logger.warning(retired)
-    if slack.sender_from_config(app.config) is None:
+    try:
+        destinations = policy.destinations(app.config)
+    except ValueError as exc:  # a filter or webhook setting that cannot work: say so at start
+        raise ConfigurationError(str(exc)) from None
+    if "slack" not in destinations:
         app.logger.info("Slack is off: set SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN and SLACK_CHANNEL")
     return app

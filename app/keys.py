@@ -152,32 +152,58 @@ class Keys:
         """
         return f"{self.prefix}:rate:{bucket}:{client}:{window_start}"
 
-    # -- announcements -------------------------------------------------------------------------
+    # -- deliveries: what each destination (slack, discord, webhook:<n>) was told -------------
 
-    def announcement_queued(self, release_id: str) -> str:
-        """string: a message about the release is queued (keeps retries from piling up).
+    def delivery_queued(self, destination: str, release_id: str) -> str:
+        """string: a task posting the release to the destination is queued or waiting to retry.
 
-        Expires after 6 hours; deleted once the message is sent, given up or not needed.
+        Set NX by the check that queues it (so tasks do not pile up); expires after 6 hours;
+        deleted once the release is delivered, filtered, refused or given up on.
         """
-        return f"{self.prefix}:notify:pending:{release_id}"
+        return f"{self.prefix}:delivery:{destination}:queued:{release_id}"
 
-    def announcement_sending(self, release_id: str) -> str:
-        """string: a worker is sending the release's message right now.
+    def delivery_sending(self, destination: str, release_id: str) -> str:
+        """string: a worker is posting the release to the destination right now (its token).
 
-        Expires after 120 seconds (a worker killed mid-send); deleted when the send ends.
+        Set NX before the post; expires after 120 seconds (a worker killed mid-send); deleted by
+        its holder when the post ends.
         """
-        return f"{self.prefix}:notify:sending:{release_id}"
+        return f"{self.prefix}:delivery:{destination}:sending:{release_id}"
+
+    def delivered(self, destination: str, release_id: str) -> str:
+        """string: the destination took the release, or it had nothing for it (JSON: outcome, at).
+
+        Never posted again while it lives: 180 days.
+        """
+        return f"{self.prefix}:delivery:{destination}:sent:{release_id}"
+
+    def delivery_pending(self, destination: str) -> str:
+        """zset: releases owed to the destination (queued, retrying or given up), by commit time.
+
+        A release leaves it when delivered or filtered, or once older than a day (no check
+        queues it again); the key goes with its last member.
+        """
+        return f"{self.prefix}:delivery:{destination}:pending"
+
+    def delivery_state(self, destination: str) -> str:
+        """hash: a destination's state: last release taken and when, failing since, throttled
+        until, last error.
+
+        Kept for good; every post (release or alert) updates it.
+        """
+        return f"{self.prefix}:delivery:{destination}"
 
     def announced(self, release_id: str) -> str:
-        """string: when Slack accepted the release's message (unix seconds): never send again.
+        """string: when Slack accepted the release's message (unix seconds), before issue 18.
 
-        Expires after 180 days.
+        Never written since every destination has its own (`delivered`); read for Slack, so
+        that an upgrade does not repeat a message; expires 180 days after it was written.
         """
         return f"{self.prefix}:notified:{release_id}"
 
     @property
     def alert(self) -> str:
-        """string: the trouble episode Slack was told about (JSON).
+        """string: the trouble episode the alert destinations (ALERTS_TO) were told about (JSON).
 
         Kept until the "recovered" message clears it.
         """

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that run a sync, report its progress and send Slack messages."""
+"""Celery tasks: thin wrappers that run a sync, report its progress and post to destinations."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from app.extensions import get_bungie
 from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.heartbeat import Heartbeat
+from app.notify import announce
 from app.notify import policy
-from app.notify import slack
+from app.notify.destinations import DeliveryFailed
+from app.notify.destinations import DeliveryThrottled
+from app.notify.destinations import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,9 @@ PROGRESS_EVERY = 0.25  # seconds between progress writes to the result backend
 # A task waiting for its retry stays alive this long past its countdown: a worker picks a due
 # retry up by then, unless the worker holding it died.
 RETRY_GRACE_SECONDS = 30
+# The longest a post waits before its next try: a retry's countdown must stay well inside the
+# broker's visibility timeout, or a second copy of the task would run.
+DELIVERY_RETRY_CAP_SECONDS = 900
 
 
 class SyncRetry(Exception):
@@ -88,32 +94,59 @@ def sync_manifest(
                     triggers.finished(task_id)
 
 
-@shared_task(name=policy.ANNOUNCE_RELEASE_TASK, bind=True, ignore_result=True, acks_late=True)
-def notify_slack(self: Any, release_id: str) -> str:
-    """Tell Slack what a committed release changed, exactly once; retry while Slack is down."""
+@shared_task(name=policy.DELIVER_RELEASE_TASK, bind=True, ignore_result=True, acks_late=True)
+def deliver_release(self: Any, destination: str, release_id: str, payload: Any) -> str:
+    """Post a release to one destination, exactly once: wait out its throttling, retry its
+    outages with backoff; other destinations have tasks of their own."""
     try:
-        return policy.announce_release(release_id)
-    except slack.SlackUnavailable as exc:
-        _retry_or_give_up(self, exc, lambda: policy.give_up_release(release_id))
+        outcome = policy.deliver_release(destination, release_id, payload)
+    except (DeliveryThrottled, DeliveryFailed) as exc:
+        _retry_or_give_up(
+            self, destination, exc, lambda: policy.give_up_release(destination, release_id)
+        )
+    if outcome == announce.SENDING_ELSEWHERE:
+        # Another worker holds the right to post it, or held it when it was killed: look again
+        # once that right has lapsed (it will read "already sent" if the other one posted).
+        _retry_or_give_up(
+            self,
+            destination,
+            RuntimeError("being sent elsewhere"),
+            lambda: policy.give_up_release(destination, release_id),
+            countdown=announce.SENDING_SECONDS,
+        )
+    return outcome
 
 
-@shared_task(name=policy.ALERT_TASK, bind=True, ignore_result=True, acks_late=True)
-def notify_trouble(self: Any, kind: str, check: dict[str, Any], since: float) -> str:
-    """Tell Slack that syncing is failing, or works again; retry while Slack is down."""
+@shared_task(name=policy.DELIVER_ALERT_TASK, bind=True, ignore_result=True, acks_late=True)
+def deliver_alert(self: Any, destination: str, payload: Any) -> str:
+    """Tell one destination that syncing is failing, or works again; retry while it is down."""
     try:
-        return policy.send_alert(kind, check, since)
-    except slack.SlackUnavailable as exc:
-        _retry_or_give_up(self, exc, lambda: None)
+        return policy.deliver_alert(destination, payload)
+    except (DeliveryThrottled, DeliveryFailed) as exc:
+        _retry_or_give_up(self, destination, exc, lambda: None)
 
 
-def _retry_or_give_up(task: Any, exc: Exception, give_up: Callable[[], None]) -> NoReturn:
-    max_retries = current_app.config["SLACK_MAX_RETRIES"]
+def _retry_or_give_up(
+    task: Any,
+    destination: str,
+    exc: Exception,
+    give_up: Callable[[], None],
+    countdown: float | None = None,
+) -> NoReturn:
+    """Retry the task later (a throttle: when asked; trouble: with backoff) or give up."""
+    kind = kind_of(destination).upper()
+    max_retries = current_app.config[f"{kind}_MAX_RETRIES"]
+    shown = destination[:1].upper() + destination[1:]
     if task.request.retries >= max_retries:
-        log.error("Slack stayed unavailable after %d retries, giving up: %s", max_retries, exc)
+        log.error("%s stayed unavailable after %d retries, giving up: %s", shown, max_retries, exc)
         give_up()
         raise exc
-    countdown = min(900, current_app.config["SLACK_RETRY_SECONDS"] * 2**task.request.retries)
-    log.warning("Slack unavailable (%s); retrying in %ss", exc, countdown)
+    if countdown is None and isinstance(exc, DeliveryThrottled):
+        countdown = exc.retry_after
+    if countdown is None:
+        countdown = current_app.config[f"{kind}_RETRY_SECONDS"] * 2**task.request.retries
+    countdown = min(DELIVERY_RETRY_CAP_SECONDS, countdown)
+    log.warning("%s unavailable (%s); retrying in %ss", shown, exc, countdown)
     raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
 
 

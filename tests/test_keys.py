@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import base64
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,7 @@ PLACEHOLDERS = {
     "window_start": "[0-9]+",
     "membership_type": "[0-9]+",
     "membership_id": "[0-9]+",
+    "destination": "(?:slack|discord|webhook:[0-9a-f]+)",
 }
 GUARDIAN = "Guardian%230001"
 NEW_ITEMS = "Guardian%230003"
@@ -177,6 +180,16 @@ def run_queued_sync(app: Flask) -> dict[str, Any]:
     return sync.apply(kwargs={"trigger": "web"}, task_id=task_id).get()
 
 
+def run_queued_delivery(app: Flask, redis_client: redis.Redis, queue: str) -> Any:
+    """Run the release's delivery task the sync queued, with its arguments, as a worker would."""
+    for raw in redis_client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == policy.DELIVER_RELEASE_TASK:
+            args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            return run(app, policy.DELIVER_RELEASE_TASK, *args, **kwargs)
+    raise AssertionError("the sync queued no delivery of its release")
+
+
 def player_page(client: FlaskClient, name: str) -> None:
     found = client.get(f"/players?name={name}")
     assert found.status_code == 302
@@ -203,7 +216,8 @@ def test_every_key_the_app_writes_is_in_the_registry(
     assert signed_in.get("/updateManifest").status_code == 200  # joins that sync
     update = run_queued_sync(app)
     assert update["outcome"] == "updated"
-    assert run(app, policy.ANNOUNCE_RELEASE_TASK, update["release_id"]) == "sent"
+    queue = app.config["CELERY_QUEUE"]
+    assert run_queued_delivery(app, redis_client, queue) == "sent"
     admin.fault("bad_api_key")
     assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "failed"
     assert signed_in.get("/").status_code == 200  # the dashboard pings the workers

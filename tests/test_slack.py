@@ -22,7 +22,7 @@ from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
 from app.notify import slack
 from app.notify.policy import after_check
-from app.tasks import notify_slack
+from app.tasks import deliver_release
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import queued_task_ids
@@ -257,7 +257,10 @@ def test_the_same_release_is_announced_once(
     assert len(all_sent(app, slack_worker, slack_server)) == 1
     with app.app_context():
         # Their results kept (the task ignores them otherwise), to know when each is done.
-        again = [notify_slack.apply_async((release_id,), ignore_result=False) for _ in range(3)]
+        again = [
+            deliver_release.apply_async(("slack", release_id, {}), ignore_result=False)
+            for _ in range(3)
+        ]
     assert [result.get(timeout=30) for result in again] == ["already sent"] * 3
     assert len(slack_server.received) == 1
 

@@ -29,6 +29,7 @@ from app.main.changes import history_rows
 from app.main.presenters import keep_lang
 from app.main.presenters import rendered_characters
 from app.manifest.store import ITEM_TABLE
+from app.notify.policy import destination_states
 from app.player_pages import current_players
 from app.player_pages import load_page
 from app.player_pages import parse_bungie_name
@@ -49,8 +50,9 @@ RECENT_CHECKS = 20
 
 @bp.get("/")
 def dashboard() -> ResponseReturnValue:
-    """Show the live release, the last check and change, recent releases, the sync running and
-    the workers (who asked for a sync: to the signed-in admin only)."""
+    """Show the live release, the last check and change, recent releases, the sync running,
+    the workers and each destination's deliveries (who asked for a sync, and why a destination
+    fails: to the signed-in admin only)."""
     store = get_store()
     recent = store.history(RECENT_RELEASES)
     return render_template(
@@ -61,6 +63,7 @@ def dashboard() -> ResponseReturnValue:
         last_change=recent[0] if recent else None,
         sync=current_sync(),
         workers=worker_status(),
+        destinations=destination_states(),
     )
 
 

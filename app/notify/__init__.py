@@ -1,1 +1,1 @@
-"""Telling people what happened: Slack messages and when to send them."""
+"""Telling people what happened: Slack, Discord and webhooks, each told once, and when."""

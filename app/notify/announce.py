@@ -1,12 +1,14 @@
-"""What Slack has been told, kept in Redis: each release once, each trouble episode once.
+"""What each destination has been told, kept in Redis: each release once, each trouble episode once.
 
-The keys are app.keys' announcement ones: a release's message queued, being sent, sent; and
-the trouble episode Slack was told about.
+The keys are app.keys' delivery ones, per destination and release: queued, being sent, sent
+(or filtered); per destination: the releases it is owed and its state (last delivery, failing
+since, throttled until). The trouble episode the alert destinations were told about is one key.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,20 +18,47 @@ import msgspec
 import redis
 
 from app.keys import Keys
-from app.notify.slack import Message
-from app.notify.slack import Sender
+from app.notify.destinations import RECOVERED
+from app.notify.destinations import TROUBLE
+from app.notify.destinations import DeliveryFailed
+from app.notify.destinations import DeliveryThrottled
 
 SENT = "sent"
+FILTERED = "filtered"
 ALREADY = "already sent"
 SENDING_ELSEWHERE = "being sent elsewhere"
-NOTHING = "nothing to announce"
-
-TROUBLE = "trouble"
-RECOVERED = "recovered"
 
 QUEUED_SECONDS = 6 * 3600
 SENDING_SECONDS = 120
 ANNOUNCED_SECONDS = 180 * 86400
+# A release older than this is no longer owed: turning a destination on must not replay last
+# month, and a release given up on is queued again by checks only this long.
+OWED_SECONDS = 86400
+SLACK = "slack"  # its releases sent before issue 18 are marked by Keys.announced
+
+# KEYS: queued, pending, sent... ARGV: queued's life, commit time, release id, owed since.
+_CLAIM = """
+if redis.call('EXISTS', unpack(KEYS, 3)) > 0 then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+return 1
+"""
+# KEYS: sending, sent... ARGV: this sender's token, sending's life. Sent is checked once the
+# right to send is held: a sender that finished in between has marked it by then.
+_TAKE = """
+if redis.call('EXISTS', unpack(KEYS, 2)) > 0 then return 'sent' end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'busy' end
+if redis.call('EXISTS', unpack(KEYS, 2)) > 0 then
+  redis.call('DEL', KEYS[1])
+  return 'sent'
+end
+return 'taken'
+"""
+_DELETE_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -41,7 +70,7 @@ class Alert:
 
 
 class Announcements:
-    """The Slack bookkeeping of one manifest cache."""
+    """The delivery bookkeeping of one manifest cache, for every destination."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
@@ -49,41 +78,113 @@ class Announcements:
 
     # -- releases --------------------------------------------------------------------------
 
-    def should_queue(self, release_id: str) -> bool:
-        """Claim the right to queue the message for a release (False: sent, or already queued)."""
-        if self.redis.exists(self.keys.announced(release_id)):
-            return False
-        queued = self.keys.announcement_queued(release_id)
-        return bool(self.redis.set(queued, 1, nx=True, ex=QUEUED_SECONDS))
+    def claim(self, destinations: list[str], release_id: str, committed_at: float) -> list[str]:
+        """Claim, for each destination, the right to queue its post of a release (one round
+        trip); return those claimed: not sent, not filtered, no task queued. A claimed release
+        is owed to the destination until it is sent."""
+        owed_since = time.time() - OWED_SECONDS
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in destinations:
+                keys = [
+                    self.keys.delivery_queued(name, release_id),
+                    self.keys.delivery_pending(name),
+                    *self._sent_keys(name, release_id),
+                ]
+                pipe.eval(
+                    _CLAIM, len(keys), *keys, QUEUED_SECONDS, committed_at, release_id, owed_since
+                )
+            claimed = pipe.execute()
+        return [name for name, got in zip(destinations, claimed, strict=True) if got]
 
-    def unqueue(self, release_id: str) -> None:
-        """Forget that the release's message is queued: it was sent, or given up on."""
-        self.redis.delete(self.keys.announcement_queued(release_id))
+    def unqueue(self, destination: str, release_id: str) -> None:
+        """Forget that a task for the release is queued: given up on, still owed (the next
+        check queues it again)."""
+        self.redis.delete(self.keys.delivery_queued(destination, release_id))
 
-    def announce(self, release_id: str, build: Callable[[], Message | None], sender: Sender) -> str:
-        """Send the release's message unless Slack already has it; mark it only once accepted."""
-        if self.redis.exists(self.keys.announced(release_id)):
+    def settle(self, destination: str, release_id: str, outcome: str) -> None:
+        """Record that the destination is owed nothing more for the release (`outcome`: SENT,
+        FILTERED)."""
+        record = msgspec.json.encode({"outcome": outcome, "at": time.time()})
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.delivered(destination, release_id), record, ex=ANNOUNCED_SECONDS)
+            pipe.delete(self.keys.delivery_queued(destination, release_id))
+            pipe.zrem(self.keys.delivery_pending(destination), release_id)
+            if outcome == SENT:
+                pipe.hset(
+                    self.keys.delivery_state(destination),
+                    mapping={"last_release": release_id, "last_at": time.time()},
+                )
+            pipe.execute()
+
+    def deliver(
+        self, destination: str, release_id: str, payload: Any, send: Callable[[Any], None]
+    ) -> str:
+        """Post the release's payload unless the destination has it; mark it only once taken.
+
+        Returns SENT, ALREADY, or SENDING_ELSEWHERE (another worker holds the right to send, or
+        held it when it was killed: try again once that right has lapsed). Raises what `send`
+        raises (DeliveryThrottled, DeliveryFailed), the destination's state recorded.
+        """
+        sending = self.keys.delivery_sending(destination, release_id)
+        token = uuid.uuid4().hex
+        keys = [sending, *self._sent_keys(destination, release_id)]
+        taken = self.redis.eval(_TAKE, len(keys), *keys, token, SENDING_SECONDS)
+        if taken in (b"sent", "sent"):
+            self.unqueue(destination, release_id)
             return ALREADY
-        sending = self.keys.announcement_sending(release_id)
-        if not self.redis.set(sending, 1, nx=True, ex=SENDING_SECONDS):
+        if taken in (b"busy", "busy"):
             return SENDING_ELSEWHERE
         try:
-            message = build()
-            if message is None:
-                return NOTHING
-            sender.send(message)
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.announced(release_id), int(time.time()), ex=ANNOUNCED_SECONDS)
-                pipe.delete(self.keys.announcement_queued(release_id))
-                pipe.execute()
+            self.attempt(destination, send, payload)
+            self.settle(destination, release_id, SENT)
             return SENT
         finally:
-            self.redis.delete(sending)
+            self.redis.eval(_DELETE_IF_OURS, 1, sending, token)
+
+    def attempt(self, destination: str, send: Callable[[Any], None], payload: Any) -> None:
+        """Call `send(payload)` once, recording in the destination's state how it went."""
+        state = self.keys.delivery_state(destination)
+        try:
+            send(payload)
+        except DeliveryThrottled as exc:
+            until = time.time() + exc.retry_after
+            self.redis.hset(state, mapping={"throttled_until": until, "error": str(exc)})
+            raise
+        except DeliveryFailed as exc:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(state, "failing_since", time.time())
+                pipe.hset(state, "error", str(exc))
+                pipe.hdel(state, "throttled_until")
+                pipe.execute()
+            raise
+        self.redis.hdel(state, *_TROUBLE_FIELDS)
+
+    def _sent_keys(self, destination: str, release_id: str) -> list[str]:
+        sent = [self.keys.delivered(destination, release_id)]
+        if destination == SLACK:
+            sent.append(self.keys.announced(release_id))
+        return sent
+
+    # -- what the dashboard shows ----------------------------------------------------------
+
+    def states(self, destinations: list[str]) -> dict[str, DestinationState]:
+        """Return each destination's state, in one round trip."""
+        owed_since = time.time() - OWED_SECONDS
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in destinations:
+                pipe.hgetall(self.keys.delivery_state(name))
+                pipe.zcount(self.keys.delivery_pending(name), owed_since, "+inf")
+            found = pipe.execute()
+        return {
+            name: DestinationState.read(name, found[2 * n], found[2 * n + 1])
+            for n, name in enumerate(destinations)
+        }
 
     # -- trouble ---------------------------------------------------------------------------
 
     def alert_for(self, check: Mapping[str, Any], alert_after: float) -> Alert | None:
-        """Decide what one check means for Slack: trouble, recovered, or nothing to say.
+        """Decide what one check means for the alert destinations: trouble, recovered, or
+        nothing to say.
 
         A failure that will not fix itself (a bad API key) is reported at once; a transient one
         (maintenance, throttling, outages) once it has lasted `alert_after` seconds. One
@@ -104,3 +205,39 @@ class Announcements:
         if not self.redis.set(self.keys.alert, episode, nx=True):
             return None
         return Alert(TROUBLE, since)
+
+
+_TROUBLE_FIELDS = ("failing_since", "throttled_until", "error")
+
+
+@dataclass(frozen=True)
+class DestinationState:
+    """What the dashboard shows of a destination (times in unix seconds, None: never)."""
+
+    name: str
+    pending: int
+    last_release: str | None = None
+    last_at: float | None = None
+    failing_since: float | None = None
+    throttled_until: float | None = None
+    error: str | None = None
+
+    @classmethod
+    def read(cls, name: str, fields: Mapping[bytes, bytes], pending: int) -> DestinationState:
+        """Build the state from the destination's hash and its count of owed releases."""
+        text = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+        throttled = _number(text.get("throttled_until"))
+        return cls(
+            name=name,
+            pending=int(pending),
+            last_release=text.get("last_release"),
+            last_at=_number(text.get("last_at")),
+            failing_since=_number(text.get("failing_since")),
+            # A throttle that has run out is no longer news.
+            throttled_until=throttled if throttled and throttled > time.time() else None,
+            error=text.get("error"),
+        )
+
+
+def _number(value: str | None) -> float | None:
+    return None if value is None else float(value)

@@ -1,7 +1,9 @@
-"""When to tell Slack, and what: after each check, queue the messages it calls for; send them.
+"""When to tell each destination, and what: after each check, queue one post per destination and
+release, and the trouble or recovered alerts; the tasks of app/tasks.py post them.
 
-A check queues the message of each new release and any trouble or recovered message; the
-tasks of app/tasks.py send them, and retry while Slack is down.
+A release's news is gathered once; each destination's filter narrows it, its Delivery builds the
+payload, and the payload travels in the task, which retries it alone while its destination is
+throttled or down (docs/RELIABILITY.md, "Every destination once").
 """
 
 from __future__ import annotations
@@ -9,173 +11,231 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from flask import url_for
 from kombu.exceptions import OperationalError
 
 from app.extensions import get_celery
 from app.extensions import get_keys
 from app.extensions import get_redis
 from app.extensions import get_store
-from app.manifest import changes
 from app.manifest import sync
-from app.manifest.errors import ManifestError
-from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
-from app.manifest.store import shown_log
 from app.notify import announce
+from app.notify import discord
 from app.notify import slack
-from app.notify import wording
+from app.notify import webhook
+from app.notify.destinations import KIND_NAMES
+from app.notify.destinations import AlertNews
+from app.notify.destinations import Delivery
+from app.notify.destinations import DeliveryFailed
+from app.notify.destinations import DeliveryFilter
+from app.notify.destinations import kind_of
+from app.notify.destinations import setting_names
+from app.notify.news import alert_news
+from app.notify.news import release_news
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE_RELEASE_TASK = "manifest.notify_slack"
-ALERT_TASK = "manifest.notify_trouble"
+DELIVER_RELEASE_TASK = "manifest.deliver_release"
+DELIVER_ALERT_TASK = "manifest.deliver_alert"
 ANNOUNCE_RECENT = 10
-ANNOUNCE_WITHIN_SECONDS = 86400
+NOTHING = "nothing to announce"
+REJECTED = "rejected"
+OFF = "off"
+
+
+def configured_deliveries(config: Mapping[str, Any]) -> list[Delivery]:
+    """Return every destination its settings turn on: Slack, Discord, each webhook."""
+    return [*slack.deliveries(config), *discord.deliveries(config), *webhook.deliveries(config)]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A configured destination: how it sends, what it hears about, whether it gets alerts."""
+
+    delivery: Delivery
+    filter: DeliveryFilter
+    alerts: bool
+
+
+def destinations(config: Mapping[str, Any]) -> dict[str, Destination]:
+    """Return the configured destinations by name, in a stable order.
+
+    Raises ValueError when a filter setting names a kind of change, or ALERTS_TO a kind of
+    destination, that does not exist.
+    """
+    alerts_to = setting_names(config.get("ALERTS_TO")) or frozenset()
+    unknown = sorted(name for name in alerts_to if kind_of(name) not in KIND_NAMES)
+    if unknown:
+        raise ValueError(
+            f"ALERTS_TO names unknown destinations ({', '.join(unknown)}): choose from "
+            "slack, discord, webhook (every webhook) or webhook:<id>"
+        )
+    found = {}
+    for delivery in configured_deliveries(config):
+        kind = kind_of(delivery.name)
+        alerts = delivery.name in alerts_to or kind in alerts_to
+        found[delivery.name] = Destination(
+            delivery, DeliveryFilter.from_settings(config, kind), alerts
+        )
+    return found
 
 
 def announcements() -> announce.Announcements:
-    """Return the Slack bookkeeping of the current app's cache."""
+    """Return the delivery bookkeeping of the current app's cache."""
     return announce.Announcements(get_redis(), get_keys())
 
 
 def after_check(result: sync.SyncResult) -> None:
-    """After a check: queue the release message and any trouble or recovered message."""
-    if slack.sender_from_config(current_app.config) is None or result.outcome == sync.BUSY:
+    """After a check: queue each destination's post of new releases, and any alert."""
+    configured = destinations(current_app.config)
+    if not configured or result.outcome == sync.BUSY:
         return
     bookkeeping = announcements()
     store = get_store()
     if result.ok:
-        # The latest release, and any recent one whose message was given up on while Slack was
-        # down (also once a newer one is live), oldest first. Not older ones: turning Slack on
-        # must not replay last month.
-        since = time.time() - ANNOUNCE_WITHIN_SECONDS
+        # The latest release, and any recent one a destination is still owed (given up on while
+        # it was down, also once a newer one is live), oldest first. Not older ones: turning a
+        # destination on must not replay last month.
+        since = time.time() - announce.OWED_SECONDS
         for entry in reversed(store.history(ANNOUNCE_RECENT)):
-            if entry["previous"] and entry["at"] >= since and bookkeeping.should_queue(entry["id"]):
-                _queue(ANNOUNCE_RELEASE_TASK, entry["id"])
+            if entry["previous"] and entry["at"] >= since:
+                _queue_release(bookkeeping, store, entry, configured)
+    alerted = {name: d for name, d in configured.items() if d.alerts}
     check = store.last_check()
-    if check is None:
-        return  # Redis lost the check's record meanwhile: nothing to judge
+    if not alerted or check is None:
+        return  # nobody hears alerts, or Redis lost the check's record meanwhile
     alert = bookkeeping.alert_for(check, current_app.config["SLACK_ALERT_AFTER_SECONDS"])
     if alert is not None:
-        _queue(ALERT_TASK, alert.kind, check, alert.since)
+        news = alert_news(alert.kind, check, alert.since)
+        for name, destination in alerted.items():
+            _queue_alert(name, destination.delivery, news)
 
 
-def announce_release(release_id: str) -> str:
-    """Tell Slack what a committed release changed, unless it was told; return what happened.
-
-    Raises SlackUnavailable while Slack is down: the message stays queued, for a retry.
-    """
-    sender = slack.sender_from_config(current_app.config)
-    bookkeeping = announcements()
-    if sender is None:
-        bookkeeping.unqueue(release_id)
-        return "Slack is off"
-    store = get_store()
-
-    def build() -> slack.Message | None:
-        entry = store.history_entry(release_id)
-        if entry is None or entry["previous"] is None:
-            return None  # The first fill of the cache has no news to tell.
-        return slack.release_message(
-            entry, _page_url, _release_url(entry), change_notes(store, entry)
-        )
-
+def _queue_release(
+    bookkeeping: announce.Announcements,
+    store: ManifestStore,
+    entry: Mapping[str, Any],
+    configured: Mapping[str, Destination],
+) -> None:
+    """Queue a release's post to each destination still owed it; its news is read once."""
+    release_id = entry["id"]
+    claimed = bookkeeping.claim(list(configured), release_id, entry["at"])
+    if not claimed:
+        return
     try:
-        outcome = bookkeeping.announce(release_id, build, sender)
-    except slack.SlackRejected:
-        log.exception("Slack refused the message for release %s; not retrying", release_id)
-        bookkeeping.unqueue(release_id)
-        return "rejected"
-    if outcome != announce.SENDING_ELSEWHERE:
-        bookkeeping.unqueue(release_id)
-    log.info("Slack message for release %s: %s", release_id, outcome)
+        news = release_news(store, entry, [configured[name].filter for name in claimed])
+    except Exception:
+        for name in claimed:
+            bookkeeping.unqueue(name, release_id)  # still owed: the next check tries again
+        raise
+    for name in claimed:
+        destination = configured[name]
+        try:
+            narrowed = destination.filter.narrow(news)
+            payload = None if narrowed is None else destination.delivery.release_payload(narrowed)
+        except Exception:
+            # One destination's builder must not keep the release from the others.
+            log.exception("Could not build %s's post of release %s", name, release_id)
+            bookkeeping.unqueue(name, release_id)
+            continue
+        if payload is None:
+            bookkeeping.settle(name, release_id, announce.FILTERED)
+        elif not _queue(DELIVER_RELEASE_TASK, name, release_id, payload):
+            bookkeeping.unqueue(name, release_id)
+
+
+def _queue_alert(name: str, delivery: Delivery, news: AlertNews) -> None:
+    try:
+        payload = delivery.alert_payload(news)
+    except Exception:
+        log.exception("Could not build %s's %s alert", name, news.kind)
+        return
+    if payload is not None:
+        _queue(DELIVER_ALERT_TASK, name, payload)
+
+
+def deliver_release(destination: str, release_id: str, payload: Any) -> str:
+    """Post a release's payload to a destination unless it has it; return what happened.
+
+    Raises DeliveryThrottled, or a transient DeliveryFailed, for the task to retry; a refusal
+    for good is logged, and the next check queues the release again.
+    """
+    configured = destinations(current_app.config).get(destination)
+    bookkeeping = announcements()
+    if configured is None:
+        bookkeeping.unqueue(destination, release_id)
+        log.warning("%s is no longer configured: release %s not posted", destination, release_id)
+        return OFF
+    try:
+        outcome = bookkeeping.deliver(destination, release_id, payload, configured.delivery.send)
+    except DeliveryFailed as exc:
+        if exc.transient:
+            raise
+        log.error("%s refused release %s; not retrying: %s", destination, release_id, exc)
+        bookkeeping.unqueue(destination, release_id)
+        return REJECTED
+    log.info("%s, release %s: %s", destination, release_id, outcome)
     return outcome
 
 
-def change_notes(store: ManifestStore, entry: Mapping[str, Any]) -> wording.ChangeNotes:
-    """Gather what a message says of a history entry's changes: a few, and what their words need.
+def announce_release(release_id: str, destination: str = announce.SLACK) -> str:
+    """Tell one destination what a committed release changed, now, unless it was told.
 
-    The words name stats from the live release's DestinyStatDefinition (when cached); a stat
-    given by its position (investmentStats.<n>) is found in the live definition.
+    Raises what deliver_release raises.
     """
-    logged = store.changes_of(entry)
-    listed = wording.pick(logged)
-    wanted: dict[str, list[int]] = {}
-    for change in listed:
-        if wording.needs_definition(change):
-            wanted.setdefault(change["table"], []).append(change["hash"])
-    definitions: dict[wording.DefinitionKey, dict[str, Any]] = {}
-    names: dict[int, str] = {}
-    try:
-        if wanted:
-            found = store.lookup(wanted)[1]
-            definitions = {
-                (table, number): definition
-                for table, got in found.items()
-                for number, definition in got.items()
-                if definition is not None
-            }
-        stats = wording.stat_hashes(listed, definitions)
-        if stats and wording.STAT_TABLE in store.settings.tables:
-            got = store.lookup({wording.STAT_TABLE: sorted(stats)})[1][wording.STAT_TABLE]
-            names = {n: changes.name_of(d) for n, d in got.items() if changes.name_of(d)}
-    except ManifestError:
-        # Commits kept landing during the reads: the words give paths instead of stat names.
-        log.warning("Could not read stat names for release %s", entry["id"], exc_info=True)
-    return wording.ChangeNotes(listed, len(logged), definitions, names)
+    configured = destinations(current_app.config).get(destination)
+    if configured is None:
+        return OFF
+    store = get_store()
+    entry = store.history_entry(release_id)
+    if entry is None or entry["previous"] is None:
+        return NOTHING  # The first fill of the cache has no news to tell.
+    narrowed = configured.filter.narrow(release_news(store, entry, [configured.filter]))
+    payload = None if narrowed is None else configured.delivery.release_payload(narrowed)
+    if payload is None:
+        announcements().settle(destination, release_id, announce.FILTERED)
+        return announce.FILTERED
+    return deliver_release(destination, release_id, payload)
 
 
-def give_up_release(release_id: str) -> None:
-    """Stop waiting for Slack to take the release's message (a later check queues it again)."""
-    announcements().unqueue(release_id)
+def give_up_release(destination: str, release_id: str) -> None:
+    """Stop waiting for a destination to take a release (a later check queues it again)."""
+    announcements().unqueue(destination, release_id)
 
 
-def send_alert(kind: str, check: dict[str, Any], since: float) -> str:
-    """Tell Slack that syncing is failing (TROUBLE) or works again; return what happened.
+def deliver_alert(destination: str, payload: Any) -> str:
+    """Post a trouble or recovered alert to a destination; return what happened.
 
-    Raises SlackUnavailable while Slack is down.
+    Raises DeliveryThrottled, or a transient DeliveryFailed, for the task to retry.
     """
-    sender = slack.sender_from_config(current_app.config)
-    if sender is None:
-        return "Slack is off"
-    link = _url("main.dashboard")
-    if kind == announce.TROUBLE:
-        message = slack.trouble_message({**check, "failing_since": since}, link)
-    else:
-        message = slack.recovered_message(check, since, link)
+    configured = destinations(current_app.config).get(destination)
+    if configured is None:
+        return OFF
     try:
-        sender.send(message)
-    except slack.SlackRejected:
-        log.exception("Slack refused the %s message; not retrying", kind)
-        return "rejected"
-    return "sent"
+        announcements().attempt(destination, configured.delivery.send, payload)
+    except DeliveryFailed as exc:
+        if exc.transient:
+            raise
+        log.error("%s refused an alert; not retrying: %s", destination, exc)
+        return REJECTED
+    return announce.SENT
 
 
-def _queue(task: str, *args: Any) -> None:
+def destination_states() -> list[announce.DestinationState]:
+    """Return each configured destination's state (last delivery, pending, trouble)."""
+    names = list(destinations(current_app.config))
+    return list(announcements().states(names).values())
+
+
+def _queue(task: str, *args: Any) -> bool:
     # The sync is committed whatever happens here: a broker hiccup must not fail it.
     try:
         get_celery().send_task(task, args=args, ignore_result=True)
     except OperationalError:
         log.exception("Could not queue %s", task)
-
-
-def _url(endpoint: str, **values: Any) -> str:
-    return url_for(endpoint, _external=True, **values)
-
-
-def _page_url(table: str, number: int) -> str:
-    if table == ITEM_TABLE:
-        return _url("main.item", item_hash=number)
-    return _url("main.definition", table=table, definition_hash=number)
-
-
-def _release_url(entry: Mapping[str, Any]) -> str:
-    """Return the page of what a history entry changed (a rollback: what it undid, inverted)."""
-    log = shown_log(entry)
-    if entry.get("rollback") and log is not None and log[1]:
-        return _url("main.release", release_id=log[0], undone=1)
-    return _url("main.release", release_id=entry["id"])
+        return False
+    return True

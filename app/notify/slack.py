@@ -1,7 +1,8 @@
 """Slack messages: building them (Block Kit, pure functions) and sending them (slack_sdk).
 
 Building takes plain records (a history entry, a check) and callables that make links, so it is
-tested without Slack, Flask or Celery. Sending is either an incoming webhook or a bot token.
+tested without Slack, Flask or Celery. Sending is either an incoming webhook or a bot token;
+`SlackDelivery` is Slack as a destination (app/notify/destinations.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from app import dates
 from app.manifest import changes
 from app.manifest.store import ITEM_TABLE
+from app.notify.destinations import RECOVERED
+from app.notify.destinations import AlertNews
+from app.notify.destinations import Delivery
+from app.notify.destinations import DeliveryFailed
+from app.notify.destinations import DeliveryThrottled
+from app.notify.destinations import PageLink
+from app.notify.destinations import ReleaseNews
 from app.notify.wording import KIND_WORDS
 from app.notify.wording import ChangeNotes
 from app.notify.wording import display_name
@@ -46,17 +53,29 @@ COUNTED = changes.KINDS
 LINE_WORDS = {**KIND_WORDS, changes.ADDED: "new"}
 
 Message = dict[str, Any]
-# The URL of a definition's page: (table, hash) -> URL (an item's page for an item).
-PageLink = Callable[[str, int], str]
 DefinitionLink = Callable[[str, int, str], str]  # (table, hash, kind) -> the page to open
 
 
-class SlackUnavailable(Exception):
-    """Slack did not accept the message this time (outage, rate limit, network); retry later."""
+# Slack sends Retry-After with every 429; without one, wait this long.
+RETRY_AFTER_SECONDS = 30.0
 
 
-class SlackRejected(Exception):
+class SlackUnavailable(DeliveryFailed):
+    """Slack did not accept the message this time (outage, network); retry later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+class SlackRejected(DeliveryFailed):
     """Slack refused the message for good (bad token, unknown channel): retrying will not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class SlackThrottled(DeliveryThrottled):
+    """Slack asked us to wait (HTTP 429) `retry_after` seconds; nothing was posted."""
 
 
 # -- building -----------------------------------------------------------------------------
@@ -231,13 +250,26 @@ def recovered_message(check: Mapping[str, Any], failing_since: float, link: str)
 
 class Sender(Protocol):
     def send(self, message: Message) -> None:
-        """Deliver `message`; raise SlackUnavailable or SlackRejected if Slack did not take it."""
+        """Deliver `message`; raise SlackThrottled, SlackUnavailable or SlackRejected if Slack
+        did not take it."""
 
 
 def _retry_handlers() -> list[Any]:
-    # Brief network blips and a short 429 are retried inside the call; longer trouble goes
-    # back to the Celery task, which retries with backoff.
-    return [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(1)]
+    # Brief network blips are retried inside the call; a 429 and longer trouble go back to the
+    # Celery task, which waits (Retry-After) or retries with backoff: a worker never sleeps.
+    return [ConnectionErrorRetryHandler(max_retry_count=2)]
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float:
+    """Return Slack's Retry-After (seconds), whatever the header's case."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            found = value[0] if isinstance(value, list) and value else value
+            try:
+                return float(found)
+            except (TypeError, ValueError):
+                break
+    return RETRY_AFTER_SECONDS
 
 
 @dataclass
@@ -258,7 +290,9 @@ class WebhookSender:
         if response.status_code == 200:
             return
         detail = f"Slack webhook answered HTTP {response.status_code}: {response.body[:200]}"
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code == 429:
+            raise SlackThrottled(_retry_after(response.headers), detail)
+        if response.status_code >= 500:
             raise SlackUnavailable(detail)
         raise SlackRejected(detail)
 
@@ -291,7 +325,9 @@ class BotSender:
             status = exc.response.status_code
             error = exc.response.get("error", "unknown_error")
             detail = f"Slack answered HTTP {status}: {error}"
-            if status == 429 or status >= 500 or error in ("ratelimited", "service_unavailable"):
+            if status == 429 or error == "ratelimited":
+                raise SlackThrottled(_retry_after(exc.response.headers), detail) from None
+            if status >= 500 or error == "service_unavailable":
                 raise SlackUnavailable(detail) from None
             raise SlackRejected(detail) from None
         except (SlackClientError, OSError) as exc:
@@ -310,3 +346,32 @@ def sender_from_config(config: Mapping[str, Any]) -> Sender | None:
             timeout=config["SLACK_TIMEOUT"],
         )
     return None
+
+
+@dataclass(frozen=True)
+class SlackDelivery:
+    """Slack as a destination: Block Kit messages through a webhook or a bot."""
+
+    sender: Sender
+    name: str = "slack"
+
+    def release_payload(self, release: ReleaseNews) -> Message:
+        """Build the message of a release."""
+        entry, notes = release.entry, release.notes
+        return release_message(entry, release.page_url, release.release_url, notes)
+
+    def alert_payload(self, alert: AlertNews) -> Message:
+        """Build the message saying syncing is failing, or works again."""
+        if alert.kind == RECOVERED:
+            return recovered_message(alert.check, alert.since, alert.dashboard_url)
+        return trouble_message({**alert.check, "failing_since": alert.since}, alert.dashboard_url)
+
+    def send(self, payload: Any) -> None:
+        """Post a message built above."""
+        self.sender.send(payload)
+
+
+def deliveries(config: Mapping[str, Any]) -> list[Delivery]:
+    """Return Slack as a destination when it is configured (else none)."""
+    sender = sender_from_config(config)
+    return [] if sender is None else [SlackDelivery(sender)]

@@ -101,7 +101,9 @@ def given_up(stack: dict[str, Any], release_id: str) -> bool:
     announcements: Announcements = stack["announcements"]
     client = announcements.redis
     keys = announcements.keys
-    return not client.exists(keys.announcement_queued(release_id), keys.announced(release_id))
+    return not client.exists(
+        keys.delivery_queued("slack", release_id), keys.delivered("slack", release_id)
+    )
 
 
 def keep_checking(stack: dict[str, Any], seconds: float) -> int:
