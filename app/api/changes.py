@@ -1,5 +1,6 @@
 """The API's change logs: what a release changed, one page at a time, and how one definition
-changed across the history."""
+changed across the history. Both change only when a commit lands (or the history is imported):
+their ETag names the live release."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from flask import url_for
 from flask.typing import ResponseReturnValue
 
 from app.api import bp
+from app.api.caching import REVALIDATE
+from app.api.caching import live_release_id
+from app.api.caching import not_modified
+from app.api.caching import release_tag
+from app.api.caching import tagged
 from app.extensions import get_store
 from app.queries import parse_hash
 from app.release_changes import parse_change_query
@@ -25,6 +31,11 @@ def release_changes_page(release_id: str) -> ResponseReturnValue:
     A release that was rolled back to shows, without it, the log of the commit that built it.
     """
     query = parse_change_query(request.args)
+    # Read before the log: a commit landing meanwhile makes the answer newer than its tag.
+    etag = release_tag(live_release_id())
+    cached = not_modified(etag, REVALIDATE, star=False)
+    if cached is not None:
+        return cached
     shown = release_changes(release_id, undone=query.undone)
     found, total = shown.select(query)
     following = None
@@ -36,7 +47,7 @@ def release_changes_page(release_id: str) -> ResponseReturnValue:
             _external=True,
             **query.filters(),
         )
-    return jsonify(
+    answer = jsonify(
         release=shown.summary,
         changes=found,
         total=total,
@@ -44,6 +55,7 @@ def release_changes_page(release_id: str) -> ResponseReturnValue:
         per_page=query.per_page,
         next=following,
     )
+    return tagged(answer, etag, REVALIDATE)
 
 
 @bp.get("/definitions/<table>/<definition_hash>/history")
@@ -52,5 +64,9 @@ def definition_history(table: str, definition_hash: str) -> ResponseReturnValue:
     rollback: as the inverse of what it undid); empty if it never changed there."""
     table = parse_table(table)
     number = parse_hash(definition_hash)
+    etag = release_tag(live_release_id())
+    cached = not_modified(etag, REVALIDATE)
+    if cached is not None:
+        return cached
     history = get_store().definition_history(table, number)
-    return jsonify(table=table, hash=number, history=history)
+    return tagged(jsonify(table=table, hash=number, history=history), etag, REVALIDATE)

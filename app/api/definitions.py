@@ -1,5 +1,6 @@
-"""The API's whole definitions of the live release: one by table and hash, or a batch of many,
-each passed through as stored (Bungie's own JSON), never decoded and encoded again."""
+"""The API's whole definitions of the live release: one by table and hash (its ETag: its digest),
+or a batch of many, each passed through as stored (Bungie's own JSON), never decoded and encoded
+again."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+from flask import Response
 from flask import abort
 from flask import current_app
 from flask import jsonify
@@ -16,7 +18,10 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import ServiceUnavailable
 
 from app.api import bp
+from app.api.caching import REVALIDATE
+from app.api.caching import not_modified
 from app.extensions import get_store
+from app.manifest.store import Packed
 from app.queries import parse_hash
 from app.queries import parse_lang
 
@@ -29,6 +34,11 @@ NOTHING_CACHED = (
     "Retry once it has (GET /api/v1/manifest shows the live release)."
 )
 BATCH_SHAPE = 'a JSON object of table name -> list of hashes, e.g. {"DestinyClassDefinition": [1]}'
+# (prefix, release, lang, table, hash) -> the ETag of a definition this process answered. A
+# release's stored definitions never change, so while Redis vouches for the live release, a 304
+# for a definition asked again costs no round trip. Emptied when full: a few MB at most.
+_etags: dict[tuple[str, str, str, str, int], str] = {}
+ETAGS_KEPT = 20_000
 
 
 @bp.get("/definitions/<table>/<definition_hash>")
@@ -38,14 +48,59 @@ def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     table = cached_table(table)
     number = parse_hash(definition_hash)
     lang = parse_lang(request.args)
-    release_id, found = read_live({table: [number]}, lang)
-    stored = found[table].get(number)
-    if stored is None:
+    cached = held_definition(table, number, lang)
+    if cached is not None:
+        return cached
+    release_id, found = get_store().lookup_packed({table: [number]}, lang)
+    if release_id is None:
+        raise ServiceUnavailable(NOTHING_CACHED)
+    answer = definition_answer(found[table].get(number), release_id, lang)
+    if answer is None:
         abort(404, description=f"No {table} with hash {number} in release {release_id} ({lang}).")
-    response = current_app.response_class(stored, mimetype="application/json")
-    response.headers[RELEASE_HEADER] = release_id
-    response.headers["Content-Language"] = lang
-    return response
+    return answer
+
+
+def held_definition(table: str, number: int, lang: str) -> Response | None:
+    """Return a 304 if the client holds the definition as this process answered it from the
+    live release (which Redis vouches for), without a round trip; else None."""
+    if not request.if_none_match:
+        return None
+    store = get_store()
+    release_id, vouched = store.reader_live_id()
+    if not vouched or release_id is None:
+        return None
+    etag = _etags.get((store.keys.prefix, release_id, lang, table, number))
+    cached = not_modified(etag, REVALIDATE) if etag is not None else None
+    if cached is not None:
+        cached.headers[RELEASE_HEADER] = release_id
+    return cached
+
+
+def definition_answer(stored: Packed | None, release_id: str, lang: str) -> Response | None:
+    """Answer one stored definition: its JSON as stored, or a 304 if the client holds it.
+
+    The ETag is the definition's digest, read without decompressing it: a release that leaves
+    the definition as it was leaves its ETag too. Weak: the digest is blind to `index`, which
+    Bungie renumbers (docs/DECISIONS.md). None if nothing, or no JSON object, is stored.
+    """
+    if stored is None:
+        return None
+    etag = stored.digest.hex()
+    if len(_etags) >= ETAGS_KEPT:
+        _etags.clear()
+    _etags[(get_store().keys.prefix, release_id, lang, stored.table, stored.number)] = etag
+    cached = not_modified(etag, REVALIDATE)
+    if cached is not None:
+        cached.headers[RELEASE_HEADER] = release_id
+        return cached
+    body = stored.json()
+    if body is None or not _is_object(body):
+        return None
+    headers = {RELEASE_HEADER: release_id, "Content-Language": lang}
+    answer = current_app.response_class(body, mimetype="application/json", headers=headers)
+    answer.set_etag(etag, weak=True)
+    answer.headers["Cache-Control"] = REVALIDATE
+    return answer
 
 
 @bp.post("/definitions")

@@ -1,5 +1,5 @@
 """The API's views: trigger a sync, poll its task, read the cached manifest, items, history and
-players."""
+players, and the API's own description; each read with its ETag and Cache-Control (caching.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 import msgspec
 import redis
 from celery.exceptions import BackendError
+from flask import Response
 from flask import abort
+from flask import current_app
 from flask import jsonify
 from flask import request
 from flask import url_for
@@ -19,7 +21,18 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api import bp
-from app.api.definitions import RELEASE_HEADER
+from app.api import openapi
+from app.api.caching import NO_STORE
+from app.api.caching import PRIVATE
+from app.api.caching import REVALIDATE
+from app.api.caching import body_tag
+from app.api.caching import live_release_id
+from app.api.caching import not_modified
+from app.api.caching import release_tag
+from app.api.caching import tagged
+from app.api.caching import value_tag
+from app.api.definitions import definition_answer
+from app.api.definitions import held_definition
 from app.auth import client_address
 from app.auth import is_authorised
 from app.auth import token_required
@@ -42,13 +55,20 @@ HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
 # Who asked for a sync and from where (a name, an address, a request id): the admin's to see.
 WHO_ASKED = ("requested_by", "request_id")
+# What the answers showing who asked vary with: the token, or the admin's session.
+VARY_WITH_ADMIN = "Authorization, Cookie"
+# The description changes with a deploy only.
+DESCRIPTION_CACHE = "public, max-age=300"
 
 
 @bp.before_request
 def refuse_large_bodies() -> None:
     """Answer 413 to a body over MAX_CONTENT_LENGTH even where the view never reads it."""
+    length = request.content_length
+    if not length:
+        return  # Most requests (reads) send no body: the limit is not even looked up.
     limit = request.max_content_length
-    if limit is not None and (request.content_length or 0) > limit:
+    if limit is not None and length > limit:
         raise RequestEntityTooLarge(f"The request body may be at most {limit:,} bytes.")
 
 
@@ -81,7 +101,7 @@ def task_status(task_id: str) -> ResponseReturnValue:
     except (redis.RedisError, BackendError):
         abort(503, description="The result backend is not answering. Retry in a moment.")
     state, info = status.state, status.info
-    return jsonify(
+    answer = jsonify(
         task_id=task_id,
         state=state,
         progress=status.progress,
@@ -89,6 +109,9 @@ def task_status(task_id: str) -> ResponseReturnValue:
         error=str(info) if state in ("FAILURE", "RETRY", LOST) else None,
         trigger=shown(trigger, is_authorised()),
     )
+    # Changes by the second while the sync runs, and names who asked (to the admin).
+    answer.headers["Cache-Control"] = NO_STORE
+    return answer
 
 
 def shown(record: Mapping[str, Any] | None, authorised: bool) -> dict[str, Any] | None:
@@ -100,14 +123,37 @@ def shown(record: Mapping[str, Any] | None, authorised: bool) -> dict[str, Any] 
 
 @bp.get("/manifest")
 def manifest() -> ResponseReturnValue:
-    """Show the live release and the latest check (who asked for them: with the token only)."""
+    """Show the live release and the latest check (who asked for them: with the token only).
+
+    Its ETag names both; a client holding them gets a 304 for the price of reading the check.
+    """
     store = get_store()
-    live = store.live_release()
     authorised = is_authorised()
+    check = store.last_check()
+    cache_control = PRIVATE if authorised else REVALIDATE
+    cached = not_modified(state_tag(live_release_id(), check, authorised), cache_control)
+    if cached is not None:
+        return varied(cached)
+    live = store.live_release()
     release = live.to_record() if live else None
     if release is not None:
         release["trigger"] = shown(release["trigger"], authorised)
-    return jsonify(release=release, last_check=shown(store.last_check(), authorised))
+    answer = jsonify(release=release, last_check=shown(check, authorised))
+    etag = state_tag(live.id if live else None, check, authorised)
+    return varied(tagged(answer, etag, cache_control))
+
+
+def state_tag(release_id: str | None, check: Mapping[str, Any] | None, authorised: bool) -> str:
+    """Return the ETag of an answer showing the live release and the latest check; the admin's
+    (who asked for them) is another answer, with another tag."""
+    parts = [value_tag(check)] + (["admin"] if authorised else [])
+    return release_tag(release_id, *parts)
+
+
+def varied(response: Response) -> Response:
+    """Say that `response` varies with the admin's token and session."""
+    response.vary.update(part.strip() for part in VARY_WITH_ADMIN.split(","))
+    return response
 
 
 @bp.get("/items")
@@ -115,8 +161,12 @@ def items() -> ResponseReturnValue:
     """Search the live release's items by name, type, tier and class, one page at a time
     (?lang=: a cached language, default the first)."""
     query = parse_item_query(request.args)
+    # The live release names the answer: a client holding it gets a 304 without a search.
+    cached = not_modified(release_tag(live_release_id()), REVALIDATE)
+    if cached is not None:
+        return cached
     found = search_items(query)
-    return jsonify(
+    answer = jsonify(
         release_id=found.release_id,
         total=found.total,
         page=found.page,
@@ -125,18 +175,25 @@ def items() -> ResponseReturnValue:
         # As stored: JSON passed through as it is, never decoded and encoded again.
         items=[msgspec.Raw(value) for value in found.raw],
     )
+    return tagged(answer, release_tag(found.release_id), REVALIDATE)
 
 
 @bp.get("/items/<item_hash>")
 def item(item_hash: str) -> ResponseReturnValue:
-    """Show one item definition of the live release (?lang=: as `items`)."""
+    """Show one item definition of the live release as stored (?lang=: as `items`); its ETag is
+    its digest, so an item a release left as it was keeps its ETag."""
     number = parse_hash(item_hash)
     lang = parse_lang(request.args)
-    release_id, found = get_store().lookup({ITEM_TABLE: [number]}, lang)
-    definition = found[ITEM_TABLE][number]
-    if release_id is None or definition is None:
+    cached = held_definition(ITEM_TABLE, number, lang)
+    if cached is not None:
+        return cached
+    release_id, found = get_store().lookup_packed({ITEM_TABLE: [number]}, lang)
+    answer = None
+    if release_id is not None:
+        answer = definition_answer(found[ITEM_TABLE][number], release_id, lang)
+    if answer is None:
         abort(404, description=f"No item with hash {number} in the cached manifest ({lang}).")
-    return jsonify(definition), {RELEASE_HEADER: release_id, "Content-Language": lang}
+    return answer
 
 
 @bp.get("/history")
@@ -145,12 +202,19 @@ def history() -> ResponseReturnValue:
     limit = parse_limit(request.args)
     store = get_store()
     authorised = is_authorised()
+    cache_control = PRIVATE if authorised else REVALIDATE
+    # Read before what it names: a commit or a check landing meanwhile makes the answer newer
+    # than its tag (one more 200 later), never older (a 304 to a stale copy).
+    etag = state_tag(live_release_id(), store.last_check(), authorised)
+    cached = not_modified(etag, cache_control)
+    if cached is not None:
+        return varied(cached)
     entries = [
         {**entry, "trigger": shown(entry.get("trigger"), authorised)}
         for entry in store.history(limit)
     ]
     checks = [shown(check, authorised) for check in store.recent_checks(limit)]
-    return jsonify(history=entries, checks=checks)
+    return varied(tagged(jsonify(history=entries, checks=checks), etag, cache_control))
 
 
 def parse_limit(args: Mapping[str, str]) -> int:
@@ -172,7 +236,7 @@ def players() -> ResponseReturnValue:
     """Find a player by Bungie name (?name=Guardian%230001): their memberships, one per platform."""
     name = parse_bungie_name(request.args.get("name"))
     found = current_players().search(name)
-    return jsonify(
+    answer = jsonify(
         name=str(name),
         players=[
             {
@@ -188,6 +252,7 @@ def players() -> ResponseReturnValue:
             for membership in found
         ],
     )
+    return personal(answer)
 
 
 @bp.get("/players/<membership_type>/<membership_id>")
@@ -198,4 +263,19 @@ def player(membership_type: str, membership_id: str) -> ResponseReturnValue:
     if triggered is not None:
         status_url = url_for("api.task_status", task_id=triggered.task_id, _external=True)
         sync = {"task_id": triggered.task_id, "joined": triggered.joined, "status_url": status_url}
-    return jsonify(**page.to_record(), sync=sync)
+    return personal(jsonify(**page.to_record(), sync=sync))
+
+
+def personal(answer: Response) -> Response:
+    """Tag an answer about a person by its bytes; only the asker's own cache may keep it."""
+    return tagged(answer, body_tag(answer), PRIVATE)
+
+
+# -- the API's description --------------------------------------------------------------------
+
+
+@bp.get("/openapi.json")
+def description() -> ResponseReturnValue:
+    """Send the API's OpenAPI 3.1 description, as it is."""
+    answer = current_app.response_class(openapi.DOCUMENT, mimetype="application/json")
+    return tagged(answer, openapi.DIGEST, DESCRIPTION_CACHE, weak=False)

@@ -18,6 +18,7 @@ from app.manifest.settings import ManifestSettings
 from app.manifest.store.changelog import ChangeLogs
 from app.manifest.store.lock import SyncLock
 from app.manifest.store.reads import WHOLE_TABLE
+from app.manifest.store.reads import Packed
 from app.manifest.store.records import ReleaseInfo
 from app.manifest.store.records import shown_log
 from app.manifest.store.search import ITEM_TABLE
@@ -34,6 +35,7 @@ __all__ = [
     "WHOLE_TABLE",
     "KeptRelease",
     "ManifestStore",
+    "Packed",
     "ReleaseGone",
     "ReleaseInfo",
     "SearchPage",

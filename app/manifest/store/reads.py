@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+from typing import TypeVar
 from typing import cast
 
 import msgspec
 import zstandard
 
+from app.manifest import packing
 from app.manifest.errors import ManifestError
 from app.manifest.live import UNKNOWN
 from app.manifest.live import Unknown
@@ -33,6 +37,8 @@ SCAN_COUNT = 2000
 
 _json_decode = msgspec.json.decode
 log = logging.getLogger(__name__)
+# What a lookup returns of each definition: its JSON (`lookup_raw`), or `Packed`.
+Kept = TypeVar("Kept")
 
 # prefix -> (release id, language, table) -> how that table's stored definitions are read back;
 # a release's dictionaries never change once committed. Kept for the two newest releases seen.
@@ -72,6 +78,23 @@ class LiveReads(ReleaseRecords):
         What only passes the definitions on (the API's item pages) saves decoding and encoding
         them again; what reads a few fields decodes just those.
         """
+        return self._lookup(wanted, lang, _unpacked)
+
+    def lookup_packed(
+        self, wanted: Mapping[str, Iterable[int] | None], lang: str | None = None
+    ) -> tuple[str | None, dict[str, dict[int, Packed | None]]]:
+        """Like `lookup_raw`, each definition as stored: its digest at hand without decompressing
+        it (what answers a conditional GET), its JSON on demand. One round trip, as `lookup_raw`.
+        """
+        return self._lookup(wanted, lang, Packed.of)
+
+    def _lookup(
+        self,
+        wanted: Mapping[str, Iterable[int] | None],
+        lang: str | None,
+        keep: Callable[[Unpacker, str, int, bytes | None], Kept | None],
+    ) -> tuple[str | None, dict[str, dict[int, Kept | None]]]:
+        """Read definitions of the live release; `keep` makes what is returned of each."""
         groups = [
             (table, None if hashes is None else [int(h) & 0xFFFFFFFF for h in hashes])
             for table, hashes in wanted.items()
@@ -80,7 +103,7 @@ class LiveReads(ReleaseRecords):
         for _attempt in range(READ_ATTEMPTS):
             if release_id is None:
                 return None, {table: dict.fromkeys(hashes or ()) for table, hashes in groups}
-            live, found = self._read(release_id, groups, lang, vouched)
+            live, found = self._read_kept(release_id, groups, lang, vouched, keep)
             if found is not None:
                 return release_id, found
             release_id = live
@@ -134,6 +157,17 @@ class LiveReads(ReleaseRecords):
         lang: str | None,
         vouched: bool,
     ) -> tuple[str | None, dict[str, dict[int, bytes | None]] | None]:
+        """Read definitions of `release_id` if it is live, as JSON (see `_read_kept`)."""
+        return self._read_kept(release_id, groups, lang, vouched, _unpacked)
+
+    def _read_kept(
+        self,
+        release_id: str,
+        groups: Sequence[tuple[str, list[int] | None]],
+        lang: str | None,
+        vouched: bool,
+        keep: Callable[[Unpacker, str, int, bytes | None], Kept | None],
+    ) -> tuple[str | None, dict[str, dict[int, Kept | None]] | None]:
         """Read definitions of `release_id` if it is live: one round trip, or none.
 
         A release's keys never change once committed, and are dropped only once two more
@@ -173,7 +207,7 @@ class LiveReads(ReleaseRecords):
         answers = iter(replies)
         for table in unknown:
             chosen[table] = _remember(unpackers, (release_id, lang, table), Unpacker(next(answers)))
-        found: dict[str, dict[int, bytes | None]] = {}
+        found: dict[str, dict[int, Kept | None]] = {}
         for table, hashes in groups:
             unpacker = chosen[table]
             assert unpacker is not None
@@ -182,7 +216,7 @@ class LiveReads(ReleaseRecords):
             else:
                 values = next(answers) if hashes else []
                 stored = dict(zip(hashes, values, strict=True))
-            found[table] = {h: _unpacked(unpacker, table, h, v) for h, v in stored.items()}
+            found[table] = {h: keep(unpacker, table, h, v) for h, v in stored.items()}
         return release_id, found
 
     def unpacker(self, release_id: str, lang: str, table: str) -> Unpacker:
@@ -193,6 +227,33 @@ class LiveReads(ReleaseRecords):
             dictionary = raw(self.redis.get(self.keys.dictionary(release_id, lang, table)))
             found = _remember(unpackers, (release_id, lang, table), Unpacker(dictionary))
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A definition as stored: its digest read without decompressing it, its JSON on demand."""
+
+    table: str
+    number: int
+    stored: bytes
+    unpacker: Unpacker
+
+    @classmethod
+    def of(cls, unpacker: Unpacker, table: str, number: int, stored: bytes | None) -> Packed | None:
+        """Return what is stored of a definition, or None if nothing is."""
+        return cls(table, number, stored, unpacker) if stored else None
+
+    @property
+    def digest(self) -> bytes:
+        """Return the definition's digest (packing.digest: blind to `index`), as stored with it;
+        computed for a value an older format stored as plain JSON."""
+        if self.stored[packing.DIGEST_BYTES :][:4] == zstandard.FRAME_HEADER:
+            return packing.stored_digest(self.stored)
+        return packing.digest(self.stored)
+
+    def json(self) -> bytes | None:
+        """Return the definition's JSON; None if it is stored damaged (logged)."""
+        return _unpacked(self.unpacker, self.table, self.number, self.stored)
 
 
 def _remember(

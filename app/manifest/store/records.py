@@ -13,6 +13,8 @@ from redis.typing import EncodableT
 
 from app.keys import Keys
 from app.manifest.diff import TableDiff
+from app.manifest.live import Unknown
+from app.manifest.live import tracked_value
 from app.manifest.packing import FORMAT
 from app.manifest.release import Release
 from app.manifest.replies import optional_text
@@ -176,8 +178,13 @@ class ReleaseRecords:
         return None
 
     def last_check(self) -> dict[str, Any] | None:
-        """Return the outcome of the latest check, if any."""
-        value = self.redis.get(self.keys.last_check)
+        """Return the outcome of the latest check, if any.
+
+        Kept by this process while Redis vouches for it (see `live.py`): pages and the API ask
+        for it on every request, and it changes once a check.
+        """
+        tracked = tracked_value(self.redis, self.keys.last_check, self.settings.track_live)
+        value = self.redis.get(self.keys.last_check) if isinstance(tracked, Unknown) else tracked
         return _json_decode(value) if value else None
 
     def recent_checks(self, limit: int = 20) -> list[dict[str, Any]]:
