@@ -151,6 +151,8 @@ class Config:
     WEBHOOK_URLS = env_list("WEBHOOK_URLS", ())
     WEBHOOK_SECRET = env_str("WEBHOOK_SECRET")
     WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 10)
+    # How many changed definitions a webhook's body carries (the rest: the change-log API).
+    WEBHOOK_CHANGES_LISTED = env_int("WEBHOOK_CHANGES_LISTED", 20)
     WEBHOOK_RETRY_SECONDS = env_int("WEBHOOK_RETRY_SECONDS", 30)
     WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 12)
     # What each destination hears about: tables, and kinds of change (added, removed, changed,

@@ -22,3 +22,5 @@ def init_app(app: Flask) -> None:
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
     logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
+    # urllib3 logs each request's path at DEBUG: a Discord or webhook URL's path is its token.
+    logging.getLogger("urllib3.connectionpool").setLevel(max(logging.INFO, root.level))

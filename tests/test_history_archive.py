@@ -207,6 +207,15 @@ def bad_files(lines: list[str]) -> Iterator[tuple[str, list[str], int]]:
     entry = json.loads(lines[1])
     del entry["entry"]["at"]
     yield "entry without time", [lines[0], json.dumps(entry), *lines[2:]], 2
+    # Shapes the pages, the feed, the messages and the next commit rely on.
+    for wrong, field, value in (
+        ("a log that is text", "log", "x"),
+        ("a diff without tables", "diff", [{"added": 1}]),
+        ("no version", "version", None),
+    ):
+        broken = json.loads(lines[1])
+        broken["entry"][field] = value
+        yield wrong, [lines[0], json.dumps(broken), *lines[2:]], 2
 
 
 def test_a_malformed_file_is_refused_naming_the_line_and_nothing_is_written(

@@ -8,12 +8,16 @@ again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+
+import msgspec
+import zstandard
 
 from app.manifest import changes
 from app.manifest.changes import ChangeLog
@@ -22,6 +26,8 @@ from app.manifest.items import definition_name
 from app.manifest.packing import DIGEST_BYTES
 
 NAMES_KEPT = 20
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,7 +77,13 @@ class TableDiff:
                 if log is None or old_json is None:
                     self._count(changes.CHANGED, int(key), definition_name(data))
                     continue
-                change = changes.compare(self.table, int(key), old_json(old), data, log.ignore)
+                try:
+                    change = changes.compare(self.table, int(key), old_json(old), data, log.ignore)
+                except (zstandard.ZstdError, msgspec.DecodeError):
+                    # The live value is damaged (by hand, or on disk): changed, fields unknown.
+                    logger.warning("%s %s of the live release cannot be read", self.table, key)
+                    name = definition_name(data)
+                    change = changes.record(self.table, int(key), changes.CHANGED, name, [])
                 if change is not None:
                     self._count(change["kind"], change["hash"], change["name"])
                     log.add(change)

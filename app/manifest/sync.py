@@ -331,11 +331,15 @@ class _Sync:
             for lang in release.languages:
                 for table, batches in self.sources.tables(release, lang):
                     live_count = live.counts.get(lang, {}).get(table) if live else None
+                    # A table (or language) the live release lacks is new, not changed: its
+                    # diff would list every definition as added. Not compared.
+                    held = live is not None and live_count is not None
+                    live_id = live.id if held and live is not None else None
                     # The diff is counted for the first language; the others are translations.
                     first = lang == release.languages[0]
-                    diff = TableDiff(table) if first and comparable else None
+                    diff = TableDiff(table) if first and comparable and (held or not live) else None
                     writer = self.store.table_writer(
-                        release, lang, table, diff, live.id if live else None, self.log
+                        release, lang, table, diff, live_id, self.log, lock=self.lock
                     )
                     started = time.monotonic()
                     self._write_all(writes, writer, batches, lang, table)

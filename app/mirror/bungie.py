@@ -102,12 +102,12 @@ def conditional(body: bytes, etag: str, cache_control: str) -> Response:
     return answer
 
 
-def not_modified(etag: str, cache_control: str) -> Response | None:
+def not_modified(etag: str, cache_control: str, *, weak: bool = False) -> Response | None:
     """Return a 304 if the request's If-None-Match names `etag`, else None."""
     if not request.if_none_match.contains_weak(etag):
         return None
     answer = Response(status=304)
-    answer.set_etag(etag)
+    answer.set_etag(etag, weak=weak)
     answer.headers["Cache-Control"] = cache_control
     return answer
 

@@ -111,7 +111,7 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
     if _live_and_configured(store, release_id, lang, table):
         # Redis vouches that this is the live release (its tables are the configured ones):
         # a client that holds the file revalidates without a Redis read.
-        cached = not_modified(etag, IMMUTABLE)
+        cached = not_modified(etag, IMMUTABLE, weak=True)
         if cached is not None:
             return cached
     kept = store.kept_release(release_id) if table and _RELEASE_ID.fullmatch(release_id) else None
@@ -119,7 +119,7 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
         return content_not_found()
     if table != AGGREGATE and table not in kept.release.tables:
         return content_not_found()
-    cached = not_modified(etag, IMMUTABLE)
+    cached = not_modified(etag, IMMUTABLE, weak=True)
     if cached is not None:
         return cached
     if table == AGGREGATE:
@@ -129,7 +129,9 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
     if chunks is None:  # dropped since the look above
         return content_not_found()
     answer = Response(stream_with_context(chunks), content_type="application/json")
-    answer.set_etag(etag)
+    # Weak: the same definitions, but their order in the file is Redis's (HSCAN), which a
+    # replica or a reloaded server may give otherwise.
+    answer.set_etag(etag, weak=True)
     answer.headers["Cache-Control"] = IMMUTABLE
     answer.headers["Content-Language"] = lang
     answer.headers[RELEASE_HEADER] = release_id

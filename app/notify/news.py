@@ -48,7 +48,7 @@ def release_news(
         changes=logged,
         notes=notes,
         release_url=release_url(entry),
-        changes_api_url=_url("api.release_changes_page", release_id=entry["id"]),
+        changes_api_url=changes_api_url(entry),
         page_url=page_url,
     )
 
@@ -79,6 +79,14 @@ def release_url(entry: Mapping[str, Any]) -> str:
     if entry.get("rollback") and shown is not None and shown[1]:
         return _url("main.release", release_id=shown[0], undone=1)
     return _url("main.release", release_id=entry["id"])
+
+
+def changes_api_url(entry: Mapping[str, Any]) -> str:
+    """Return the change-log API of what a history entry changed (a rollback: the inverse)."""
+    shown = shown_log(entry)
+    if entry.get("rollback") and shown is not None and shown[1]:
+        return _url("api.release_changes_page", release_id=shown[0], undone=1)
+    return _url("api.release_changes_page", release_id=entry["id"])
 
 
 def _id(change: Change) -> tuple[str, int]:

@@ -43,6 +43,7 @@ FIXED_KEYS = {
     "alert",
     "task",
     "workers",
+    "delivery",
     "rate",
 }
 

@@ -41,6 +41,9 @@ SECRETS = {
     "Slack webhook": f"sek-slack-hook-{MARK}",
     "Slack bot token": f"xoxb-sek-bot-{MARK}",
     "Redis password": f"sek-redis-password-{MARK}",
+    "Discord webhook token": f"sek-discord-token-{MARK}",
+    "webhook URL token": f"sek-webhook-url-{MARK}",
+    "webhook secret": f"sek-webhook-secret-{MARK}-0123456789",
 }
 
 
@@ -96,6 +99,11 @@ def world() -> Iterator[dict[str, Any]]:
             "SECRET_KEY": SECRETS["Flask SECRET_KEY"],
             "SLACK_WEBHOOK_URL": f"{fake.url}/services/T0/B0/{SECRETS['Slack webhook']}",
             "SLACK_ALERT_AFTER_SECONDS": 0,
+            # Destinations the fake receiver does not know (404): their tokens must not leak
+            # from the error path either.
+            "DISCORD_WEBHOOK_URL": f"{fake.url}/api/webhooks/1/{SECRETS['Discord webhook token']}",
+            "WEBHOOK_URLS": f"{fake.url}/hooks/{SECRETS['webhook URL token']}",
+            "WEBHOOK_SECRET": SECRETS["webhook secret"],
             "MANIFEST_KEY_PREFIX": unique("secrets"),
             "CELERY_QUEUE": unique("secrets"),
             "LOG_LEVEL": "DEBUG",

@@ -237,6 +237,23 @@ def _entry(number: int, entry: Any) -> dict[str, Any]:
         raise ArchiveError(number, '"rollback" must be true or false')
     if rollback and (not isinstance(entry.get("previous"), str) or not entry["previous"]):
         raise ArchiveError(number, 'a rollback entry needs "previous" (the release it undid)')
+    # What readers of the history take for granted (pages, the feed, messages, the commit).
+    if "previous" not in entry or not isinstance(entry["previous"], str | None):
+        raise ArchiveError(number, 'a history entry needs "previous" (text, or null)')
+    if not isinstance(entry.get("version"), str):
+        raise ArchiveError(number, 'a history entry needs "version" (text)')
+    log = entry.get("log")
+    if log is not None and not (
+        isinstance(log, dict)
+        and isinstance(log.get("release"), str)
+        and isinstance(log.get("inverse"), bool)
+    ):
+        raise ArchiveError(number, '"log" must be null or {"release": text, "inverse": bool}')
+    diff = entry.get("diff", [])
+    if not isinstance(diff, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("table"), str) for d in diff
+    ):
+        raise ArchiveError(number, '"diff" must be a list of per-table counts with "table"')
     return entry
 
 

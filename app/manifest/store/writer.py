@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import zstandard
 from redis.exceptions import WatchError
 
 from app.manifest.changes import ChangeLog
@@ -49,6 +50,21 @@ return redis.call('HDEL', KEYS[2], ARGV[2])
 """
 
 
+# Write a batch of a staged table (and its dictionary, the first time) only while the lock names
+# this run: a run that lost the lock (paused past its heartbeat) must not write into keys that
+# the run that took over is rebuilding, nor recreate keys no staging entry lists any more.
+# KEYS: the lock, the hash, the dictionary; ARGV: this run, the dictionary ("" for none), then
+# field, value, ... Returns 0, writing nothing, if the lock is another run's or nobody's.
+_WRITE_IF_OURS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2]) end
+for i = 3, #ARGV, 1000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+"""
+
+
 class ReleaseWriter(ReleaseRecords):
     """Stage a release under its own keys, write its tables, then make it live in one step."""
 
@@ -85,9 +101,14 @@ class ReleaseWriter(ReleaseRecords):
         diff: TableDiff | None,
         live_id: str | None,
         log: ChangeLog | None = None,
+        *,
+        lock: SyncLock,
     ) -> TableWriter:
-        """Return a writer of one table of a staged release (with `log`, its change records)."""
-        return TableWriter(self, release.id, lang, table, diff, live_id, log)
+        """Return a writer of one table of a staged release (with `log`, its change records).
+
+        Its writes land only while `lock` names its run (see `_WRITE_IF_OURS`).
+        """
+        return TableWriter(self, release.id, lang, table, diff, live_id, log, lock=lock)
 
     def discard(self, release_id: str, lock: SyncLock) -> bool:
         """Delete the data of a staged release that will not be committed; say whether it went.
@@ -191,9 +212,13 @@ class TableWriter:
         diff: TableDiff | None,
         live_id: str | None,
         log: ChangeLog | None = None,
+        *,
+        lock: SyncLock,
     ) -> None:
         keys = store.keys
         self._redis = store.redis
+        self._lock = lock
+        self._write_if_ours = self._redis.register_script(_WRITE_IF_OURS)
         self._data_key = keys.table(release_id, lang, table)
         self._dictionary_key = keys.dictionary(release_id, lang, table)
         self._changes_key = keys.changes(release_id)
@@ -219,13 +244,16 @@ class TableWriter:
             self.dictionary_bytes = len(dictionary or b"")
         values = self._packer.pack(batch.data, batch.digests)
         with self._redis.pipeline(transaction=False) as pipe:
-            if dictionary:
-                pipe.set(self._dictionary_key, dictionary)
-            for start in range(0, len(batch), WRITE_BATCH):
-                pipe.hset(self._data_key, items=batch.pairs(values, start, start + WRITE_BATCH))
+            self._write_if_ours(
+                keys=[self._lock.key, self._data_key, self._dictionary_key],
+                args=[self._lock.run_id, dictionary or b"", *batch.pairs(values, 0, len(batch))],
+                client=pipe,
+            )
             if self._live_key:
                 pipe.hmget(self._live_key, batch.keys)
             replies = pipe.execute()
+        if not replies[0]:
+            raise LockLost("The sync lock was taken over while this run wrote a table")
         if self.diff is not None:
             old = replies[-1] if self._live_key else [None] * len(batch)
             unpack = self._old.unpack if self._old is not None else None
@@ -249,14 +277,27 @@ class TableWriter:
             chunk = gone[start : start + WRITE_BATCH]
             stored = map(raw, self._redis.hmget(self._live_key, chunk))
             removed += [
-                (int(key), definition_name(self._old.unpack(value)) if value else "")
-                for key, value in zip(chunk, stored, strict=True)
+                (int(key), self._old_name(value)) for key, value in zip(chunk, stored, strict=True)
             ]
         self.diff.count_removed(removed, self._log)
         self.flush_log()
+
+    def _old_name(self, stored: bytes | None) -> str:
+        """Return the name a live definition had; "" if it is gone or damaged."""
+        if not stored or self._old is None:
+            return ""
+        try:
+            return definition_name(self._old.unpack(stored))
+        except zstandard.ZstdError:
+            return ""
 
     def flush_log(self) -> None:
         """Write the change records collected so far beside the staged release."""
         pending = self._log.take() if self._log is not None else []
         for start in range(0, len(pending), 2 * WRITE_BATCH):
-            self._redis.hset(self._changes_key, items=pending[start : start + 2 * WRITE_BATCH])
+            written = self._write_if_ours(
+                keys=[self._lock.key, self._changes_key, self._changes_key],
+                args=[self._lock.run_id, b"", *pending[start : start + 2 * WRITE_BATCH]],
+            )
+            if not written:
+                raise LockLost("The sync lock was taken over before the change log was written")
