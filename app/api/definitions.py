@@ -24,6 +24,7 @@ from app.extensions import get_store
 from app.manifest.store import Packed
 from app.queries import parse_hash
 from app.queries import parse_lang
+from app.release_changes import parse_table
 
 # The most definitions one batch may ask for (distinct hashes, all tables together).
 MAX_BATCH = 1000
@@ -45,7 +46,7 @@ ETAGS_KEPT = 20_000
 def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     """Show one whole definition of the live release, as Bungie sent it (?lang=, default the
     first cached language)."""
-    table = cached_table(table)
+    table = parse_table(table)
     number = parse_hash(definition_hash)
     lang = parse_lang(request.args)
     cached = held_definition(table, number, lang)
@@ -149,16 +150,6 @@ def _is_object(stored: bytes) -> bool:
     return stored.lstrip()[:1] == b"{" and stored.rstrip()[-1:] == b"}"
 
 
-def cached_table(name: str) -> str:
-    """Return `name` if it is a cached table; raise BadRequest naming the cached tables."""
-    tables = get_store().settings.tables
-    if name not in tables:
-        raise BadRequest(
-            f"{name[:80]!r} is not a cached table; the cached tables are: {', '.join(tables)}"
-        )
-    return name
-
-
 def parse_batch(body: bytes) -> dict[str, list[int]]:
     """Read a batch: a JSON object of table name -> list of hashes (numbers, or decimal strings).
 
@@ -174,7 +165,7 @@ def parse_batch(body: bytes) -> dict[str, list[int]]:
     wanted: dict[str, list[int]] = {}
     total = 0
     for name, hashes in asked.items():
-        table = cached_table(name)
+        table = parse_table(name)
         if not isinstance(hashes, list):
             raise BadRequest(f"{table} must name a list of hashes, not {_kind(hashes)}.")
         wanted[table] = list(dict.fromkeys(_batch_hash(table, value) for value in hashes))
