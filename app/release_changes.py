@@ -165,12 +165,6 @@ def release_changes(release_id: str, undone: bool = False) -> ReleaseChanges:
     return ReleaseChanges({**_summary(release_id, gone), "log": "gone"}, named, [])
 
 
-def entry_log(entry: Mapping[str, Any]) -> tuple[str, bool] | None:
-    """Return the release whose change log a history entry shows, and whether inverted (a
-    rollback shows the log of the release it undid, inverted); None if it shows none."""
-    return shown_log(entry)
-
-
 def _built(entries: list[dict[str, Any]], release_id: str) -> dict[str, Any] | None:
     """Return the newest entry of the commit that built `release_id`, if the history has it."""
     return next((e for e in entries if e["id"] == release_id and not e.get("rollback")), None)

@@ -27,12 +27,12 @@ from app.main import bp
 from app.main.presenters import keep_lang
 from app.main.presenters import links
 from app.manifest.store import ITEM_TABLE
+from app.manifest.store import shown_log
 from app.queries import parse_hash
 from app.queries import parse_lang
 from app.release_changes import KINDS
 from app.release_changes import ChangeQuery
 from app.release_changes import ReleaseChanges
-from app.release_changes import entry_log
 from app.release_changes import parse_change_query
 from app.release_changes import parse_table
 from app.release_changes import release_changes
@@ -88,7 +88,7 @@ def release(release_id: str) -> ResponseReturnValue:
 def undone_url(entry: Mapping[str, Any]) -> str | None:
     """Return the URL of what a rollback in the history changed (the inverse of the log of the
     release it undid); None for any other entry."""
-    log = entry_log(entry)
+    log = shown_log(entry)
     if not entry.get("rollback") or log is None or not log[1]:
         return None
     return url_for("main.release", release_id=log[0], undone=1)
