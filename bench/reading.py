@@ -75,6 +75,11 @@ DEFINITION_TARGET = Target(
 BATCH_TARGET = Target(
     "definition JSON served by a 200-hash batch", ">= 150 MB/s", 150.0, at_most=False
 )
+# A 200-item page of the API carries 200 whole definitions (~540 KB), four times what the
+# projections did: it is judged, like the batch, by what it moves (issue 15).
+PAGE_BYTES_TARGET = Target(
+    "answers of a 200-item API search page", ">= 150 MB/s", 150.0, at_most=False
+)
 SEARCH_TARGET = Target("store.search p50", "<= 5 ms", 5.0, at_most=True)
 MAX_REQUESTS = 2_000_000
 SEARCH_CALLS = 600
@@ -320,7 +325,6 @@ LABELS = {
 # The share of /healthz's requests/s each page must reach (None: judged otherwise).
 RATIO_TARGETS = {
     "search": PAGE_TARGET,
-    "hashes200": PAGE_TARGET,
     "player": PAGE_TARGET,
     "definition": DEFINITION_TARGET,
 }
@@ -469,6 +473,16 @@ def verdicts(pages: dict[str, Any], search: dict[str, Any]) -> list[Verdict]:
             continue
         shown = f"{page['ratio']:.0%} ({page['rps']:.0f} vs {healthz_rps:.0f} requests/s)"
         found.append(Verdict(target, page["label"], page["ratio"], shown))
+    page = pages["pages"]["hashes200"]
+    page_mb_s = page["body_bytes"] / page["seconds"] / MB
+    found.append(
+        Verdict(
+            PAGE_BYTES_TARGET,
+            page["label"],
+            page_mb_s,
+            f"{page_mb_s:.1f} MB/s ({page['rps']:.0f} pages/s, {page['ratio']:.0%} of /healthz)",
+        )
+    )
     batch = pages["pages"]["batch200"]
     found.append(
         Verdict(
