@@ -282,7 +282,7 @@ class Endpoint:
             connections,
             headers=headers,
             bodies=self.bodies,
-            count_bytes=name == "batch200",
+            count_bytes=name in ("batch200", "hashes200"),
         )
 
 
