@@ -38,6 +38,10 @@ COMPRESS_THREADS = 2
 # Every zstd frame starts with these bytes.
 _FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 _INDEX = b'"index"'
+# `"index": N` followed by no bracket but the definition's closing brace, looked for in its
+# last bytes (Bungie writes `hash`, `index`, `redacted`, `blacklisted` last).
+_TRAILING_INDEX = re.compile(rb'"index"\s*:\s*-?[0-9][0-9.eE+-]*(?=[^\[\]{}]*\}\s*\Z)')
+_TAIL_BYTES = 512
 # A JSON number after `"index"`, with the colon and any spaces before it.
 _INDEX_VALUE = re.compile(rb"\s*:\s*-?[0-9][0-9.eE+-]*")
 # What an exact scan of a definition looks at: whole strings (their brackets are text), and
@@ -66,20 +70,13 @@ def digest(definition: bytes, *, blind_to_index: bool = True) -> bytes:
 
 
 def _trailing_index(data: bytes) -> tuple[int, int] | None:
-    """Return the span of `"index": N` if it is the top-level one found from the end."""
-    at = data.rfind(_INDEX)
-    if at == -1:
-        return None
-    value = _INDEX_VALUE.match(data, at + len(_INDEX))
-    if value is None:
-        return None
-    end = value.end()
-    # No opening bracket after it, and one closer only (the definition's own last brace): the
-    # field is at the top level. A bracket in a string there sends it to the exact scan.
-    tail = data[end:]
-    if b"{" in tail or b"[" in tail or b"]" in tail or tail.count(b"}") != 1:
-        return None
-    return at, end
+    """Return the span of `"index": N` if it is the top-level one found near the end.
+
+    No opening bracket after it, and one closer only (the definition's own last brace): the
+    field is at the top level. A bracket in a string there sends it to the exact scan.
+    """
+    found = _TRAILING_INDEX.search(data, max(0, len(data) - _TAIL_BYTES))
+    return found.span() if found is not None else None
 
 
 def _top_level_index(data: bytes) -> tuple[int, int] | None:
