@@ -30,6 +30,8 @@ from app.main.presenters import ID_PLACEHOLDER
 from app.main.presenters import TABLE_PLACEHOLDER
 from app.main.presenters import Links
 from app.main.presenters import fill
+from app.manifest.changes import KIND_WORDS
+from app.manifest.items import table_label
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
 from app.manifest.store import shown_log
@@ -52,15 +54,8 @@ FEED_FORMAT = "1"
 # An entry's time when the history does not say (never, since the history records it).
 EPOCH = 0.0
 
-# The word each kind of change is said with, and the order an entry lists definitions in:
-# changed fields first (what players notice), then reveals, additions, redactions, removals.
-KIND_WORDS = {
-    "added": "added",
-    "removed": "removed",
-    "changed": "changed",
-    "unclassified": "revealed",
-    "reclassified": "redacted",
-}
+# The order an entry lists definitions in: changed fields first (what players notice), then
+# reveals, additions, redactions, removals.
 _LISTING_ORDER = {
     kind: n
     for n, kind in enumerate(("changed", "unclassified", "added", "reclassified", "removed"))
@@ -219,7 +214,7 @@ def _headline(entry: Mapping[str, Any]) -> str:
 
 def _count_line(diff: Mapping[str, Any]) -> str:
     counts = [f"{diff[kind]:,} {KIND_WORDS[kind]}" for kind in KINDS if diff.get(kind)]
-    return f"{_table_label(str(diff['table']))}: {', '.join(counts)}" if counts else ""
+    return f"{table_label(str(diff['table']))}: {', '.join(counts)}" if counts else ""
 
 
 def _listing_key(change: Mapping[str, Any]) -> tuple[int, bool, str, int]:
@@ -234,7 +229,7 @@ def _listing_key(change: Mapping[str, Any]) -> tuple[int, bool, str, int]:
 def _definition_html(change: Mapping[str, Any], made: FeedLinks) -> str:
     name = change["name"] or f"#{change['hash']}"
     url = made.definition(change["table"], change["hash"])
-    what = f"{_table_label(change['table'])}, {KIND_WORDS[change['kind']]}"
+    what = f"{table_label(change['table'])}, {KIND_WORDS[change['kind']]}"
     fields = change["fields"]
     html = f'<li><a href="{escape(url)}">{escape(name)}</a> ({escape(what)})'
     if fields:
@@ -277,10 +272,6 @@ def rfc3339(at: float | None) -> str:
 
 def _time(at: Any) -> float:
     return float(at) if isinstance(at, int | float) else EPOCH
-
-
-def _table_label(table: str) -> str:
-    return table.removeprefix("Destiny").removesuffix("Definition") or table
 
 
 def _text(parent: ET.Element, tag: str, text: str) -> None:

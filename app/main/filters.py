@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from app import dates
+from app.manifest.items import table_label
 
 # What a page shows for a value it does not have.
 MISSING = "\N{EN DASH}"
@@ -28,13 +29,6 @@ def format_number(value: int | None) -> str:
     return MISSING if value is None else f"{value:,}"
 
 
-def short_table(name: str) -> str:
-    """Name a table as a page shows it: "DestinyClassDefinition" -> "Class"."""
-    if name.startswith("Destiny") and name.endswith("Definition"):
-        return name[7:-10]
-    return name
-
-
 def format_played(moment: str) -> str:
     """Format one of Bungie's ISO 8601 times as "2026-11-21 19:30 UTC" (as is if not one)."""
     try:
@@ -51,5 +45,5 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "seconds": format_seconds,
     "number": format_number,
     "played": format_played,
-    "short_table": short_table,
+    "short_table": table_label,
 }

@@ -30,6 +30,15 @@ INVERSE_KIND = {
     RECLASSIFIED: UNCLASSIFIED,
 }
 
+# What each kind is called where people read it (pages, the feed, every message).
+KIND_WORDS = {
+    ADDED: "added",
+    REMOVED: "removed",
+    CHANGED: "changed",
+    UNCLASSIFIED: "revealed",
+    RECLASSIFIED: "redacted",
+}
+
 Change = dict[str, Any]
 FieldChange = dict[str, Any]
 

@@ -139,6 +139,11 @@ def definition_name(data: bytes) -> str:
     return str(properties.get("name") or "")
 
 
+def table_label(table: str) -> str:
+    """Return a table's short name: DestinyInventoryBucketDefinition -> InventoryBucket."""
+    return table.removeprefix("Destiny").removesuffix("Definition") or table
+
+
 def label(names: Mapping[int, str], number: int | None) -> str | None:
     """Return the name Bungie's enum `names` gives `number`, or None for none or unknown."""
     return names.get(number) if number is not None else None

@@ -35,8 +35,6 @@ TRAINING = {"k": 2048, "d": 8, "steps": 4, "level": LEVEL}
 # Threads multi_compress_to_buffer may use: zstd releases the GIL while it compresses.
 COMPRESS_THREADS = 2
 
-# Every zstd frame starts with these bytes.
-_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 _INDEX = b'"index"'
 # `"index": N` followed by no bracket but the definition's closing brace, looked for in its
 # last bytes (Bungie writes `hash`, `index`, `redacted`, `blacklisted` last).
@@ -148,13 +146,21 @@ class Unpacker:
 
         A value stored as plain JSON (format 1, projections) is returned as it is.
         """
-        if stored[DIGEST_BYTES : DIGEST_BYTES + 4] != _FRAME_MAGIC:
-            return stored  # 0xFD never occurs in UTF-8: this is JSON, not a packed value.
+        if not is_packed(stored):
+            return stored
         decompressor = getattr(self._local, "decompressor", None)
         if decompressor is None:
             decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionary)
             self._local.decompressor = decompressor
         return decompressor.decompress(memoryview(stored)[DIGEST_BYTES:])
+
+
+def is_packed(stored: bytes) -> bool:
+    """Say whether a stored value is packed (format 2), not plain JSON (format 1).
+
+    A zstd frame's magic follows the digest; its 0xFD never occurs in UTF-8 JSON.
+    """
+    return stored[DIGEST_BYTES : DIGEST_BYTES + 4] == zstandard.FRAME_HEADER
 
 
 def stored_digest(stored: bytes) -> bytes:

@@ -83,7 +83,7 @@ def entity_definition(entity_type: str, hash_identifier: str) -> ResponseReturnV
     if release_id is None:
         return platform_error(SYSTEM_DISABLED, NOTHING_CACHED)
     stored = found[entity_type].get(number)
-    if stored is None or not _is_object(stored):
+    if stored is None:
         return platform_error(
             NOT_FOUND, f"No {entity_type} with hash {number} in release {release_id} ({lang})."
         )
@@ -195,7 +195,3 @@ def manifest_of(kept: KeptRelease) -> dict[str, Any]:
 def content_path(lang: str, name: str, release_id: str) -> str:
     """Return the path of a file of a release, relative to this server as Bungie's are to its."""
     return f"{CONTENT_ROOT}/{lang}/{name}-{release_id}.json"
-
-
-def _is_object(stored: bytes) -> bool:
-    return stored.lstrip()[:1] == b"{" and stored.rstrip()[-1:] == b"}"

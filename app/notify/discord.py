@@ -23,6 +23,8 @@ from urllib.parse import urlunsplit
 import msgspec
 
 from app.manifest import changes
+from app.manifest.changes import KIND_WORDS
+from app.manifest.items import table_label
 from app.manifest.store import ITEM_TABLE
 from app.notify import webhook
 from app.notify.destinations import TROUBLE
@@ -30,11 +32,9 @@ from app.notify.destinations import AlertNews
 from app.notify.destinations import Delivery
 from app.notify.destinations import ReleaseNews
 from app.notify.wording import KIND_ORDER
-from app.notify.wording import KIND_WORDS
 from app.notify.wording import ChangeNotes
 from app.notify.wording import display_name
 from app.notify.wording import field_words
-from app.notify.wording import table_label
 
 NAME = "discord"
 # Discord's limits (Message resource, "Embed Limits"); lengths are counted in UTF-16 units,

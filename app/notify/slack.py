@@ -22,6 +22,8 @@ from slack_sdk.webhook import WebhookClient
 
 from app import dates
 from app.manifest import changes
+from app.manifest.changes import KIND_WORDS
+from app.manifest.items import table_label
 from app.manifest.store import ITEM_TABLE
 from app.notify.destinations import RECOVERED
 from app.notify.destinations import AlertNews
@@ -30,11 +32,9 @@ from app.notify.destinations import DeliveryFailed
 from app.notify.destinations import DeliveryThrottled
 from app.notify.destinations import PageLink
 from app.notify.destinations import ReleaseNews
-from app.notify.wording import KIND_WORDS
 from app.notify.wording import ChangeNotes
 from app.notify.wording import display_name
 from app.notify.wording import field_words
-from app.notify.wording import table_label
 
 log = logging.getLogger(__name__)
 # slack_sdk logs request URLs (and a webhook URL is a secret) unless its logger's own level is

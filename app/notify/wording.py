@@ -32,13 +32,6 @@ KIND_ORDER = (
     changes.RECLASSIFIED,
     changes.REMOVED,
 )
-KIND_WORDS = {
-    changes.ADDED: "added",
-    changes.REMOVED: "removed",
-    changes.CHANGED: "changed",
-    changes.UNCLASSIFIED: "revealed",
-    changes.RECLASSIFIED: "redacted",
-}
 # Fields said first: a new name, stat values, other stat fields, the tier; then the rest in the
 # definition's order.
 _STATS = ("stats.stats.", "investmentStats.")
@@ -112,12 +105,6 @@ def display_name(change: Mapping[str, Any]) -> str:
         if f["path"] == "displayProperties.name" and isinstance(f.get("new"), str) and f["new"]:
             return str(f["new"])
     return str(change["name"] or f"#{change['hash']}")
-
-
-def table_label(table: str) -> str:
-    """Return a table's short name: DestinyInventoryBucketDefinition -> InventoryBucket."""
-    short = table.removeprefix("Destiny").removesuffix("Definition")
-    return short or table
 
 
 def field_words(change: Mapping[str, Any], notes: ChangeNotes) -> list[str]:

@@ -247,7 +247,7 @@ class Packed:
     def digest(self) -> bytes:
         """Return the definition's digest (packing.digest: blind to `index`), as stored with it;
         computed for a value an older format stored as plain JSON."""
-        if self.stored[packing.DIGEST_BYTES :][:4] == zstandard.FRAME_HEADER:
+        if packing.is_packed(self.stored):
             return packing.stored_digest(self.stored)
         return packing.digest(self.stored)
 
@@ -270,14 +270,22 @@ def _remember(
 
 
 def _unpacked(unpacker: Unpacker, table: str, number: int, stored: bytes | None) -> bytes | None:
-    """Return a stored definition's JSON; a damaged one counts as absent (logged)."""
+    """Return a stored definition's JSON; a damaged one counts as absent (logged).
+
+    Damaged: it cannot be decompressed, or it is not a JSON object (a row written by hand, or by
+    an older version): readers that pass definitions on as they are never send it.
+    """
     if not stored:
         return None
     try:
-        return unpacker.unpack(stored)
+        found = unpacker.unpack(stored)
     except zstandard.ZstdError:
         log.warning("%s %d is stored damaged: it cannot be decompressed", table, number)
         return None
+    if found.lstrip()[:1] != b"{" or found.rstrip()[-1:] != b"}":
+        log.warning("%s %d is stored as something other than a JSON object", table, number)
+        return None
+    return found
 
 
 def _definition(table: str, definition_hash: int, stored: bytes | None) -> dict[str, Any] | None:
