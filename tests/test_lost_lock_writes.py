@@ -15,6 +15,7 @@ from app.manifest.ingest import iter_json_table
 from app.manifest.release import Release
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
+from app.manifest.store import TableWriter
 from app.manifest.store.lock import LockLost
 
 ITEMS = {
@@ -38,7 +39,7 @@ def test_a_run_that_lost_the_lock_writes_nothing(
     assert lost.acquire()
     target = release(store)
     store.stage(target)
-    writer = store.table_writer(target, "en", ITEM_TABLE, TableDiff(ITEM_TABLE), None, lock=lost)
+    writer = TableWriter(store, target.id, "en", ITEM_TABLE, TableDiff(ITEM_TABLE), None, lock=lost)
     batches = list(iter_json_table([json.dumps(ITEMS).encode()]))
     # Another run takes the lock over while this one is paused.
     redis_client.set(store.keys.lock, "run-that-took-over")

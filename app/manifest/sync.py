@@ -338,8 +338,8 @@ class _Sync:
                     # The diff is counted for the first language; the others are translations.
                     first = lang == release.languages[0]
                     diff = TableDiff(table) if first and comparable and (held or not live) else None
-                    writer = self.store.table_writer(
-                        release, lang, table, diff, live_id, self.log, lock=self.lock
+                    writer = TableWriter(
+                        self.store, release.id, lang, table, diff, live_id, self.log, lock=self.lock
                     )
                     started = time.monotonic()
                     self._write_all(writes, writer, batches, lang, table)

@@ -93,23 +93,6 @@ class ReleaseWriter(ReleaseRecords):
             pipe.hset(self.keys.staging, release.id, _json_encode(keys))
             pipe.execute()
 
-    def table_writer(
-        self,
-        release: Release,
-        lang: str,
-        table: str,
-        diff: TableDiff | None,
-        live_id: str | None,
-        log: ChangeLog | None = None,
-        *,
-        lock: SyncLock,
-    ) -> TableWriter:
-        """Return a writer of one table of a staged release (with `log`, its change records).
-
-        Its writes land only while `lock` names its run (see `_WRITE_IF_OURS`).
-        """
-        return TableWriter(self, release.id, lang, table, diff, live_id, log, lock=lock)
-
     def discard(self, release_id: str, lock: SyncLock) -> bool:
         """Delete the data of a staged release that will not be committed; say whether it went.
 
@@ -197,10 +180,11 @@ class ReleaseWriter(ReleaseRecords):
 class TableWriter:
     """Write one table of a staged release in pipelined batches, counting its diff as it goes.
 
-    The first batch is the sample the table's dictionary is trained on; it is stored in that
-    batch's pipeline, and every definition is packed with it (packing.py). With a change log, a
-    definition whose digest moved is read back from the live release and compared field by
-    field (diff.py), and `finish` finds what the live release had that this one lacks.
+    Its writes land only while `lock` names its run (see `_WRITE_IF_OURS`). The first batch is
+    the sample the table's dictionary is trained on; it is stored in that batch's pipeline, and
+    every definition is packed with it (packing.py). With a change log, a definition whose
+    digest moved is read back from the live release and compared field by field (diff.py), and
+    `finish` finds what the live release had that this one lacks.
     """
 
     def __init__(
