@@ -49,16 +49,27 @@ def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     table = parse_table(table)
     number = parse_hash(definition_hash)
     lang = parse_lang(request.args)
-    cached = held_definition(table, number, lang)
-    if cached is not None:
-        return cached
-    release_id, found = get_store().lookup_packed({table: [number]}, lang)
+    release_id, answer = send_definition(table, number, lang)
     if release_id is None:
         raise ServiceUnavailable(NOTHING_CACHED)
-    answer = definition_answer(found[table].get(number), release_id, lang)
     if answer is None:
         abort(404, description=f"No {table} with hash {number} in release {release_id} ({lang}).")
     return answer
+
+
+def send_definition(table: str, number: int, lang: str) -> tuple[str | None, Response | None]:
+    """Return the live release id and the answer of one stored definition (None: absent).
+
+    A client that holds it as this process answered it gets its 304 without a round trip;
+    else one lookup reads it, and its digest is its ETag.
+    """
+    cached = held_definition(table, number, lang)
+    if cached is not None:
+        return cached.headers[RELEASE_HEADER], cached
+    release_id, found = get_store().lookup_packed({table: [number]}, lang)
+    if release_id is None:
+        return None, None
+    return release_id, definition_answer(found[table].get(number), release_id, lang)
 
 
 def held_definition(table: str, number: int, lang: str) -> Response | None:

@@ -31,8 +31,7 @@ from app.api.caching import not_modified
 from app.api.caching import release_tag
 from app.api.caching import tagged
 from app.api.caching import value_tag
-from app.api.definitions import definition_answer
-from app.api.definitions import held_definition
+from app.api.definitions import send_definition
 from app.auth import client_address
 from app.auth import is_authorised
 from app.auth import token_required
@@ -184,13 +183,7 @@ def item(item_hash: str) -> ResponseReturnValue:
     its digest, so an item a release left as it was keeps its ETag."""
     number = parse_hash(item_hash)
     lang = parse_lang(request.args)
-    cached = held_definition(ITEM_TABLE, number, lang)
-    if cached is not None:
-        return cached
-    release_id, found = get_store().lookup_packed({ITEM_TABLE: [number]}, lang)
-    answer = None
-    if release_id is not None:
-        answer = definition_answer(found[ITEM_TABLE][number], release_id, lang)
+    _, answer = send_definition(ITEM_TABLE, number, lang)
     if answer is None:
         abort(404, description=f"No item with hash {number} in the cached manifest ({lang}).")
     return answer
