@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,8 @@ import redis
 from flask import Response
 from flask import request
 from werkzeug.exceptions import HTTPException
+
+from app import cors
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 # What the mirror asks a client to wait before asking again while it has nothing to serve.
 RETRY_SECONDS = 30
-# What a preflight may name in Access-Control-Request-Headers to have it echoed back.
-_HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 # Bungie's clients send these; allowed when a preflight names none we can echo.
 _USUAL_HEADERS = "X-API-Key, If-None-Match, Cache-Control, Content-Type"
 _READ_METHODS = ("GET", "HEAD")
@@ -167,19 +166,6 @@ def unexpected_error(error: Exception) -> Response:
 def allow_any_origin(response: Response) -> Response:
     """Let any origin read the mirror (GET and HEAD); answer their preflights, and no other.
 
-    Nothing the mirror serves depends on who asks, and it takes no credentials: `*` is safe.
-    A preflight for another method gets no CORS headers, so browsers refuse it.
+    Nothing the mirror serves depends on who asks, and it takes no credentials.
     """
-    if request.method == "OPTIONS":
-        wanted = request.headers.get("Access-Control-Request-Method", "")
-        if wanted.upper() not in _READ_METHODS:
-            return response
-        asked = request.headers.get("Access-Control-Request-Headers", "").strip()
-        allowed = asked if _HEADER_LIST.fullmatch(asked) else _USUAL_HEADERS
-        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = allowed
-        response.headers["Access-Control-Max-Age"] = "86400"
-    else:
-        response.headers["Access-Control-Expose-Headers"] = f"ETag, {RELEASE_HEADER}"
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+    return cors.share(response, _READ_METHODS, _USUAL_HEADERS, f"ETag, {RELEASE_HEADER}")
