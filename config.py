@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import ssl
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
+from urllib.parse import unquote
+from urllib.parse import urlsplit
 
 # Every setting can also be given as FLASK_<NAME>, which wins over <NAME> (see README), but
 # for FIXED_SETTINGS.
@@ -109,10 +113,26 @@ class Config:
 
     SECRET_KEY = env_str("SECRET_KEY")
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+    # "text" (one line a person reads) or "json" (one object per line, with the request or
+    # task id, for a log platform to follow one sync from trigger to message).
+    LOG_FORMAT = env_str("LOG_FORMAT", "text")
+    # GET /metrics (Prometheus): open when unset, else it asks for this bearer token.
+    METRICS_TOKEN = env_str("METRICS_TOKEN")
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
     # TLS certificate checks for rediss:// URLs: "required", "optional" or "none" (Heroku
     # Redis serves a self-signed certificate, so Heroku needs "none").
     REDIS_SSL_CERT_REQS = env_str("REDIS_SSL_CERT_REQS", "required")
+    # A read replica of REDIS_URL's server: the reading pages, the API and the mirror read
+    # from it; writes, locks, triggers and tasks stay on the primary. Unset: all on REDIS_URL.
+    REDIS_REPLICA_URL = env_str("REDIS_REPLICA_URL")
+    # Redis Sentinel, to follow a failover: its addresses (comma-separated
+    # sentinel://[:password@]host:port[/db], the password and db being the Redis server's)
+    # and the name of the primary it watches. Set, they replace REDIS_URL (and
+    # REDIS_REPLICA_URL: reads go to a replica Sentinel names) for the app and for Celery.
+    REDIS_SENTINEL_URLS = env_list("REDIS_SENTINEL_URLS", ())
+    REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER")
+    # The sentinels' own password, when they require one (not the Redis server's).
+    REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
 
     # Celery. The broker defaults to REDIS_URL; results (kept only for the polled sync task)
     # go to Redis.
@@ -322,7 +342,9 @@ class ProductionConfig(Config):
     @staticmethod
     def problems(settings: dict[str, Any]) -> list[str]:
         """Return each required setting that is missing, public or too short, by name only."""
-        required = ["REDIS_URL", "SECRET_KEY", "BUNGIE_API_KEY", "API_TOKEN"]
+        required = ["SECRET_KEY", "BUNGIE_API_KEY", "API_TOKEN"]
+        if not settings.get("REDIS_SENTINEL_URLS"):
+            required.insert(0, "REDIS_URL")
         if not settings.get("ADMIN_PASSWORD_HASH"):
             required.append("ADMIN_PASSWORD")
         required += [
@@ -339,6 +361,9 @@ class ProductionConfig(Config):
                 found.append(f"{name} (not an example, development or test value)")
             elif len(value) < SECRET_MIN_LENGTHS.get(name, 0):
                 found.append(f"{name} (at least {SECRET_MIN_LENGTHS[name]} characters)")
+        token = settings.get("METRICS_TOKEN")
+        if token and (token.strip().lower() in PUBLIC_SECRETS or len(token) < 24):
+            found.append("METRICS_TOKEN (at least 24 characters, not an example value)")
         posts = ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "DISCORD_WEBHOOK_URL", "WEBHOOK_URLS")
         if any(settings.get(name) for name in posts) and not settings.get("SERVER_NAME"):
             found.append("SERVER_NAME (the host of the links in release messages)")
@@ -385,6 +410,15 @@ def check(settings: dict[str, Any], config: type[Config]) -> None:
 
     The message names settings, never their values: it ends up in logs.
     """
+    if settings.get("LOG_FORMAT") not in LOG_FORMATS:
+        raise ConfigurationError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    sentinels, master = settings.get("REDIS_SENTINEL_URLS"), settings.get("REDIS_SENTINEL_MASTER")
+    if bool(sentinels) != bool(master):
+        raise ConfigurationError(
+            "REDIS_SENTINEL_URLS and REDIS_SENTINEL_MASTER go together: set both, or neither"
+        )
+    if sentinels:
+        sentinel_addresses(sentinels)  # refuses a malformed address
     problems: list[str] = getattr(config, "problems", lambda _: [])(settings)
     if problems:
         raise ConfigurationError(
@@ -406,10 +440,67 @@ def redis_ssl_options(url: str | None, cert_reqs: str | None) -> dict[str, Any]:
         ) from None
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class SentinelAddresses:
+    """REDIS_SENTINEL_URLS, read: where the sentinels answer, and the Redis server's
+    password and database (the same on the primary and its replicas)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    password: str | None
+    db: int
+
+
+def sentinel_addresses(urls: tuple[str, ...]) -> SentinelAddresses:
+    """Read REDIS_SENTINEL_URLS; a malformed one is refused by its position, never its text
+    (it may hold a password)."""
+    hosts: list[tuple[str, int]] = []
+    password: str | None = None
+    db = 0
+    for position, url in enumerate(urls, start=1):
+        parsed = urlsplit(url if "://" in url else f"sentinel://{url}")
+        try:
+            port = parsed.port or 26379
+        except ValueError:
+            port = -1
+        if parsed.scheme != "sentinel" or not parsed.hostname or port < 1:
+            raise ConfigurationError(
+                f"REDIS_SENTINEL_URLS: address {position} is not sentinel://[:password@]host:port"
+            )
+        hosts.append((parsed.hostname, port))
+        password = password or (unquote(parsed.password) if parsed.password else None)
+        path = parsed.path.strip("/")
+        if path and not path.isdigit():
+            raise ConfigurationError(f"REDIS_SENTINEL_URLS: address {position} has no db number")
+        db = int(path) if path else db
+    return SentinelAddresses(tuple(hosts), password, db)
+
+
+def celery_sentinel_url(urls: tuple[str, ...], db: int) -> str:
+    """Return the sentinels as one Celery sentinel:// URL (kombu's `;`-separated list)."""
+    addresses = sentinel_addresses(urls)
+    auth = f":{quote(addresses.password, safe='')}@" if addresses.password else ""
+    return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in addresses.hosts)
+
+
 def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Return Celery's configuration, derived from the flat settings above."""
-    broker = settings.get("CELERY_BROKER_URL") or settings["REDIS_URL"]
-    backend = settings.get("CELERY_RESULT_BACKEND") or settings["REDIS_URL"]
+    sentinels = settings.get("REDIS_SENTINEL_URLS")
+    if sentinels:
+        db = sentinel_addresses(sentinels).db
+        redis_url = celery_sentinel_url(sentinels, db)
+    else:
+        redis_url = settings["REDIS_URL"]
+    # kombu's and Celery's sentinel:// transports ask the sentinels for this primary.
+    sentinel_options: dict[str, Any] = {}
+    if sentinels:
+        sentinel_options["master_name"] = settings["REDIS_SENTINEL_MASTER"]
+        if settings.get("REDIS_SENTINEL_PASSWORD"):
+            sentinel_options["sentinel_kwargs"] = {"password": settings["REDIS_SENTINEL_PASSWORD"]}
+    broker = settings.get("CELERY_BROKER_URL") or redis_url
+    backend = settings.get("CELERY_RESULT_BACKEND") or redis_url
     queue = settings["CELERY_QUEUE"]
     hard_limit = settings["SYNC_TIME_LIMIT"]
     poll = settings["MANIFEST_POLL_SECONDS"]
@@ -431,7 +522,9 @@ def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
             # (Redis transport; RabbitMQ ignores these).
             "socket_timeout": 5,
             "socket_connect_timeout": 3,
+            **sentinel_options,
         },
+        "result_backend_transport_options": sentinel_options,
         "result_expires": settings["TASK_RESULT_SECONDS"],
         # A result backend that hangs must not hang the task status API.
         "redis_socket_timeout": 5,

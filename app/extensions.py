@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -11,6 +12,7 @@ from celery import Celery
 from celery import Task
 from flask import Flask
 from flask import current_app
+from redis.sentinel import Sentinel
 
 from app.keys import Keys
 from app.manifest.client import BungieClient
@@ -18,18 +20,57 @@ from app.manifest.settings import ManifestSettings
 from app.manifest.store import ManifestStore
 from config import celery_settings
 from config import redis_ssl_options
+from config import sentinel_addresses
 
 
 def init_app(app: Flask) -> None:
-    """Attach the Redis client, the engine's settings and Celery to `app`."""
-    url = app.config["REDIS_URL"]
-    tls = redis_ssl_options(url, app.config["REDIS_SSL_CERT_REQS"])
-    app.extensions["redis"] = redis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30, **tls
-    )
+    """Attach the Redis clients, the engine's settings and Celery to `app`."""
+    primary, reads = redis_clients(app.config)
+    app.extensions["redis"] = primary
+    app.extensions["redis_reads"] = reads
     app.extensions["manifest_settings"] = ManifestSettings.from_mapping(app.config)
     app.extensions["bungie_by_thread"] = threading.local()
     celery_init_app(app)
+
+
+# Every client waits this long to connect, and for an answer.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "health_check_interval": 30,
+}
+
+
+def redis_clients(config: Mapping[str, Any]) -> tuple[redis.Redis, redis.Redis]:
+    """Return the client of the primary (writes, locks, triggers, tasks) and the client the
+    reading pages, the API and the mirror read through: a replica's when one is set, else
+    the primary's own.
+
+    With Sentinel, both follow a failover: the primary is whichever server the sentinels name
+    now, and reads go to one of its replicas (to the primary while it has none).
+    """
+    tls = redis_ssl_options(config["REDIS_URL"], config["REDIS_SSL_CERT_REQS"])
+    if config.get("REDIS_SENTINEL_URLS"):
+        addresses = sentinel_addresses(config["REDIS_SENTINEL_URLS"])
+        sentinels = Sentinel(
+            list(addresses.hosts),
+            sentinel_kwargs={
+                "password": config.get("REDIS_SENTINEL_PASSWORD"),
+                "socket_timeout": 5,
+                "socket_connect_timeout": 5,
+            },
+            password=addresses.password,
+            db=addresses.db,
+            **CLIENT_OPTIONS,
+        )
+        master = config["REDIS_SENTINEL_MASTER"]
+        return sentinels.master_for(master), sentinels.slave_for(master)
+    primary = redis.Redis.from_url(config["REDIS_URL"], **CLIENT_OPTIONS, **tls)
+    replica_url = config.get("REDIS_REPLICA_URL")
+    if not replica_url:
+        return primary, primary
+    replica_tls = redis_ssl_options(replica_url, config["REDIS_SSL_CERT_REQS"])
+    return primary, redis.Redis.from_url(replica_url, **CLIENT_OPTIONS, **replica_tls)
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -63,6 +104,12 @@ def get_celery() -> Celery:
     return current_app.extensions["celery"]
 
 
+def get_read_redis() -> redis.Redis:
+    """Return the client reads go through: a replica's (REDIS_REPLICA_URL, Sentinel), else the
+    primary's. Never write through it: a replica refuses writes."""
+    return current_app.extensions["redis_reads"]
+
+
 def get_settings() -> ManifestSettings:
     """Return the current app's manifest settings."""
     return current_app.extensions["manifest_settings"]
@@ -71,6 +118,13 @@ def get_settings() -> ManifestSettings:
 def get_store() -> ManifestStore:
     """Return a manifest store on the current app's Redis."""
     return ManifestStore(get_redis(), get_settings())
+
+
+def get_reader() -> ManifestStore:
+    """Return a manifest store for reading only, on the replica when there is one: the reading
+    pages, the API and the mirror. A commit is one transaction, replicated as one, so a
+    replica never holds half a release."""
+    return ManifestStore(get_read_redis(), get_settings())
 
 
 def get_keys() -> Keys:
