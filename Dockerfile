@@ -19,4 +19,6 @@ USER syncer
 
 EXPOSE 8000
 # No FLASK_CONFIG needed: the app runs as production, which refuses to start without secrets.
+# gunicorn reads ./gunicorn.conf.py from the working directory by itself: its workers' counts
+# add up in /metrics. The same image runs the workers and beat (docker-compose.yml).
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "app:create_app()"]

@@ -453,12 +453,14 @@ class SentinelAddresses:
     db: int
 
 
-def sentinel_addresses(urls: tuple[str, ...]) -> SentinelAddresses:
-    """Read REDIS_SENTINEL_URLS; a malformed one is refused by its position, never its text
-    (it may hold a password)."""
+def sentinel_addresses(urls: tuple[str, ...] | str) -> SentinelAddresses:
+    """Read REDIS_SENTINEL_URLS (a tuple, or the comma-separated text); a malformed address is
+    refused by its position, never its text (it may hold a password)."""
+    # Text (an override given as one string) is split, never read character by character.
+    urls = as_list(urls) if isinstance(urls, str) else urls
     hosts: list[tuple[str, int]] = []
-    password: str | None = None
-    db = 0
+    passwords: set[str] = set()
+    dbs: set[int] = set()
     for position, url in enumerate(urls, start=1):
         parsed = urlsplit(url if "://" in url else f"sentinel://{url}")
         try:
@@ -469,36 +471,56 @@ def sentinel_addresses(urls: tuple[str, ...]) -> SentinelAddresses:
             raise ConfigurationError(
                 f"REDIS_SENTINEL_URLS: address {position} is not sentinel://[:password@]host:port"
             )
-        hosts.append((parsed.hostname, port))
-        password = password or (unquote(parsed.password) if parsed.password else None)
         path = parsed.path.strip("/")
         if path and not path.isdigit():
             raise ConfigurationError(f"REDIS_SENTINEL_URLS: address {position} has no db number")
-        db = int(path) if path else db
-    return SentinelAddresses(tuple(hosts), password, db)
+        hosts.append((parsed.hostname, port))
+        # The password and db are the Redis server's: one server (whichever is primary), so
+        # addresses that disagree are a mistake, not a choice. Unset on one: the others'.
+        if parsed.password:
+            passwords.add(unquote(parsed.password))
+        if path:
+            dbs.add(int(path))
+        if len(passwords) > 1 or len(dbs) > 1:
+            raise ConfigurationError(
+                f"REDIS_SENTINEL_URLS: address {position} names another password or db than "
+                "the addresses before it"
+            )
+    if not hosts:
+        raise ConfigurationError("REDIS_SENTINEL_URLS names no address")
+    password = next(iter(passwords), None)
+    return SentinelAddresses(tuple(hosts), password, next(iter(dbs), 0))
 
 
-def celery_sentinel_url(urls: tuple[str, ...], db: int) -> str:
+def celery_sentinel_url(urls: tuple[str, ...] | str) -> str:
     """Return the sentinels as one Celery sentinel:// URL (kombu's `;`-separated list)."""
     addresses = sentinel_addresses(urls)
     auth = f":{quote(addresses.password, safe='')}@" if addresses.password else ""
-    return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in addresses.hosts)
+    return ";".join(
+        f"sentinel://{auth}{f'[{host}]' if ':' in host else host}:{port}/{addresses.db}"
+        for host, port in addresses.hosts
+    )
 
 
 def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Return Celery's configuration, derived from the flat settings above."""
     sentinels = settings.get("REDIS_SENTINEL_URLS")
-    if sentinels:
-        db = sentinel_addresses(sentinels).db
-        redis_url = celery_sentinel_url(sentinels, db)
-    else:
-        redis_url = settings["REDIS_URL"]
+    redis_url = celery_sentinel_url(sentinels) if sentinels else settings["REDIS_URL"]
     # kombu's and Celery's sentinel:// transports ask the sentinels for this primary.
     sentinel_options: dict[str, Any] = {}
     if sentinels:
         sentinel_options["master_name"] = settings["REDIS_SENTINEL_MASTER"]
-        if settings.get("REDIS_SENTINEL_PASSWORD"):
-            sentinel_options["sentinel_kwargs"] = {"password": settings["REDIS_SENTINEL_PASSWORD"]}
+        # Given at all, these replace what the sentinels' connections would take from the
+        # Redis ones: the timeouts too, so a sentinel that does not answer cannot hang a trigger.
+        sentinel_options["sentinel_kwargs"] = {
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+            **(
+                {"password": settings["REDIS_SENTINEL_PASSWORD"]}
+                if settings.get("REDIS_SENTINEL_PASSWORD")
+                else {}
+            ),
+        }
     broker = settings.get("CELERY_BROKER_URL") or redis_url
     backend = settings.get("CELERY_RESULT_BACKEND") or redis_url
     queue = settings["CELERY_QUEUE"]

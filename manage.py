@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+import redis
 from flask import Flask
 from flask.cli import FlaskGroup
 from flask.cli import NoAppException
 
 from app import create_app
+from app.extensions import redis_clients
 from config import ConfigurationError
 from config import DevelopmentConfig
 from config import effective_settings
@@ -52,15 +56,35 @@ def dev_command(port: int, demo_items: int) -> None:
 
 @cli.command("check-redis", with_appcontext=False)
 def check_redis_command() -> None:
-    """Say whether the Redis of REDIS_URL answers; exit 1 when it does not (Startup.bat asks)."""
+    """Say whether the Redis of REDIS_URL (or Sentinel's primary) answers; exit 1 when it does
+    not (Startup.bat asks)."""
     from devtools import devstack
 
-    url = effective_settings(get_config())["REDIS_URL"]
+    settings = effective_settings(get_config())
+    if settings["REDIS_SENTINEL_URLS"]:
+        _check_sentinel_primary(settings)
+        return
+    url = settings["REDIS_URL"]
     if not url:
         raise click.ClickException("REDIS_URL is not set")
     if not devstack.answers(url):
         raise click.ClickException(f"Redis does not answer at {devstack.shown(url)}")
     click.echo(f"Redis answers at {devstack.shown(url)}")
+
+
+def _check_sentinel_primary(settings: dict[str, Any]) -> None:
+    """Ask the sentinels for the primary and ping it; say which it is, never a password."""
+    name = settings["REDIS_SENTINEL_MASTER"]
+    try:
+        primary, _ = redis_clients(settings)
+        primary.ping()
+    except ConfigurationError as refused:
+        raise click.ClickException(str(refused)) from None
+    except (redis.RedisError, OSError) as exc:
+        raise click.ClickException(
+            f"Redis does not answer as Sentinel's primary {name!r} ({type(exc).__name__})"
+        ) from None
+    click.echo(f"Redis answers as Sentinel's primary {name!r}")
 
 
 cli.add_command(demo_origin_command)

@@ -44,6 +44,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     from app import mirror
     from app import tasks  # noqa: F401 - registers the Celery tasks
     from app import web
+    from app.metrics import views as metrics
     from app.notify import policy
 
     logs.init_app(app)
@@ -54,6 +55,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
     app.register_blueprint(mirror.bp)
+    app.register_blueprint(metrics.bp)
     cli.init_app(app)
     for retired in retired_settings_set():
         app.logger.warning(retired)

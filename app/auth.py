@@ -33,6 +33,7 @@ from app.extensions import get_settings
 from app.manifest.live import Unknown
 from app.manifest.live import tracked_value
 from app.manifest.replies import optional_text
+from app.metrics import counters
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -299,10 +300,12 @@ def token_required(view: View) -> View:
 
 
 class RateLimited(TooManyRequests):
-    """429; werkzeug adds its one Retry-After header."""
+    """429; werkzeug adds its one Retry-After header. Counted for /metrics by the limit `what`:
+    a bucket of rate_window, login_account, or players (app/player_pages.py's lookups)."""
 
-    def __init__(self, retry_after: int, description: str) -> None:
+    def __init__(self, retry_after: int, description: str, what: str = "players") -> None:
         super().__init__(description, retry_after=retry_after)
+        counters.count_rate_limited(what)
 
 
 def client_address() -> str:
@@ -338,6 +341,7 @@ class RateWindow:
     seconds: int
     retry_after: int
     counted: str = "requests"
+    what: str = "other"
 
     @property
     def expires(self) -> int:
@@ -351,6 +355,7 @@ class RateWindow:
                 self.retry_after,
                 f"Too many {self.counted}: at most {self.allowed} per {self.seconds}s. "
                 "Retry later.",
+                self.what,
             )
 
 
@@ -366,7 +371,7 @@ def rate_window(bucket: str, allowed: int) -> RateWindow:
     seconds = current_app.config["RATE_LIMIT_WINDOW"]
     start, left = window_start(seconds)
     key = get_keys().rate_window(bucket, rate_client(), start)
-    return RateWindow(key, allowed, seconds, left)
+    return RateWindow(key, allowed, seconds, left, what=bucket)
 
 
 def count(window: RateWindow) -> None:
@@ -378,11 +383,6 @@ def count(window: RateWindow) -> None:
     window.check(counted)
 
 
-def limit(bucket: str, allowed: int) -> None:
-    """Count this request against `allowed` per RATE_LIMIT_WINDOW for its client; 429 past it."""
-    count(rate_window(bucket, allowed))
-
-
 def limit_sign_in(username: str) -> None:
     """Count a sign-in attempt for its client, then for the account it names; 429 past either.
 
@@ -390,10 +390,11 @@ def limit_sign_in(username: str) -> None:
     use up the account's attempts by itself.
     """
     config = current_app.config
-    limit("login", config["LOGIN_RATE_LIMIT"])
+    count(rate_window("login", config["LOGIN_RATE_LIMIT"]))
     seconds = config["RATE_LIMIT_WINDOW"]
     start, left = window_start(seconds)
     account = hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()[:32]
     key = get_keys().sign_in_attempts(account, start)
     allowed = config["LOGIN_ACCOUNT_RATE_LIMIT"]
-    count(RateWindow(key, allowed, seconds, left, "sign-in attempts for this account"))
+    counted = "sign-in attempts for this account"
+    count(RateWindow(key, allowed, seconds, left, counted, "login_account"))

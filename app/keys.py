@@ -157,8 +157,10 @@ class Keys:
     def delivery_queued(self, destination: str, release_id: str) -> str:
         """string: a task posting the release to the destination is queued or waiting to retry.
 
-        Set NX by the check that queues it (so tasks do not pile up); expires after 6 hours;
-        deleted once the release is delivered, filtered, refused or given up on.
+        Set NX by the check that queues it (so tasks do not pile up), holding when its task was
+        last active (each attempt refreshes it): a claim silent for 30 minutes (its task lost,
+        say in a failover) is queued again by the next check. Expires after 6 hours; deleted
+        once the release is delivered, filtered, refused or given up on.
         """
         return f"{self.prefix}:delivery:{destination}:queued:{release_id}"
 
@@ -241,6 +243,18 @@ class Keys:
         Expires after 30 seconds.
         """
         return f"{self.prefix}:workers"
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> str:
+        """hash: what the Celery workers counted for GET /metrics (syncs, durations, requests).
+
+        Kept for good: a few hundred fields (syncs by trigger and outcome, sync duration buckets
+        by phase, Bungie requests, deliveries), each label from a closed set; fields only grow,
+        in one MULTI/EXEC per sync and per delivery.
+        """
+        return f"{self.prefix}:metrics"
 
     # -- sessions, sign-in attempts and the player pages' share of the Bungie key ------------
 

@@ -11,7 +11,7 @@ from typing import Any
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import NotFound
 
-from app.extensions import get_store
+from app.extensions import get_settings
 from app.manifest import changes
 from app.manifest.changes import Change
 from app.manifest.store import ManifestStore
@@ -82,7 +82,7 @@ def parse_change_query(args: Mapping[str, str]) -> ChangeQuery:
 
 def parse_table(name: str) -> str:
     """Return `name` if it is a cached table; raise BadRequest naming the cached tables."""
-    tables = get_store().settings.tables
+    tables = get_settings().tables
     if name not in tables:
         raise BadRequest(
             f"{name[:80]!r} is not a cached table; the cached tables are: {', '.join(tables)}"
@@ -134,11 +134,10 @@ class ReleaseChanges:
         return matched[start:end], len(matched)
 
 
-def release_changes(release_id: str, undone: bool = False) -> ReleaseChanges:
+def release_changes(store: ManifestStore, release_id: str, undone: bool = False) -> ReleaseChanges:
     """Return what the commit that built `release_id` changed, or with `undone` what the
-    rollback that undid it changed (the inverse); raise NotFound for a release the history
-    does not name (nor the kept releases)."""
-    store = get_store()
+    rollback that undid it changed (the inverse), as `store` (the reading one) holds it; raise
+    NotFound for a release the history does not name (nor the kept releases)."""
     # The newest entries first: pages are mostly asked about recent releases, and the whole
     # history is a hundred entries to read and decode.
     entries = store.history(RECENT_ENTRIES)

@@ -16,9 +16,14 @@ from flask import current_app
 
 from app import triggers
 from app.extensions import get_bungie
+from app.extensions import get_keys
+from app.extensions import get_redis
 from app.extensions import get_store
 from app.manifest import sync
+from app.manifest.client import BungieClient
 from app.manifest.heartbeat import Heartbeat
+from app.manifest.store import ManifestStore
+from app.metrics import ledger
 from app.notify import announce
 from app.notify import policy
 from app.notify.destinations import DeliveryFailed
@@ -34,6 +39,9 @@ RETRY_GRACE_SECONDS = 30
 # The longest a post waits before its next try: a retry's countdown must stay well inside the
 # broker's visibility timeout, or a second copy of the task would run.
 DELIVERY_RETRY_CAP_SECONDS = 900
+# What a delivery task posts, as /metrics counts it.
+RELEASE = "release"
+ALERT = "alert"
 
 
 class SyncRetry(Exception):
@@ -62,9 +70,10 @@ def sync_manifest(
     with heartbeat:
         triggers.remember_task(task_id, trigger=trigger, requested_by=requested_by)
         try:
+            bungie = get_bungie()
             result = sync.run(
                 store,
-                get_bungie(),
+                bungie,
                 run_id=task_id,
                 trigger=trigger,
                 requested_by=requested_by,
@@ -72,6 +81,7 @@ def sync_manifest(
                 progress=_ProgressReporter(self),
                 beating=True,
             )
+            _count_sync(store, trigger, result, bungie)
             policy.after_check(result)
             max_retries = current_app.config["SYNC_MAX_RETRIES"]
             if result.transient and self.request.retries < max_retries:
@@ -102,8 +112,13 @@ def deliver_release(self: Any, destination: str, release_id: str, payload: Any) 
         outcome = policy.deliver_release(destination, release_id, payload)
     except (DeliveryThrottled, DeliveryFailed) as exc:
         _retry_or_give_up(
-            self, destination, exc, lambda: policy.give_up_release(destination, release_id)
+            self,
+            destination,
+            exc,
+            lambda: policy.give_up_release(destination, release_id),
+            message=RELEASE,
         )
+    _count_delivery(destination, RELEASE, outcome)
     if outcome == announce.SENDING_ELSEWHERE:
         # Another worker holds the right to post it, or held it when it was killed: look again
         # once that right has lapsed (it will read "already sent" if the other one posted).
@@ -121,9 +136,11 @@ def deliver_release(self: Any, destination: str, release_id: str, payload: Any) 
 def deliver_alert(self: Any, destination: str, payload: Any) -> str:
     """Tell one destination that syncing is failing, or works again; retry while it is down."""
     try:
-        return policy.deliver_alert(destination, payload)
+        outcome = policy.deliver_alert(destination, payload)
     except (DeliveryThrottled, DeliveryFailed) as exc:
-        _retry_or_give_up(self, destination, exc, lambda: None)
+        _retry_or_give_up(self, destination, exc, lambda: None, message=ALERT)
+    _count_delivery(destination, ALERT, outcome)
+    return outcome
 
 
 def _retry_or_give_up(
@@ -132,15 +149,25 @@ def _retry_or_give_up(
     exc: Exception,
     give_up: Callable[[], None],
     countdown: float | None = None,
+    message: str | None = None,
 ) -> NoReturn:
-    """Retry the task later (a throttle: when asked; trouble: with backoff) or give up."""
+    """Retry the task later (a throttle: when asked; trouble: with backoff) or give up.
+
+    With `message` (release or alert), this try is counted for /metrics: throttled, failed or
+    gave_up.
+    """
     kind = kind_of(destination).upper()
     max_retries = current_app.config[f"{kind}_MAX_RETRIES"]
     shown = destination[:1].upper() + destination[1:]
     if task.request.retries >= max_retries:
         log.error("%s stayed unavailable after %d retries, giving up: %s", shown, max_retries, exc)
+        if message:
+            _count_delivery(destination, message, "gave_up")
         give_up()
         raise exc
+    if message:
+        trouble = "throttled" if isinstance(exc, DeliveryThrottled) else "failed"
+        _count_delivery(destination, message, trouble)
     if countdown is None and isinstance(exc, DeliveryThrottled):
         countdown = exc.retry_after
     if countdown is None:
@@ -148,6 +175,32 @@ def _retry_or_give_up(
     countdown = min(DELIVERY_RETRY_CAP_SECONDS, countdown)
     log.warning("%s unavailable (%s); retrying in %ss", shown, exc, countdown)
     raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
+
+
+def _count_sync(
+    store: ManifestStore, trigger: str, result: sync.SyncResult, bungie: BungieClient
+) -> None:
+    """Count a sync's outcome, durations and Bungie requests for /metrics, in one round trip;
+    Redis not answering loses the count, never the sync."""
+    try:
+        ledger.record_sync(
+            store.redis,
+            store.keys,
+            trigger=trigger,
+            outcome=result.outcome,
+            timings=result.timings,
+            requests=bungie.take_requests(),
+        )
+    except redis.RedisError:
+        log.warning("Could not count sync %s for /metrics: Redis is unavailable", result.run_id)
+
+
+def _count_delivery(destination: str, message: str, outcome: str) -> None:
+    """Count one try of a delivery task for /metrics (never failing the task)."""
+    try:
+        ledger.record_delivery(get_redis(), get_keys(), destination, message, outcome)
+    except redis.RedisError:
+        log.warning("Could not count a post to %s for /metrics: Redis is unavailable", destination)
 
 
 class _ProgressReporter:

@@ -23,6 +23,7 @@ from flask import current_app
 from flask import request
 from kombu.exceptions import OperationalError
 
+from app.auth import RateLimited
 from app.auth import RateWindow
 from app.auth import client_address
 from app.auth import rate_window
@@ -30,6 +31,7 @@ from app.extensions import get_celery
 from app.extensions import get_keys
 from app.extensions import get_redis
 from app.extensions import get_store
+from app.metrics import counters
 
 SYNC_TASK = "manifest.sync"
 # Celery's states of a task that ended, and the state this app gives a task that started and
@@ -109,11 +111,20 @@ def request_sync(
     broker does not take the task.
     """
     try:
-        return _request_sync(trigger, requested_by, request_id, rate)
+        triggered = _request_sync(trigger, requested_by, request_id, rate)
+    except RateLimited:
+        counters.count_trigger(trigger, "rate_limited")
+        raise
+    except BrokerUnavailable:
+        counters.count_trigger(trigger, "refused")
+        raise
     except redis.RedisError as exc:
+        counters.count_trigger(trigger, "refused")
         raise BrokerUnavailable(
             "Redis is not answering, so the sync was not started. Check REDIS_URL, then retry."
         ) from exc
+    counters.count_trigger(trigger, "joined" if triggered.joined else "queued")
+    return triggered
 
 
 def _find_sync(rate: RateWindow | None = None) -> _Found:

@@ -32,6 +32,7 @@ def render(
         "swap_readers": swap_section,
         "change_log": change_log_section,
         "mirror": mirror_section,
+        "metrics": metrics_section,
     }
     for name, figures in reports.items():
         parts.append(sections[name](figures, plots))
@@ -58,7 +59,8 @@ minutes. Every figure below comes from that one run: re-run `make bench`
 to refresh this page and the plots in `docs/bench/`. Each workload is a script in `bench/` that
 can also be run alone (its docstring says how). Targets are those of issues 7, 15-17 and of
 `../shared/DESIGN.md` ("Performance"): ratios measured in the same run, or counts, because
-absolute times on these machines move with whatever else runs.
+absolute times on these machines move with whatever else runs; but for issue 19's budget of a
+/metrics scrape, an absolute time.
 {quick}
 **Machine**: {machine["nproc"]} CPUs ({machine["cpu"]}), {machine["memory_gib"]} GiB,
 {machine["platform"]}; {machine["python"]}; Redis {machine["redis"]} on loopback
@@ -97,6 +99,7 @@ TITLES = {
     "swap_readers": "6. readers during a swap",
     "change_log": "7. the change log",
     "mirror": "8. the mirror and conditional GETs",
+    "metrics": "9. the /metrics scrape",
 }
 
 
@@ -483,6 +486,30 @@ def mirror_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
         "counted)."
     )
     return section("mirror", figures, how, body)
+
+
+def metrics_section(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    s = figures.get("summary")
+    body = ""
+    if s:
+        body = (
+            f"{s['scrapes']} scrapes, one after the other: median {s['median_ms']:.1f} ms, p95 "
+            f"{s['p95_ms']:.1f} ms, fastest {s['min_ms']:.1f} ms, slowest {s['max_ms']:.1f} ms. "
+            f"Each answer: {s['answer_bytes']:,} bytes, {s['answer_families']} families, "
+            f"{s['answer_samples']} samples; the history held {s['history_entries']} entries and "
+            f"the workers' counts in Redis {s['answer_syncs_counted']:g} syncs (built in "
+            f"{s['build_seconds']:.0f} s).\n\n"
+        )
+    how = (
+        f"A cache of the demo release ({figures.get('items', 0):,} items) on a prefix of its "
+        f"own, then {figures.get('releases', '?')} more releases published and synced, each "
+        "counted in Redis as the sync task counts it. gunicorn (2 sync workers, its "
+        "gunicorn.conf.py: multiprocess mode) serves it on loopback, Slack and a webhook "
+        "configured; after 200 requests to /healthz and 5 warm-up scrapes, each scrape is "
+        "timed over real HTTP on a new connection, from the request sent to the body "
+        "read."
+    )
+    return section("metrics", figures, how, body)
 
 
 def plot_lines(plots: dict[str, str], *names: str) -> str:

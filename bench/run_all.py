@@ -1,4 +1,4 @@
-"""Run every benchmark (issues 7, 15-17) in turn; write docs/BENCHMARKS.md and docs/bench/'s plots.
+"""Run every benchmark (issues 7, 15-17, 19) in turn; write docs/BENCHMARKS.md and the plots.
 
 `make bench` runs this. Each workload is a script of its own in bench/ that can also be run
 alone (see its docstring); here they run one after the other in one process, each starting
@@ -29,6 +29,7 @@ from typing import Any
 import change_log
 import footprint
 import ingest
+import metrics
 import mirror
 import plots
 import reading
@@ -76,6 +77,7 @@ WORKLOADS: dict[str, tuple[ModuleType, list[str], list[str]]] = {
             "0.5",
         ],
     ),
+    "metrics": (metrics, [], ["--releases", "20", "--scrapes", "20"]),
 }
 
 

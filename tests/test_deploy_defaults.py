@@ -165,7 +165,7 @@ def test_procfile_worker_and_beat_without_flask_config_refuse_to_start(
     worker = start(started, procfile()["worker"], bare_env(), tmp_path / "worker.log")
     beat = start(
         started,
-        "celery -A celery_worker.celery beat --schedule=" + str(tmp_path / "schedule"),
+        procfile()["beat"] + " --schedule=" + str(tmp_path / "schedule"),
         bare_env(),
         tmp_path / "beat.log",
     )

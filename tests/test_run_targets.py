@@ -24,6 +24,7 @@ from celery.result import AsyncResult
 from app import create_app
 from app import triggers
 from app.extensions import get_celery
+from app.extensions import get_store
 from devtools import devstack
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
@@ -221,18 +222,31 @@ def test_procfile_web_serves_pages_on_port(heroku_env: dict[str, Any], admin: De
         assert "Manifest Syncer" in page.text
 
 
-def test_procfile_worker_runs_syncs_and_beat(
+def test_procfile_worker_runs_syncs_and_beat_is_its_own_process_type(
     heroku_env: dict[str, Any], admin: DemoAdmin, redis_client: redis.Redis
 ) -> None:
+    """Worker dynos scale (`heroku ps:scale worker=N`) and never run beat: exactly one beat
+    dyno polls."""
+    assert not {"-B", "--beat"} & set(shlex.split(procfile()["worker"]))
+    assert shlex.split(procfile()["beat"])[:5] == ["celery", "-A", "celery_worker.celery", "-q", "beat"]
     settings = {k: v for k, v in heroku_env.items() if k != "_env"}
-    with run_procfile_line("worker", heroku_env["_env"], ready=" ready.") as worker:
+    env = {**heroku_env["_env"], "FLASK_MANIFEST_POLL_SECONDS": "2"}
+    with (
+        run_procfile_line("worker", env, ready=" ready.") as worker,
+        run_procfile_line("beat", env, ready="beat: Starting..."),
+    ):
         app = create_app("testing", settings)
         with app.test_request_context():
             sync = triggers.request_sync("test")
             result = AsyncResult(sync.task_id, app=get_celery())
             wait_until(lambda: result.state == "SUCCESS", 60, "the sync")
             assert result.info["outcome"] == "updated"
-        assert "beat: Starting..." in worker.output()
+            # Beat's polls reach the worker: the checks say who asked.
+            store = get_store()
+            wait_until(
+                lambda: any(c["trigger"] == "beat" for c in store.recent_checks()), 30, "a poll"
+            )
+        assert "beat: Starting..." not in worker.output()
     queue = settings["CELERY_QUEUE"]
     redis_client.delete(queue, f"_kombu.binding.{queue}")
     keys = list(redis_client.scan_iter(match=f"{settings['MANIFEST_KEY_PREFIX']}:*"))
@@ -310,14 +324,15 @@ def command_of(service: dict[str, Any]) -> list[str]:
 
 def test_compose_services_run_this_projects_commands() -> None:
     services = compose()["services"]
-    assert {"redis", "web", "worker", "beat", "demo-origin", "flower"} <= set(services)
+    assert {"redis", "web", "web-2", "worker", "beat", "demo-origin", "flower"} <= set(services)
     ours = {name: command_of(s) for name, s in services.items() if s.get("build") == "."}
     assert ours["web"][0] == "gunicorn"
     assert ours["web"][-1] == shlex.split(procfile()["web"])[-1]  # the same app as Heroku's
     assert ours["worker"][:4] == ["celery", "-A", "celery_worker.celery", "worker"]
-    assert ours["beat"][:4] == ["celery", "-A", "celery_worker.celery", "beat"]
+    assert ours["beat"][:5] == ["celery", "-A", "celery_worker.celery", "-q", "beat"]
     assert ours["demo-origin"][:3] == ["python", "manage.py", "demo-origin"]
-    assert set(ours) == {"web", "worker", "beat", "demo-origin"}
+    assert ours["web-2"] == ours["web"]
+    assert set(ours) == {"web", "web-2", "worker", "beat", "demo-origin"}
 
 
 def test_compose_has_exactly_one_beat_and_healthchecks() -> None:
@@ -326,11 +341,11 @@ def test_compose_has_exactly_one_beat_and_healthchecks() -> None:
     assert beats == ["beat"]
     assert services["beat"]["deploy"]["replicas"] == 1
     assert not any(flag in command_of(services["worker"]) for flag in ("-B", "--beat"))
-    for name in ("redis", "web", "worker", "demo-origin"):
+    for name in ("redis", "web", "web-2", "worker", "demo-origin"):
         assert services[name]["healthcheck"]["test"], name
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
     assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "web-2", "worker", "beat"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["flower"]["profiles"] == ["monitoring"]
     assert "noeviction" in command_of(services["redis"])
@@ -377,7 +392,7 @@ def test_compose_configuration_comes_from_env_example() -> None:
     from config import Config
 
     assert names
-    compose_only = ("FLASK_CONFIG", "FLOWER_BASIC_AUTH")
+    compose_only = ("FLASK_CONFIG", "FLOWER_BASIC_AUTH", "COMPOSE_PROFILES")
     assert all(hasattr(Config, name) or name in compose_only for name in names), names
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "USER syncer" in dockerfile

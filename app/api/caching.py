@@ -12,7 +12,7 @@ from flask import current_app
 from flask import request
 
 from app.api.openapi import REVISION
-from app.extensions import get_store
+from app.queries import reader
 
 # Follows the live release: any cache may keep it, and asks each time (If-None-Match); a 304
 # costs little. Nothing in /api/v1 is immutable: even a release's change log changes when its
@@ -38,7 +38,7 @@ def live_release_id() -> str | None:
     Never the id this process last saw unless Redis vouches for it: a 304 must not rest on a
     guess.
     """
-    store = get_store()
+    store = reader()
     release_id, vouched = store.reader_live_id()
     return release_id if vouched else store.live_id()
 

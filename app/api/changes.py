@@ -15,14 +15,16 @@ from app.api.caching import live_release_id
 from app.api.caching import not_modified
 from app.api.caching import release_tag
 from app.api.caching import tagged
-from app.extensions import get_store
 from app.queries import parse_hash
+from app.queries import read_view
+from app.queries import reader
 from app.release_changes import parse_change_query
 from app.release_changes import parse_table
 from app.release_changes import release_changes
 
 
 @bp.get("/releases/<release_id>/changes")
+@read_view
 def release_changes_page(release_id: str) -> ResponseReturnValue:
     """List what the commit that built a release changed, by table, kind and name, a page at a
     time (?table=, ?kind=, ?q=: a name's substring, ?page=, ?per_page= up to 200).
@@ -36,7 +38,7 @@ def release_changes_page(release_id: str) -> ResponseReturnValue:
     cached = not_modified(etag, REVALIDATE, star=False)
     if cached is not None:
         return cached
-    shown = release_changes(release_id, undone=query.undone)
+    shown = release_changes(reader(), release_id, undone=query.undone)
     found, total = shown.select(query)
     following = None
     if query.page * query.per_page < total:
@@ -59,6 +61,7 @@ def release_changes_page(release_id: str) -> ResponseReturnValue:
 
 
 @bp.get("/definitions/<table>/<definition_hash>/history")
+@read_view
 def definition_history(table: str, definition_hash: str) -> ResponseReturnValue:
     """List how a definition changed in each release of the history, newest first (a
     rollback: as the inverse of what it undid); empty if it never changed there."""
@@ -68,5 +71,5 @@ def definition_history(table: str, definition_hash: str) -> ResponseReturnValue:
     cached = not_modified(etag, REVALIDATE)
     if cached is not None:
         return cached
-    history = get_store().definition_history(table, number)
+    history = reader().definition_history(table, number)
     return tagged(jsonify(table=table, hash=number, history=history), etag, REVALIDATE)

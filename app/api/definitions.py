@@ -20,10 +20,12 @@ from werkzeug.exceptions import ServiceUnavailable
 from app.api import bp
 from app.api.caching import REVALIDATE
 from app.api.caching import not_modified
-from app.extensions import get_store
+from app.extensions import get_settings
 from app.manifest.store import Packed
 from app.queries import parse_hash
 from app.queries import parse_lang
+from app.queries import read_view
+from app.queries import reader
 from app.release_changes import parse_table
 
 # The most definitions one batch may ask for (distinct hashes, all tables together).
@@ -43,6 +45,7 @@ ETAGS_KEPT = 20_000
 
 
 @bp.get("/definitions/<table>/<definition_hash>")
+@read_view
 def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     """Show one whole definition of the live release, as Bungie sent it (?lang=, default the
     first cached language)."""
@@ -66,7 +69,7 @@ def send_definition(table: str, number: int, lang: str) -> tuple[str | None, Res
     cached = held_definition(table, number, lang)
     if cached is not None:
         return cached.headers[RELEASE_HEADER], cached
-    release_id, found = get_store().lookup_packed({table: [number]}, lang)
+    release_id, found = reader().lookup_packed({table: [number]}, lang)
     if release_id is None:
         return None, None
     return release_id, definition_answer(found[table].get(number), release_id, lang)
@@ -77,7 +80,7 @@ def held_definition(table: str, number: int, lang: str) -> Response | None:
     live release (which Redis vouches for), without a round trip; else None."""
     if not request.if_none_match:
         return None
-    store = get_store()
+    store = reader()
     release_id, vouched = store.reader_live_id()
     if not vouched or release_id is None:
         return None
@@ -100,7 +103,7 @@ def definition_answer(stored: Packed | None, release_id: str, lang: str) -> Resp
     etag = stored.digest.hex()
     if len(_etags) >= ETAGS_KEPT:
         _etags.clear()
-    _etags[(get_store().keys.prefix, release_id, lang, stored.table, stored.number)] = etag
+    _etags[(get_settings().key_prefix, release_id, lang, stored.table, stored.number)] = etag
     cached = not_modified(etag, REVALIDATE)
     if cached is not None:
         cached.headers[RELEASE_HEADER] = release_id
@@ -116,6 +119,7 @@ def definition_answer(stored: Packed | None, release_id: str, lang: str) -> Resp
 
 
 @bp.post("/definitions")
+@read_view
 def definitions() -> ResponseReturnValue:
     """Show many whole definitions of one release: the body maps tables to lists of hashes.
 
@@ -146,7 +150,7 @@ def read_live(
 
     A stored row that is not a JSON object counts as absent (the store's reads see to it).
     """
-    release_id, found = get_store().lookup_raw(wanted, lang)
+    release_id, found = reader().lookup_raw(wanted, lang)
     if release_id is None:
         raise ServiceUnavailable(NOTHING_CACHED)
     return release_id, found

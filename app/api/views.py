@@ -35,7 +35,6 @@ from app.api.definitions import send_definition
 from app.auth import client_address
 from app.auth import is_authorised
 from app.auth import token_required
-from app.extensions import get_store
 from app.manifest.store import ITEM_TABLE
 from app.player_pages import current_players
 from app.player_pages import load_page
@@ -43,6 +42,8 @@ from app.player_pages import parse_bungie_name
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import parse_lang
+from app.queries import read_view
+from app.queries import reader
 from app.queries import search_items
 from app.triggers import LOST
 from app.triggers import known_task
@@ -121,12 +122,13 @@ def shown(record: Mapping[str, Any] | None, authorised: bool) -> dict[str, Any] 
 
 
 @bp.get("/manifest")
+@read_view
 def manifest() -> ResponseReturnValue:
     """Show the live release and the latest check (who asked for them: with the token only).
 
     Its ETag names both; a client holding them gets a 304 for the price of reading the check.
     """
-    store = get_store()
+    store = reader()
     authorised = is_authorised()
     check = store.last_check()
     cache_control = PRIVATE if authorised else REVALIDATE
@@ -156,6 +158,7 @@ def varied(response: Response) -> Response:
 
 
 @bp.get("/items")
+@read_view
 def items() -> ResponseReturnValue:
     """Search the live release's items by name, type, tier and class, one page at a time
     (?lang=: a cached language, default the first)."""
@@ -178,6 +181,7 @@ def items() -> ResponseReturnValue:
 
 
 @bp.get("/items/<item_hash>")
+@read_view
 def item(item_hash: str) -> ResponseReturnValue:
     """Show one item definition of the live release as stored (?lang=: as `items`); its ETag is
     its digest, so an item a release left as it was keeps its ETag."""
@@ -190,10 +194,11 @@ def item(item_hash: str) -> ResponseReturnValue:
 
 
 @bp.get("/history")
+@read_view
 def history() -> ResponseReturnValue:
     """Show the newest releases and check outcomes, newest first (who asked: as `manifest`)."""
     limit = parse_limit(request.args)
-    store = get_store()
+    store = reader()
     authorised = is_authorised()
     cache_control = PRIVATE if authorised else REVALIDATE
     # Read before what it names: a commit or a check landing meanwhile makes the answer newer

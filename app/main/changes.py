@@ -22,7 +22,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from markupsafe import escape
 
-from app.extensions import get_store
+from app.extensions import get_settings
 from app.main import bp
 from app.main.presenters import keep_lang
 from app.main.presenters import links
@@ -30,6 +30,8 @@ from app.manifest.store import ITEM_TABLE
 from app.manifest.store import shown_log
 from app.queries import parse_hash
 from app.queries import parse_lang
+from app.queries import read_view
+from app.queries import reader
 from app.release_changes import KINDS
 from app.release_changes import ChangeQuery
 from app.release_changes import ReleaseChanges
@@ -64,6 +66,7 @@ bp.record_once(lambda state: state.app.jinja_env.globals.update(KIND_TITLES=KIND
 
 
 @bp.get("/releases/<release_id>")
+@read_view
 def release(release_id: str) -> ResponseReturnValue:
     """Show what changed with one release: counts per table and kind, and every change, a page
     at a time, filtered by table, kind and name, each expandable to its field diff.
@@ -71,7 +74,7 @@ def release(release_id: str) -> ResponseReturnValue:
     ?undone=1 shows what the rollback that undid the release changed (the inverse of its log).
     """
     query = parse_change_query(request.args)
-    shown = release_changes(release_id, undone=query.undone)
+    shown = release_changes(reader(), release_id, undone=query.undone)
     here = url_for("main.release", release_id=release_id)
     return render_template(
         "release.html",
@@ -96,7 +99,7 @@ def undone_url(entry: Mapping[str, Any]) -> str | None:
 
 def _live_id() -> str | None:
     """Return the live release id: as Redis vouches for it without a round trip, else read."""
-    store = get_store()
+    store = reader()
     live, vouched = store.reader_live_id()
     return live if vouched else store.live_id()
 
@@ -111,7 +114,7 @@ def changes_section(shown: ReleaseChanges, query: ChangeQuery, here: str) -> Mar
     (debug), every request renders it, so that an edit shows.
     """
     made = links()
-    key = (get_store().keys.prefix, here, query, made.item_pattern, made.definition_pattern)
+    key = (get_settings().key_prefix, here, query, made.item_pattern, made.definition_pattern)
     cached = _sections.get(key)
     if cached is not None and cached[0] is shown.log:
         return cached[1]
@@ -130,7 +133,7 @@ def changes_section(shown: ReleaseChanges, query: ChangeQuery, here: str) -> Mar
             total=total,
             pages=max(1, -(-total // query.per_page)),
             kinds=KINDS,
-            tables=get_store().settings.tables,
+            tables=get_settings().tables,
         )
     )
     if not current_app.jinja_env.auto_reload:
@@ -143,6 +146,7 @@ def changes_section(shown: ReleaseChanges, query: ChangeQuery, here: str) -> Mar
 
 
 @bp.get("/definitions/<table>/<definition_hash>")
+@read_view
 def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     """Show a definition of the live release as stored, and how it changed across the history
     (?lang=: a cached language). An item goes to its own page."""
@@ -153,7 +157,7 @@ def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     if table == ITEM_TABLE:
         values: dict[str, Any] = {"item_hash": number, **kept}
         return redirect(url_for("main.item", **values))
-    store = get_store()
+    store = reader()
     stored = store.definitions(table, [number], lang)[number]
     history = store.definition_history(table, number)
     if stored is None and not history:

@@ -24,7 +24,6 @@ from flask import request
 from flask import url_for
 from markupsafe import escape
 
-from app.extensions import get_store
 from app.main import bp
 from app.main.presenters import ID_PLACEHOLDER
 from app.main.presenters import TABLE_PLACEHOLDER
@@ -35,6 +34,8 @@ from app.manifest.items import table_label
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import ManifestStore
 from app.manifest.store import shown_log
+from app.queries import read_view
+from app.queries import reader
 from app.release_changes import KINDS
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -75,9 +76,10 @@ _feeds_lock = threading.Lock()
 
 
 @bp.get("/feed.atom")
+@read_view
 def feed() -> Response:
     """Answer the Atom feed of releases, newest first (304 when the reader has the newest)."""
-    store = get_store()
+    store = reader()
     newest = store.history(1)
     etag = feed_etag(newest[0] if newest else None)
     if request.if_none_match.contains_weak(etag):

@@ -22,7 +22,7 @@ from flask import url_for
 from markupsafe import Markup
 
 from app.auth import current_user
-from app.extensions import get_store
+from app.extensions import get_settings
 from app.main.filters import FILTERS
 from app.manifest.items import CLASSES
 from app.manifest.items import ITEM_TYPES
@@ -151,7 +151,7 @@ def links() -> Links:
 def keep_lang(lang: str | None) -> dict[str, str]:
     """Return the query values that keep `lang` in a page's links (none for the first cached
     language, the default), and have this request's item links keep it too."""
-    kept = {} if lang in (None, get_store().settings.languages[0]) else {"lang": str(lang)}
+    kept = {} if lang in (None, get_settings().languages[0]) else {"lang": str(lang)}
     g.kept_lang = kept
     g.pop("links", None)
     return kept

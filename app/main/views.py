@@ -23,7 +23,6 @@ from app.auth import login_required
 from app.auth import safe_next
 from app.auth import sign_in
 from app.auth import sign_out
-from app.extensions import get_store
 from app.main import bp
 from app.main.changes import history_rows
 from app.main.presenters import keep_lang
@@ -38,6 +37,8 @@ from app.queries import PER_PAGE
 from app.queries import parse_hash
 from app.queries import parse_item_query
 from app.queries import parse_lang
+from app.queries import read_view
+from app.queries import reader
 from app.queries import search_items
 from app.triggers import current_sync
 from app.triggers import known_task
@@ -49,11 +50,12 @@ RECENT_CHECKS = 20
 
 
 @bp.get("/")
+@read_view
 def dashboard() -> ResponseReturnValue:
     """Show the live release, the last check and change, recent releases, the sync running,
     the workers and each destination's deliveries (who asked for a sync, and why a destination
     fails: to the signed-in admin only)."""
-    store = get_store()
+    store = reader()
     recent = store.history(RECENT_RELEASES)
     return render_template(
         "dashboard.html",
@@ -93,6 +95,7 @@ def update_manifest() -> ResponseReturnValue:
 
 
 @bp.get("/items")
+@read_view
 def items() -> ResponseReturnValue:
     """Search the live release's items by name, type, tier and class (?lang=: a cached
     language, default the first)."""
@@ -107,12 +110,13 @@ def items() -> ResponseReturnValue:
 
 
 @bp.get("/items/<item_hash>")
+@read_view
 def item(item_hash: str) -> ResponseReturnValue:
     """Show one item of the live release, its stored definition and how it changed across the
     history (?lang=: as `items`); an item gone from the live release shows its history."""
     number = parse_hash(item_hash)
     lang = parse_lang(request.args)
-    store = get_store()
+    store = reader()
     definition = store.definitions(ITEM_TABLE, [number], lang)[number]
     history = store.definition_history(ITEM_TABLE, number)
     if definition is None and not history:
@@ -134,9 +138,10 @@ def item(item_hash: str) -> ResponseReturnValue:
 
 
 @bp.get("/history")
+@read_view
 def history() -> ResponseReturnValue:
     """List every recorded release change and the latest checks."""
-    store = get_store()
+    store = reader()
     return render_template(
         "history.html",
         entries=store.history(store.settings.history_length),

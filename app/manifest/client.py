@@ -8,6 +8,7 @@ import random
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,27 @@ CONTENT_PREFIX = "/common/destiny2_content/"
 _SAFE_CONTENT_PATH = re.compile(r"/common/destiny2_content/[A-Za-z0-9_\-./]+")
 _CHUNK_SIZE = 1024 * 1024
 _OUTAGE_RETRY_AFTER = 60.0
+# The Bungie error codes a request is counted under by their number; any other is "other", so
+# the labels /metrics shows stay a closed set whatever a response says.
+_COUNTED_CODES = frozenset(
+    {errors.SUCCESS, errors.SYSTEM_DISABLED, *errors.THROTTLE_CODES, *errors.CONFIG_CODES}
+)
+
+# What one request to Bungie is counted as: (kind: "api" or "content", HTTP status or "none"
+# when no answer came, Bungie's ErrorCode or "none" when the body was no envelope).
+RequestKind = tuple[str, str, str]
+
+
+def request_kind(kind: str, status: int | None, error_code: object = None) -> RequestKind:
+    """Return the closed labels one request is counted under."""
+    shown_status = str(status) if status is not None and 100 <= status <= 599 else "none"
+    if error_code is None:
+        code = "none"
+    elif type(error_code) is int and error_code in _COUNTED_CODES:
+        code = str(error_code)
+    else:
+        code = "other"
+    return kind, shown_status, code
 
 
 def content_url(base_url: str, path: object) -> str:
@@ -86,6 +108,9 @@ class BungieClient:
         self.max_retry_wait = max_retry_wait
         self.max_bytes = max_bytes
         self.download_deadline = download_deadline
+        # Every request made, by kind: counted here, in memory, and handed over by
+        # take_requests() to whoever reports them (a sync task: once per sync, not per request).
+        self.requests: Counter[RequestKind] = Counter()
 
     @classmethod
     def from_settings(
@@ -112,6 +137,11 @@ class BungieClient:
     def close(self) -> None:
         """Close the pooled connections."""
         self.session.close()
+
+    def take_requests(self) -> Counter[RequestKind]:
+        """Return the requests counted since the last call, and start counting afresh."""
+        taken, self.requests = self.requests, Counter()
+        return taken
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -151,6 +181,7 @@ class BungieClient:
                     allow_redirects=False,
                 )
             except requests.RequestException as exc:
+                self.requests[request_kind("api", None)] += 1
                 last = errors.BungieOutage(
                     f"Could not reach Bungie at {self.base_url} ({type(exc).__name__})",
                     retry_after=_OUTAGE_RETRY_AFTER,
@@ -176,6 +207,8 @@ class BungieClient:
             body = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
             body = None
+        code = body.get("ErrorCode") if isinstance(body, dict) else None
+        self.requests[request_kind("api", status, code)] += 1
         if isinstance(body, dict) and "ErrorCode" in body:
             return self._unwrap_envelope(body)
         if status == 429:
@@ -269,8 +302,10 @@ class BungieClient:
                     url, timeout=self.timeout, stream=True, allow_redirects=False
                 )
             except requests.RequestException as exc:
+                self.requests[request_kind("content", None)] += 1
                 failure = f"could not be fetched ({type(exc).__name__})"
                 continue
+            self.requests[request_kind("content", response.status_code)] += 1
             if response.status_code == 429 or response.status_code >= 500:
                 wait = parse_retry_after(response.headers.get("Retry-After"))
                 failure = f"answered HTTP {response.status_code}"

@@ -11,9 +11,17 @@ next call reads the pointer again on that connection.
 
 The push for a commit is written to this connection's socket when the commit executes, before
 the committer hears back; so a request that follows a commit (the committer's next page, a
-Slack message's link) sees the new release. Where the server cannot track keys (Redis before
-6, the embedded server of `make dev`), `get` answers `UNKNOWN` and callers read the pointer
-with their data, as they would without this.
+Slack message's link) sees the new release. On a read replica (REDIS_REPLICA_URL) the push
+comes when the replica applies the commit, after the committer heard back: a request right
+after a commit may see the release before it for the replication lag, never a mix. Where the
+server cannot track keys (Redis before 6, the embedded server of `make dev`), `get` answers
+`UNKNOWN` and callers read the pointer with their data, as they would without this.
+
+The connection is made as the client's pool makes its own, so with Sentinel it goes to the
+server the sentinels name now: after a failover, to the new primary. A pool that spreads its
+connections over several servers (Sentinel's replicas) gets no pointer: the pointer's server
+could be ahead of the one a read lands on, which may still lack the end of the release the
+pointer names. Its reads check the pointer with their data, in the same round trip.
 """
 
 from __future__ import annotations
@@ -25,13 +33,19 @@ import weakref
 from typing import Final
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 # Trust an id this long at most without hearing from Redis: a bound on staleness should the
 # connection die without a sign (a host gone without closing its socket).
 TRUST_SECONDS: Final = 5.0
-# After the server refused tracking or the connection failed, read the pointer directly for
-# this long before trying again.
+# After the server refused tracking, read the pointer directly for this long before asking
+# again; after the connection failed, first for FIRST_RETRY_SECONDS, doubling up to this. A
+# failover takes seconds: the pointer is back soon after it, without a dead server being asked
+# (and its connect timeout waited out) on every read meanwhile.
 RETRY_SECONDS: Final = 30.0
+FIRST_RETRY_SECONDS: Final = 1.0
 
 
 class Unknown:
@@ -54,6 +68,8 @@ class LivePointer:
         pool = client.connection_pool
         options = {**pool.connection_kwargs, "protocol": 3, "decode_responses": False}
         options.pop("maint_notifications_pool_handler", None)
+        # No retries of its own: it holds the pointer's lock meanwhile, and backs off itself.
+        options["retry"] = Retry(NoBackoff(), 0)
         self._connection_class = pool.connection_class
         self._options = options
         self.key = key
@@ -63,6 +79,7 @@ class LivePointer:
         self._value: str | None = None
         self._trusted_until = 0.0
         self._retry_at = 0.0
+        self._failures = 0
 
     def get(self) -> str | Unknown | None:
         """Return the key's value (decoded), from memory while Redis has not said otherwise."""
@@ -78,10 +95,16 @@ class LivePointer:
                 if self._invalidated() or now >= self._trusted_until:
                     self._value = self._read()
                     self._trusted_until = now + TRUST_SECONDS
-            except (redis.RedisError, OSError):
+            except redis.ResponseError:  # the server cannot track, or refused to
                 self.close()
                 self._retry_at = now + RETRY_SECONDS
                 return UNKNOWN
+            except (redis.RedisError, OSError):  # gone: a restart, a failover, a network
+                self.close()
+                self._retry_at = now + min(RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**self._failures)
+                self._failures += 1
+                return UNKNOWN
+            self._failures = 0
             return self._value
 
     def close(self) -> None:
@@ -141,6 +164,14 @@ def live_pointer(client: redis.Redis, key: str) -> LivePointer:
 
 
 def tracked_value(client: redis.Redis, key: str, track: bool) -> str | Unknown | None:
-    """Return `key`'s value as Redis vouches for it, or UNKNOWN (tracking off or refused):
-    then the caller reads it itself, with its data."""
-    return live_pointer(client, key).get() if track else UNKNOWN
+    """Return `key`'s value as Redis vouches for it, or UNKNOWN (tracking off or refused, or a
+    client over several servers): then the caller reads it itself, with its data."""
+    if not track or spread_over_servers(client.connection_pool):
+        return UNKNOWN
+    return live_pointer(client, key).get()
+
+
+def spread_over_servers(pool: redis.ConnectionPool) -> bool:
+    """Say whether the pool's connections may go to different servers at once (Sentinel's
+    replica pools: each new connection to the next replica)."""
+    return isinstance(pool, SentinelConnectionPool) and not pool.is_master

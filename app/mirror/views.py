@@ -13,7 +13,6 @@ from flask import stream_with_context
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest
 
-from app.extensions import get_store
 from app.manifest.store import KeptRelease
 from app.manifest.store import ManifestStore
 from app.mirror import bp
@@ -29,6 +28,8 @@ from app.mirror.bungie import not_modified
 from app.mirror.bungie import platform_error
 from app.mirror.bungie import platform_ok
 from app.queries import parse_hash
+from app.queries import read_view
+from app.queries import reader
 
 MANIFEST_ROUTE = "/Platform/Destiny2/Manifest/"
 CONTENT_ROOT = "/common/destiny2_content/json"
@@ -47,9 +48,10 @@ ROUTES_SERVED = (
 
 
 @bp.get(MANIFEST_ROUTE, strict_slashes=False)
+@read_view
 def manifest() -> ResponseReturnValue:
     """Answer Bungie's GetDestinyManifest for the live release, its files on this server."""
-    kept = live_release(get_store())
+    kept = live_release(reader())
     if kept is None:
         return platform_error(SYSTEM_DISABLED, NOTHING_CACHED)
     if not kept.whole:
@@ -58,10 +60,11 @@ def manifest() -> ResponseReturnValue:
 
 
 @bp.get(MANIFEST_ROUTE + "<entity_type>/<hash_identifier>/", strict_slashes=False)
+@read_view
 def entity_definition(entity_type: str, hash_identifier: str) -> ResponseReturnValue:
     """Answer Bungie's GetDestinyEntityDefinition: one whole definition of the live release,
     passed through as stored (`?lc=` picks a cached language, as Bungie's `lc` does)."""
-    store = get_store()
+    store = reader()
     settings = store.settings
     if entity_type not in settings.tables:
         return platform_error(
@@ -97,6 +100,7 @@ def other_platform_route(route: str) -> ResponseReturnValue:
 
 
 @bp.get(CONTENT_ROOT + "/<lang>/<name>.json")
+@read_view
 def content_file(lang: str, name: str) -> ResponseReturnValue:
     """Send one table of a kept release, or all of them (`aggregate`), as Bungie's JSON file.
 
@@ -106,7 +110,7 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
     release is dropped mid-stream, the connection is dropped and the body ends short.
     """
     table, _, release_id = name.rpartition("-")
-    store = get_store()
+    store = reader()
     etag = f"{release_id}-{lang}-{table}"
     if _live_and_configured(store, release_id, lang, table):
         # Redis vouches that this is the live release (its tables are the configured ones):

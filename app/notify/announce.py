@@ -7,6 +7,7 @@ since, throttled until). The trouble episode the alert destinations were told ab
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,33 +24,49 @@ from app.notify.destinations import TROUBLE
 from app.notify.destinations import DeliveryFailed
 from app.notify.destinations import DeliveryThrottled
 
+log = logging.getLogger(__name__)
+
 SENT = "sent"
 FILTERED = "filtered"
 ALREADY = "already sent"
 SENDING_ELSEWHERE = "being sent elsewhere"
 
 QUEUED_SECONDS = 6 * 3600
+# A queued claim whose task gave no sign of life for this long is taken to be lost (a broker
+# that failed over before passing the task on, a queue purged) and the next check queues the
+# release again. Twice the longest wait of a live task between two tries (app/tasks.py caps a
+# retry's countdown at 15 minutes); a task only slower than that is doubled, not repeated:
+# the post itself is taken once (`deliver`).
+QUEUED_STALE_SECONDS = 1800
 SENDING_SECONDS = 120
+# How long a check waits for a replica to hold a release before queueing its posts.
+REPLICATED_WAIT_MS = 2000
 ANNOUNCED_SECONDS = 180 * 86400
 # A release older than this is no longer owed: turning a destination on must not replay last
 # month, and a release given up on is queued again by checks only this long.
 OWED_SECONDS = 86400
 SLACK = "slack"  # its releases sent before issue 18 are marked by Keys.announced
 
-# KEYS: queued, pending, sent... ARGV: queued's life, commit time, release id, owed since.
+# Queued holds when its task last gave a sign of life; older than stale, it is claimed again.
+# KEYS: queued, pending, sent... ARGV: queued's life, commit time, release id, owed since, now,
+# stale before.
 _CLAIM = """
 if redis.call('EXISTS', unpack(KEYS, 3)) > 0 then return 0 end
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local alive = tonumber(redis.call('GET', KEYS[1]))
+if alive and alive >= tonumber(ARGV[6]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
 return 1
 """
-# KEYS: sending, sent... ARGV: this sender's token, sending's life. Sent is checked once the
-# right to send is held: a sender that finished in between has marked it by then.
+# KEYS: sending, queued, sent... ARGV: this sender's token, sending's life, now, queued's life.
+# Sent is checked once the right to send is held: a sender that finished in between has
+# marked it by then. A try is the task's sign of life: its queued claim is renewed.
 _TAKE = """
-if redis.call('EXISTS', unpack(KEYS, 2)) > 0 then return 'sent' end
+if redis.call('EXISTS', unpack(KEYS, 3)) > 0 then return 'sent' end
+redis.call('SET', KEYS[2], ARGV[3], 'XX', 'EX', ARGV[4])
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'busy' end
-if redis.call('EXISTS', unpack(KEYS, 2)) > 0 then
+if redis.call('EXISTS', unpack(KEYS, 3)) > 0 then
   redis.call('DEL', KEYS[1])
   return 'sent'
 end
@@ -79,22 +96,66 @@ class Announcements:
     # -- releases --------------------------------------------------------------------------
 
     def claim(self, destinations: list[str], release_id: str, committed_at: float) -> list[str]:
-        """Claim, for each destination, the right to queue its post of a release (one round
-        trip); return those claimed: not sent, not filtered, no task queued. A claimed release
-        is owed to the destination until it is sent."""
-        owed_since = time.time() - OWED_SECONDS
+        """Claim, for each destination, the right to queue its post of a release; return those
+        claimed: not sent, not filtered, no live task queued. A claimed release is owed to the
+        destination until it is sent.
+
+        One round trip; a second when something was claimed and the primary has replicas: it
+        waits until one holds the claims, and so the release (Redis replicates in order). A
+        release a failover could still take back is not announced: if no replica holds it
+        within REPLICATED_WAIT_MS, the claims are dropped and the next check tries again.
+        """
+        now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
+            pipe.info("replication")
             for name in destinations:
-                keys = [
-                    self.keys.delivery_queued(name, release_id),
-                    self.keys.delivery_pending(name),
-                    *self._sent_keys(name, release_id),
-                ]
+                keys = self._claim_keys(name, release_id)
                 pipe.eval(
-                    _CLAIM, len(keys), *keys, QUEUED_SECONDS, committed_at, release_id, owed_since
+                    _CLAIM,
+                    len(keys),
+                    *keys,
+                    QUEUED_SECONDS,
+                    committed_at,
+                    release_id,
+                    now - OWED_SECONDS,
+                    now,
+                    now - QUEUED_STALE_SECONDS,
                 )
-            claimed = pipe.execute()
-        return [name for name, got in zip(destinations, claimed, strict=True) if got]
+            info, *claimed = pipe.execute(raise_on_error=False)
+        got = [name for name, taken in zip(destinations, claimed, strict=True) if taken == 1]
+        for reply in claimed:
+            if isinstance(reply, Exception):
+                raise reply
+        replicas = 0 if isinstance(info, Exception) else int(info.get("connected_slaves", 0))
+        if got and replicas and not self._replicated(got, release_id, now):
+            for name in got:
+                self.unqueue(name, release_id)
+            log.warning(
+                "Release %s is on no replica yet (%d connected): its posts wait for the next check",
+                release_id,
+                replicas,
+            )
+            return []
+        return got
+
+    def _claim_keys(self, destination: str, release_id: str) -> list[str]:
+        return [
+            self.keys.delivery_queued(destination, release_id),
+            self.keys.delivery_pending(destination),
+            *self._sent_keys(destination, release_id),
+        ]
+
+    def _replicated(self, claimed: list[str], release_id: str, now: float) -> bool:
+        """Wait until a replica holds the claims just made (and what came before them)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            # WAIT counts what its own connection wrote last: so write here first (the claims
+            # again, unchanged), and it counts everything written before.
+            for name in claimed:
+                queued = self.keys.delivery_queued(name, release_id)
+                pipe.set(queued, now, xx=True, ex=QUEUED_SECONDS)
+            pipe.wait(1, REPLICATED_WAIT_MS)
+            *_, acknowledged = pipe.execute()
+        return bool(acknowledged)
 
     def unqueue(self, destination: str, release_id: str) -> None:
         """Forget that a task for the release is queued: given up on, still owed (the next
@@ -127,8 +188,11 @@ class Announcements:
         """
         sending = self.keys.delivery_sending(destination, release_id)
         token = uuid.uuid4().hex
-        keys = [sending, *self._sent_keys(destination, release_id)]
-        taken = self.redis.eval(_TAKE, len(keys), *keys, token, SENDING_SECONDS)
+        queued = self.keys.delivery_queued(destination, release_id)
+        keys = [sending, queued, *self._sent_keys(destination, release_id)]
+        taken = self.redis.eval(
+            _TAKE, len(keys), *keys, token, SENDING_SECONDS, time.time(), QUEUED_SECONDS
+        )
         if taken in (b"sent", "sent"):
             self.unqueue(destination, release_id)
             return ALREADY

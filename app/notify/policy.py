@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from flask import current_app
 from kombu.exceptions import OperationalError
 
@@ -90,10 +91,23 @@ def announcements() -> announce.Announcements:
 
 
 def after_check(result: sync.SyncResult) -> None:
-    """After a check: queue each destination's post of new releases, and any alert."""
+    """After a check: queue each destination's post of new releases, and any alert.
+
+    Never raises for Redis being away (a restart, a failover): what this check would have
+    queued stays owed and a later check queues it, while the sync task goes on to retry.
+    """
     configured = destinations(current_app.config)
     if not configured or result.outcome == sync.BUSY:
         return
+    try:
+        _queue_news(result, configured)
+    except redis.RedisError as exc:
+        log.warning(
+            "Could not queue this check's posts or alerts (Redis: %s); a later check will", exc
+        )
+
+
+def _queue_news(result: sync.SyncResult, configured: Mapping[str, Destination]) -> None:
     bookkeeping = announcements()
     store = get_store()
     if result.ok:

@@ -31,6 +31,7 @@ Fingerprint = tuple[str, str, int]
 # Key names under a prefix that are not release data (see docs/DECISIONS.md, app/notify).
 FIXED_KEYS = {
     "current",
+    "metrics",
     "releases",
     "staging",
     "history",

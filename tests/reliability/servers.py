@@ -219,3 +219,149 @@ def kill_group(process: ProjectProcess) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.process.pid, signal.SIGKILL)
     process.process.wait(10)
+
+
+class SentinelServer:
+    """One Redis Sentinel (`redis-server <conf> --sentinel`) watching `master` on a free port.
+
+    Sentinel rewrites its configuration file as it learns the topology, so each has its own,
+    written in a directory of its own.
+    """
+
+    def __init__(self, master: str, primary_port: int, *, quorum: int = 2) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="reliability-sentinel-"))
+        self.conf = self.dir / "sentinel.conf"
+        self.log_path = self.dir / "sentinel.log"
+        self.conf.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.dir}",
+                    f"logfile {self.log_path}",
+                    f"sentinel monitor {master} 127.0.0.1 {primary_port} {quorum}",
+                    # Small figures: a dead primary is noticed in a second, and a failover
+                    # that stalls is tried again within seconds, not minutes.
+                    f"sentinel down-after-milliseconds {master} 1000",
+                    f"sentinel failover-timeout {master} 5000",
+                    f"sentinel parallel-syncs {master} 1",
+                    "",
+                ]
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=2, socket_timeout=5)
+
+    def start(self) -> SentinelServer:
+        command = ["redis-server", str(self.conf), "--sentinel", "--daemonize", "no"]
+        self.process = subprocess.Popen(command, start_new_session=True)
+        STARTED_GROUPS.add(self.process.pid)
+        with self.client() as probe:
+            wait_until(lambda: self._answers(probe), 20, f"sentinel on {self.port}")
+        return self
+
+    def _answers(self, probe: redis.Redis) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"sentinel exited: {self.log_text()[-2000:]}")
+        try:
+            return bool(probe.ping())
+        except redis.RedisError:
+            return False
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for path in sorted(self.dir.rglob("*"), reverse=True):
+            with contextlib.suppress(OSError):
+                path.unlink() if path.is_file() else path.rmdir()
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
+class SentinelCluster:
+    """A primary, one replica of it and three sentinels watching them, all on free ports.
+
+    `sentinel_urls` and `master` are what REDIS_SENTINEL_URLS and REDIS_SENTINEL_MASTER take;
+    `failed_over` says when every sentinel names a primary other than the first one.
+    """
+
+    def __init__(self, master: str = "manifest-primary", sentinels: int = 3) -> None:
+        self.master = master
+        # No wait before a full resync (Redis 7 waits 5 s for more replicas by default).
+        self.primary = RedisServer("--repl-diskless-sync-delay", "0")
+        self.replica = RedisServer(
+            "--replicaof", "127.0.0.1", str(self.primary.port), "--repl-diskless-sync-delay", "0"
+        )
+        self.sentinels = [SentinelServer(master, self.primary.port) for _ in range(sentinels)]
+
+    @property
+    def sentinel_urls(self) -> str:
+        return ",".join(s.url for s in self.sentinels)
+
+    def __enter__(self) -> SentinelCluster:
+        try:
+            self.primary.start()
+            self.replica.start()
+            with self.replica.client() as replica:
+                wait_until(
+                    lambda: replica.info("replication").get("master_link_status") == "up",
+                    30,
+                    "the replica to sync",
+                )
+            for sentinel in self.sentinels:
+                sentinel.start()
+            wait_until(self._watching, 40, "the sentinels to know each other and the replica")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sentinel in self.sentinels:
+            sentinel.kill()
+        self.replica.__exit__()
+        self.primary.__exit__()
+
+    def _watching(self) -> bool:
+        """Say whether every sentinel sees the other sentinels and the replica."""
+        for sentinel in self.sentinels:
+            with sentinel.client() as client:
+                try:
+                    state = client.sentinel_master(self.master)
+                except redis.RedisError:
+                    return False
+            if (
+                int(state["num-other-sentinels"]) < len(self.sentinels) - 1
+                or int(state["num-slaves"]) < 1
+            ):
+                return False
+        return True
+
+    def named_primaries(self) -> set[int]:
+        """Return the ports the sentinels name as the primary now (unanswered ones left out)."""
+        ports = set()
+        for sentinel in self.sentinels:
+            with sentinel.client() as client, contextlib.suppress(redis.RedisError):
+                _, port = client.sentinel_get_master_addr_by_name(self.master)
+                ports.add(int(port))
+        return ports
+
+    def failed_over(self) -> bool:
+        """Say whether every sentinel names the replica as the primary, and it acts as one."""
+        if self.named_primaries() != {self.replica.port}:
+            return False
+        with self.replica.client() as replica, contextlib.suppress(redis.RedisError):
+            return replica.info("replication").get("role") == "master"
+        return False

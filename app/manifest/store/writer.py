@@ -118,7 +118,8 @@ class ReleaseWriter(ReleaseRecords):
     def commit(self, info: ReleaseInfo, history: Mapping[str, Any], lock: SyncLock) -> None:
         """Make `info` the live release in one transaction; drop releases older than the previous.
 
-        Raises LockLost if another run took the lock meanwhile: then nothing changes.
+        Raises LockLost if another run took the lock meanwhile, PrimaryChanged if Redis failed
+        over since the lock was taken: then nothing changes.
         """
         self._flip(info.id, history, lock, record=info)
 
@@ -141,6 +142,9 @@ class ReleaseWriter(ReleaseRecords):
                     holder = pipe.get(keys.lock)
                     if holder is None or text(holder) != lock.run_id:
                         raise LockLost("The sync lock was lost before the commit")
+                    # On the connection the commit goes through: a failover since the lock was
+                    # taken may have lost some of what the run staged (replication is async).
+                    lock.check_server(pipe)
                     live = pipe.get(keys.current)
                     keep = {release_id, text(live)} if live else {release_id}
                     old = texts(pipe.zrange(keys.releases, 0, -1))

@@ -1,0 +1,372 @@
+"""Scenario: the Redis primary is killed (SIGKILL) in the middle of a sync, and Sentinel fails
+over to its replica.
+
+Three sentinels, a primary and one replica, each a real redis-server on a port of its own; the
+app and a Celery worker configured with REDIS_SENTINEL_URLS and REDIS_SENTINEL_MASTER only (the
+broker and the result backend are Celery's sentinel:// ones). Readers reading through the app's
+reader never see a mixed release; the interrupted sync fails cleanly; the sentinels promote the
+replica; the next sync, triggered through the API, completes on it; every release that went
+live gets one message at each destination, none lost, none twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+from flask import Flask
+
+from app import create_app
+from app.extensions import get_reader
+from app.extensions import get_redis
+from app.extensions import get_settings
+from app.extensions import get_store
+from app.keys import Keys
+from app.manifest.ingest import iter_json_table
+from app.manifest.live import UNKNOWN
+from app.manifest.live import tracked_value
+from app.manifest.release import Release
+from app.manifest.settings import ManifestSettings
+from app.manifest.store import ITEM_TABLE
+from app.manifest.store import ReleaseInfo
+from app.manifest.store import TableWriter
+from app.manifest.store.lock import PrimaryChanged
+from app.notify import announce
+from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from devtools.demo.control import DemoOriginProcess
+from tests.fake_receivers import FakeReceiver
+from tests.fake_receivers import fake_receiver
+from tests.fake_slack import FakeSlack
+from tests.fake_slack import fake_slack
+from tests.reliability.conftest import Figures
+from tests.reliability.conftest import unique
+from tests.reliability.helpers import Expectation
+from tests.reliability.helpers import Reader
+from tests.reliability.helpers import leftovers
+from tests.reliability.helpers import origin_release
+from tests.reliability.helpers import run_task
+from tests.reliability.helpers import send_beat_sync
+from tests.reliability.servers import RedisServer
+from tests.reliability.servers import SentinelCluster
+from tests.reliability.servers import wait_until
+from tests.reliability.servers import worker
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="redis-server is not installed: this scenario runs a primary, a replica and three "
+    "sentinels of its own (apt-get install redis-server)",
+)
+
+MASTER = "manifest-primary"
+TOKEN = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
+# Paces the item table's download so that the primary dies with part of it staged.
+DRIP = {"table": ITEM_TABLE, "chunk": 256 * 1024, "delay": 0.02}
+
+
+@pytest.fixture
+def stack(big_origin: DemoOriginProcess, big_admin: DemoAdmin) -> Iterator[dict[str, Any]]:
+    """A Sentinel-watched primary and replica, Slack and a webhook, the app and a worker."""
+    with ExitStack() as stack:
+        cluster = stack.enter_context(SentinelCluster(MASTER))
+        slack = stack.enter_context(fake_slack())
+        hook = stack.enter_context(fake_receiver(200))
+        overrides = {
+            "REDIS_SENTINEL_URLS": cluster.sentinel_urls,
+            "REDIS_SENTINEL_MASTER": MASTER,
+            "BUNGIE_BASE_URL": big_origin.url,
+            "MANIFEST_KEY_PREFIX": unique("sentinel"),
+            "CELERY_QUEUE": unique("sentinel"),
+            "MANIFEST_LOCK_TIMEOUT": 5,
+            "SLACK_WEBHOOK_URL": slack.webhook_url,
+            "WEBHOOK_URLS": hook.url_for("/hook"),
+            # The interrupted sync ends with the failover; the next one is the API's.
+            "SYNC_MAX_RETRIES": 0,
+            "TRIGGER_RATE_LIMIT": 1000,
+        }
+        app = create_app("testing", overrides)
+        process = stack.enter_context(worker(overrides))
+        yield {
+            "cluster": cluster,
+            "slack": slack,
+            "hook": hook,
+            "app": app,
+            "worker": process,
+        }
+
+
+def announced_releases(slack: FakeSlack, hook: FakeReceiver) -> tuple[list[str], list[str]]:
+    """Return the release each Slack message names (its version, as the header ends) and the
+    release each webhook post is about (its id)."""
+    headers = [m["payload"]["blocks"][0]["text"]["text"] for m in slack.received]
+    return [h.rsplit("→ ", 1)[-1].strip() for h in headers], [
+        post.json["release_id"] for post in hook.received
+    ]
+
+
+def wait_until_idle(celery: Celery, broker: redis.Redis, node: str, timeout: float = 60) -> None:
+    """Wait until the queue is empty and the worker has no task running, reserved or waiting
+    for a retry, twice running (CeleryWorker.wait_until_idle, with the broker's client given:
+    a sentinel:// URL is not one redis-py opens)."""
+    inspect = celery.control.inspect(destination=[node], timeout=5)
+
+    def idle() -> bool:
+        if broker.llen(celery.conf.task_default_queue):
+            return False
+        for question in (inspect.active, inspect.reserved, inspect.scheduled):
+            answer = question()
+            if answer is None or answer.get(node):
+                return False
+        return True
+
+    deadline = time.monotonic() + timeout
+    answers = 0
+    while answers < 2:
+        assert time.monotonic() < deadline, f"worker {node} was still busy after {timeout:.0f}s"
+        answers = answers + 1 if idle() else 0
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(240)
+def test_a_failover_mid_sync_shows_no_mixed_release_and_loses_no_message(
+    stack: dict[str, Any], big_admin: DemoAdmin, figures: Figures
+) -> None:
+    cluster: SentinelCluster = stack["cluster"]
+    app: Flask = stack["app"]
+    celery: Celery = app.extensions["celery"]
+    slack: FakeSlack = stack["slack"]
+    hook: FakeReceiver = stack["hook"]
+    client = app.test_client()
+    with app.app_context():
+        store = get_store()
+        settings = get_settings()
+        reader_store = get_reader()
+        primary = get_redis()
+
+    # Before: a first fill (no message), then a release announced once everywhere.
+    first = run_task(celery, send_beat_sync(celery), timeout=120).info
+    assert first["outcome"] == "updated", first
+    first_id, first_items = origin_release(big_admin, settings)
+    versions = [big_admin.publish()["version"]]
+    second = run_task(celery, send_beat_sync(celery), timeout=120).info
+    second_id, second_items = origin_release(big_admin, settings)
+    assert (second["outcome"], second["release_id"]) == ("updated", second_id), second
+    slack.wait_for(1, 60)
+    hook.wait_for(1, 60)
+    # The app's live pointer on the primary: Redis vouches for the live release there. Not on
+    # the replicas: a read may land on another one than the pointer's, which could still lack
+    # the end of the release the pointer names; reads there check the pointer with their data.
+    assert tracked_value(primary, store.keys.current, True) == second_id
+    assert tracked_value(reader_store.redis, store.keys.current, True) is UNKNOWN
+
+    published = big_admin.publish()
+    versions.append(published["version"])
+    third_id, third_items = origin_release(big_admin, settings)
+    picked = [h for key in ("added", "removed", "changed") for h in published[key][:40]]
+    sample = random.Random(19).sample(sorted(second_items), 150) + picked
+    reader = Reader(reader_store, Expectation(sample, {second_id: second_items}))
+    reader.tolerate_errors = (redis.ConnectionError, redis.TimeoutError)
+    reader.start()
+    try:
+        wait_until(lambda: reader.stats.reads > 20, 30, "the reader to read")
+        reader.expectation = Expectation(sample, {second_id: second_items, third_id: third_items})
+        big_admin.fault("slow_drip", **DRIP)
+        task_id = send_beat_sync(celery)
+        staging = store.keys.table(third_id, "en", ITEM_TABLE)
+        wait_until(lambda: primary.hlen(staging) > 0.3 * len(third_items), 90, "30% staged")
+        staged = int(primary.hlen(staging))
+
+        cluster.primary.kill()
+        killed_at = time.monotonic()
+        reads_at_kill = reader.stats.reads
+        wait_until(cluster.failed_over, 60, "the sentinels to promote the replica", 0.05)
+        failover_seconds = time.monotonic() - killed_at
+        reads_in_failover = reader.stats.reads - reads_at_kill
+        big_admin.clear_faults()
+
+        # The interrupted sync ends, having changed nothing readers see.
+        interrupted = AsyncResult(task_id, app=celery)
+        wait_until(lambda: interrupted.state in ("SUCCESS", "FAILURE"), 90, "the killed sync")
+        outcome = interrupted.info if isinstance(interrupted.info, dict) else {}
+        # It failed, and says so in its result (stored once the backend found the new primary).
+        assert (interrupted.state, outcome.get("outcome")) == ("SUCCESS", "failed"), outcome
+        assert store.live_id() == second_id
+
+        # The next sync, asked for through the API, completes on the promoted replica.
+        wait_until(lambda: not primary.exists(store.keys.lock), 30, "the dead run's lock to go")
+        answer = client.post("/api/v1/manifest/sync", headers=TOKEN)
+        assert answer.status_code == 202, answer.get_data(as_text=True)
+        following = run_task(celery, answer.get_json()["task_id"], timeout=120).info
+        assert following["outcome"] in ("updated", "unchanged"), following
+        live_at = time.monotonic()
+        assert store.live_id() == third_id
+        assert client.get("/api/v1/manifest").get_json()["release"]["id"] == third_id
+        stray = leftovers(primary, store)
+        assert stray == []
+        # Every release that went live got one message at each destination.
+        slack.wait_for(2, 60)
+        hook.wait_for(2, 60)
+        # The app's live pointer left the dead server: Redis vouches for the new release again,
+        # the only server alive being the promoted one.
+        wait_until(
+            lambda: tracked_value(primary, store.keys.current, True) == third_id,
+            60,
+            "the live pointer on the new primary",
+        )
+        wait_until_idle(celery, primary, stack["worker"].node)  # a duplicate is sent by now
+    finally:
+        stats = reader.stop()
+
+    slack_versions, hook_releases = announced_releases(slack, hook)
+    figures.scenario("sentinel-failover")["summary"] = {
+        "topology": "1 primary, 1 replica, 3 sentinels (down-after 1 s)",
+        "item entries staged when the primary died": f"{staged:,} / {len(third_items):,}",
+        "kill to replica promoted (s)": round(failover_seconds, 2),
+        "kill to next release live (s)": round(live_at - killed_at, 2),
+        "interrupted sync": outcome.get("outcome") or interrupted.state,
+        "its error": outcome.get("error") or type(interrupted.result).__name__,
+        "next sync (API trigger)": following["outcome"],
+        "reader rounds (replica, lookup + definitions + count)": stats.reads,
+        "reader rounds between kill and promotion": reads_in_failover,
+        "reads refused (connection errors)": reader.unavailable,
+        "wrong or partial reads": stats.error_count,
+        "releases seen by readers": len(stats.seen),
+        "Slack messages / releases": f"{len(slack_versions)} / 2",
+        "webhook posts / releases": f"{len(hook_releases)} / 2",
+        "leftovers after the next sync": 0,
+    }
+    assert stats.error_count == 0, stats.errors
+    assert stats.reads > 20
+    assert sorted(slack_versions) == sorted(versions), slack_versions
+    assert sorted(hook_releases) == sorted([second_id, third_id]), hook_releases
+    assert first_id != second_id != third_id
+    assert len(first_items) > 0
+
+
+ITEMS = {
+    str(n): {"displayProperties": {"name": f"Item {n} " + "x" * 400}, "hash": n, "index": n}
+    for n in range(1, 1500)
+}
+
+
+def item_release(settings: ManifestSettings) -> Release:
+    """A release of one item table, ITEMS (three write batches)."""
+    one_table = replace(settings, tables=(ITEM_TABLE,), languages=("en",))
+    paths = {"en": {ITEM_TABLE: "/common/destiny2_content/json/en/items.json"}}
+    return Release.from_manifest(
+        {"version": "1", "jsonWorldComponentContentPaths": paths}, one_table
+    )
+
+
+def test_a_run_that_writes_on_through_a_failover_commits_nothing() -> None:
+    """Replication is asynchronous: what the old primary took last may never have reached the
+    replica. A run that goes on writing on the promoted one must not commit a release that may
+    lack those writes."""
+    with SentinelCluster(MASTER) as cluster:
+        overrides = {
+            "REDIS_SENTINEL_URLS": cluster.sentinel_urls,
+            "REDIS_SENTINEL_MASTER": MASTER,
+            "MANIFEST_KEY_PREFIX": unique("fence"),
+            "MANIFEST_LOCK_TIMEOUT": 120,
+        }
+        with create_app("testing", overrides).app_context():
+            store = get_store()
+        target = item_release(store.settings)
+        lock = store.lock("run-across-a-failover")
+        assert lock.acquire()
+        store.stage(target)
+        writer = TableWriter(store, target.id, "en", ITEM_TABLE, None, None, lock=lock)
+        first, *rest = list(iter_json_table([json.dumps(ITEMS).encode()], 64 * 1024))
+        writer.write(first)
+
+        cluster.primary.kill()
+        wait_until(cluster.failed_over, 60, "the sentinels to promote the replica", 0.05)
+        for batch in rest:  # the lock came over with the data: the run writes on
+            writer.write(batch)
+        info = ReleaseInfo(target, {"en": {ITEM_TABLE: writer.count}}, time.time(), 1.0)
+        history = {"id": target.id, "previous": None, "at": time.time(), "log": None}
+        with pytest.raises(PrimaryChanged):
+            store.commit(info, history, lock)
+
+        with cluster.replica.client() as promoted:  # where the run wrote on
+            assert promoted.hlen(store.keys.table(target.id, "en", ITEM_TABLE)) >= len(rest[0])
+        assert store.live_id() is None
+        assert store.history(10) == []
+        # The next run (a lock taken on this server) commits the same work.
+        lock.release()
+        again = store.lock("next-run")
+        assert again.acquire()
+        store.commit(info, history, again)
+        assert store.live_id() == target.id
+
+
+def test_a_release_is_announced_only_once_a_replica_holds_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check queues a release's posts only once a replica holds the release (WAIT): a
+    failover then cannot take back a release people were told about."""
+    monkeypatch.setattr(announce, "REPLICATED_WAIT_MS", 500)
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0") as primary_server,
+        RedisServer(
+            "--replicaof",
+            "127.0.0.1",
+            str(primary_server.port),
+            "--enable-debug-command",
+            "yes",
+        ) as replica_server,
+        primary_server.client() as primary,
+        replica_server.client() as replica,
+    ):
+        wait_until(
+            lambda: (
+                primary.info("replication")["connected_slaves"] == 1
+                and replica.info("replication")["master_link_status"] == "up"
+            ),
+            30,
+            "the replica to sync",
+        )
+        bookkeeping = announce.Announcements(primary, Keys(unique("wait")))
+        queued = bookkeeping.keys.delivery_queued("slack", "r1")
+
+        # The replica stalls (as one far behind would): no release is announced meanwhile.
+        stall = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", 5))
+        stall.start()
+        with replica_server.client() as probe:
+            probe.connection_pool.connection_kwargs["socket_timeout"] = 0.2
+            wait_until(lambda: not answers(probe), 10, "the replica to stall")
+        assert bookkeeping.claim(["slack"], "r1", time.time()) == []
+        assert not primary.exists(queued)
+        assert bookkeeping.states(["slack"])["slack"].pending == 1  # still owed
+        assert "Release r1 is on no replica yet (1 connected)" in caplog.text
+        stall.join(30)
+        wait_until(
+            lambda: (
+                replica.info("replication")["slave_repl_offset"]
+                >= primary.info("replication")["master_repl_offset"]
+            ),
+            30,
+            "the replica to catch up",
+        )
+
+        # Caught up: the next check announces it, its claim on the replica before any post.
+        assert bookkeeping.claim(["slack"], "r1", time.time()) == ["slack"]
+        assert replica.exists(queued)
+
+
+def answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.TimeoutError:
+        return False

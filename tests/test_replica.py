@@ -1,0 +1,326 @@
+"""Reads on a replica (REDIS_REPLICA_URL): the reading pages, the API and the mirror read from a
+real replica of the test Redis (its command counters move) while triggers and rate limits write
+on the primary; a reader on the replica never sees a mixed release across swaps, and its live
+pointer moves on the commit's invalidation; a replica that falls behind or dies leaves the
+pages answering from the primary, said once in the log."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app import queries
+from app.extensions import get_bungie
+from app.extensions import get_reader
+from app.extensions import get_settings
+from app.extensions import get_store
+from app.keys import Keys
+from app.manifest import live
+from app.manifest import sync
+from app.manifest.store import ITEM_TABLE
+from config import TestingConfig
+from devtools.demo.control import DemoAdmin
+from tests.conftest import queued_task_ids
+from tests.reliability.helpers import Expectation
+from tests.reliability.helpers import Reader
+from tests.reliability.helpers import origin_release
+from tests.reliability.helpers import stored_fingerprint
+from tests.reliability.servers import RedisServer
+from tests.reliability.servers import free_port
+from tests.reliability.servers import wait_until
+
+pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+
+TOKEN = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
+# The commands the store reads with. Reads are never replicated, so on a replica of the shared
+# test Redis only the reads of this test move these counters (what the primary sends its
+# replica is writes, MULTI/EXEC and PING).
+READS = ("get", "mget", "hget", "hmget", "hgetall", "hscan", "lrange", "zrevrange", "evalsha")
+# The primary replicates to a new replica after a 5 s wait (repl-diskless-sync-delay).
+SYNC_TIMEOUT = 60
+
+
+def replica_of(redis_url: str) -> RedisServer:
+    """Return a redis-server of this test's own that replicates the test Redis (not started)."""
+    primary = urlsplit(redis_url)
+    args = ["--replicaof", primary.hostname or "127.0.0.1", str(primary.port or 6379)]
+    if primary.password:
+        args += ["--masterauth", primary.password]
+    return RedisServer(*args)
+
+
+def in_sync(server: redis.Redis) -> bool:
+    return server.info("replication").get("master_link_status") == "up"
+
+
+def reads(server: redis.Redis) -> int:
+    """Return how many read commands `server` has run."""
+    stats = server.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in READS)
+
+
+@pytest.fixture(scope="module")
+def replica(redis_url: str) -> Iterator[RedisServer]:
+    """A real replica of the test Redis, in sync, for the module."""
+    with replica_of(redis_url) as server:
+        probe = server.client()
+        wait_until(lambda: in_sync(probe), SYNC_TIMEOUT, "the replica in sync", interval=0.1)
+        yield server
+
+
+@pytest.fixture
+def app_overrides(app_overrides: dict[str, Any], replica: RedisServer) -> dict[str, Any]:
+    """The test app, reading from the module's replica."""
+    return {**app_overrides, "REDIS_REPLICA_URL": replica.url}
+
+
+def run_sync(app: Flask) -> sync.SyncResult:
+    """Sync the origin's release on the primary, as a worker would."""
+    with app.app_context():
+        bungie = get_bungie()
+        try:
+            return sync.run(get_store(), bungie, trigger="test")
+        finally:
+            bungie.close()
+
+
+def caught_up(server: redis.Redis, prefix: str, release_id: str | None) -> None:
+    """Wait until `server` names `release_id` as the live release."""
+    assert release_id is not None
+    current = Keys(prefix).current
+
+    def named() -> bool:
+        return server.get(current) == release_id.encode()
+
+    wait_until(named, 30, f"{release_id} on the replica")
+
+
+def test_the_pages_the_api_and_the_mirror_read_from_the_replica(
+    app: Flask, client: FlaskClient, admin: DemoAdmin, replica: RedisServer, key_prefix: str
+) -> None:
+    server = replica.client()
+    run_sync(app)
+    admin.publish(added=2, removed=1, changed=3)
+    second = run_sync(app)
+    caught_up(server, key_prefix, second.release_id)
+    with app.app_context():
+        _, items = origin_release(admin, get_settings())
+    number = sorted(items)[0]
+    files = client.get("/Platform/Destiny2/Manifest/").get_json()["Response"]
+    item_file = files["jsonWorldComponentContentPaths"]["en"][ITEM_TABLE]
+    pages = [
+        "/",
+        "/items?q=a",
+        f"/items/{number}",
+        f"/releases/{second.release_id}",
+        "/history",
+        "/feed.atom",
+        "/api/v1/manifest",
+        "/api/v1/items",
+        f"/api/v1/items/{number}",
+        f"/api/v1/definitions/{ITEM_TABLE}/{number}",
+        f"/api/v1/definitions/{ITEM_TABLE}/{number}/history",
+        f"/api/v1/releases/{second.release_id}/changes",
+        "/Platform/Destiny2/Manifest/",
+        f"/Platform/Destiny2/Manifest/{ITEM_TABLE}/{number}/",
+        item_file,
+    ]
+
+    moved = {}
+    for page in pages:
+        before = reads(server)
+        response = client.get(page)
+        assert response.status_code == 200, (page, response.get_data(as_text=True)[:300])
+        moved[page] = reads(server) - before
+
+    assert [page for page, count in moved.items() if count < 1] == [], moved
+    assert sum(moved.values()) >= len(pages)
+    assert client.get("/api/v1/manifest").get_json()["release"]["id"] == second.release_id
+    replica_state = client.get("/readyz").get_json()["replica"]
+    assert replica_state["link"] == "up"
+    assert replica_state["replicates_primary"] is True
+
+
+@pytest.mark.usefixtures("steady_rate_windows")
+def test_triggers_and_rate_limits_still_write_on_the_primary(
+    app: Flask,
+    signed_in: FlaskClient,
+    redis_client: redis.Redis,
+    replica: RedisServer,
+    key_prefix: str,
+    celery_queue: str,
+) -> None:
+    with pytest.raises(redis.ReadOnlyError):
+        replica.client().set(f"{key_prefix}:probe", 1)
+
+    triggered = signed_in.post("/api/v1/manifest/sync", headers=TOKEN)
+    limit = TestingConfig.TRIGGER_RATE_LIMIT
+    joined = [signed_in.get("/updateManifest").status_code for _ in range(limit)]
+
+    assert triggered.status_code == 202
+    task_id = triggered.get_json()["task_id"]
+    assert joined == [200] * (limit - 1) + [429]
+    keys = Keys(key_prefix)
+    assert redis_client.get(keys.queued_sync) == task_id.encode()
+    assert queued_task_ids(redis_client, celery_queue) == [task_id]
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:rate*")) != []
+
+
+def test_a_reader_on_the_replica_never_sees_a_mixed_release_across_three_swaps(
+    app: Flask, client: FlaskClient, admin: DemoAdmin, replica: RedisServer, key_prefix: str
+) -> None:
+    with app.app_context():
+        settings = get_settings()
+        reading = get_reader()
+    assert reading.redis.connection_pool.connection_kwargs["port"] == replica.port
+    first = run_sync(app)
+    live_id, live_items = origin_release(admin, settings)
+    assert first.release_id == live_id
+    caught_up(replica.client(), key_prefix, live_id)
+    sample = random.Random(19).sample(sorted(live_items), 60)
+    reader = Reader(reading, Expectation(sample, {live_id: live_items}))
+    pages: list[str] = []
+    reader.start()
+    try:
+        for _swap in range(3):
+            published = admin.publish()
+            new_id, new_items = origin_release(admin, settings)
+            picked = [h for key in ("added", "removed", "changed") for h in published[key][:20]]
+            expected = Expectation(sample + picked, {live_id: live_items, new_id: new_items})
+            reader.expectation = expected
+            assert run_sync(app).release_id == new_id
+
+            # Meanwhile the API reads the same definitions: each answer one release, whole.
+            def seen(release: str = new_id, expectation: Expectation = expected) -> bool:
+                pages.append(batch_release(client, expectation))
+                return reader.stats.seen[release] >= 5 or not reader.is_alive()
+
+            wait_until(seen, 60, f"the reader on the replica reading {new_id}")
+            live_id, live_items = new_id, new_items
+    finally:
+        stats = reader.stop()
+
+    assert stats.errors == []
+    assert len(stats.seen) == 4, stats.seen
+    assert [page for page in pages if page.startswith("mixed")] == []
+    assert len(pages) >= 3, pages
+    assert live_id in pages, pages
+
+
+def batch_release(client: FlaskClient, expectation: Expectation) -> str:
+    """Ask the API for the expected definitions in one batch; return the release it answered
+    from, or "mixed ..." if they are not that release's, exactly."""
+    response = client.post("/api/v1/definitions", json={ITEM_TABLE: expectation.sample})
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    answer = response.get_json()
+    release = answer["release_id"]
+    items = expectation.releases.get(release)
+    if items is None:
+        return f"mixed: release {release} is none of {sorted(expectation.releases)}"
+    found = answer["definitions"].get(ITEM_TABLE, {})
+    for number in expectation.sample:
+        value = found.get(str(number))
+        if (stored_fingerprint(value) if value else None) != items.get(number):
+            return f"mixed: {number} is not as release {release} holds it"
+    return release
+
+
+def test_the_live_pointer_on_the_replica_moves_when_a_commit_lands(
+    app: Flask, client: FlaskClient, admin: DemoAdmin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trusted for an hour: only the replica's invalidation can move the pointer.
+    monkeypatch.setattr(live, "TRUST_SECONDS", 3600.0)
+    first = run_sync(app)
+    with app.app_context():
+        reading = get_reader()
+
+        def vouched(release: str | None) -> bool:
+            return reading.reader_live_id() == (release, True)
+
+        wait_until(lambda: vouched(first.release_id), 30, "the replica's pointer on release 1")
+        admin.publish()
+        second = run_sync(app)
+        wait_until(lambda: vouched(second.release_id), 30, "the replica's pointer on release 2")
+
+    assert client.get("/api/v1/manifest").get_json()["release"]["id"] == second.release_id
+
+
+def test_pages_answer_from_the_primary_while_the_replica_is_behind_or_down(
+    app_overrides: dict[str, Any],
+    admin: DemoAdmin,
+    redis_url: str,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.queries")
+    # Each request looks at the replica: no waiting out REPLICA_CHECK_SECONDS and _REST_SECONDS.
+    monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(queries, "REPLICA_REST_SECONDS", 0.0)
+    primary = urlsplit(redis_url)
+    with replica_of(redis_url) as spare:
+        server = spare.client()
+        wait_until(lambda: in_sync(server), SYNC_TIMEOUT, "the spare replica in sync", 0.1)
+        app = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": spare.url})
+        client = app.test_client()
+        first = run_sync(app)
+        assert first.release_id is not None
+        caught_up(server, key_prefix, first.release_id)
+
+        # Cut off from the primary, the replica keeps what it had: the pages read the primary.
+        server.replicaof("127.0.0.1", free_port())
+        wait_until(lambda: not in_sync(server), 30, "the replica's link down")
+        admin.publish()
+        second = run_sync(app)
+        assert server.get(Keys(key_prefix).current) == first.release_id.encode()
+        assert release_shown(client) == second.release_id
+        assert moved_by_warnings(caplog) == 1
+
+        # Back in step, reads go back to it.
+        server.replicaof(primary.hostname or "127.0.0.1", primary.port or 6379)
+        wait_until(lambda: in_sync(server), SYNC_TIMEOUT, "the replica in sync again", 0.1)
+        caught_up(server, key_prefix, second.release_id)
+        before = reads(server)
+        assert release_shown(client) == second.release_id
+        assert reads(server) > before
+        assert "serves again" in caplog.text
+
+        # Dead: the read that fails runs again on the primary; no page fails.
+        monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 3600.0)
+        monkeypatch.setattr(queries, "REPLICA_REST_SECONDS", 3600.0)
+        release_shown(client)  # looks at the replica once more, then trusts it for an hour
+        spare.kill()
+        for page in ("/", "/items", "/history", "/api/v1/items", "/Platform/Destiny2/Manifest/"):
+            assert client.get(page).status_code == 200, page
+        assert release_shown(client) == second.release_id
+        assert moved_by_warnings(caplog) == 2
+        assert "it does not answer (ConnectionError)" in caplog.text
+        ready = client.get("/readyz")
+        assert ready.get_json()["replica"] == {"answers": False, "error": "ConnectionError"}
+        assert ready.status_code == 200, ready.get_json()
+
+
+def release_shown(client: FlaskClient) -> str:
+    """Return the live release the API shows."""
+    response = client.get("/api/v1/manifest")
+    assert response.status_code == 200
+    return response.get_json()["release"]["id"]
+
+
+def moved_by_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    """Return how many times the log said reads moved to the primary."""
+    return sum(
+        "Reads go to the primary" in record.getMessage()
+        for record in caplog.records
+        if record.name == "app.queries" and record.levelno == logging.WARNING
+    )
