@@ -228,7 +228,13 @@ def test_procfile_worker_runs_syncs_and_beat_is_its_own_process_type(
     """Worker dynos scale (`heroku ps:scale worker=N`) and never run beat: exactly one beat
     dyno polls."""
     assert not {"-B", "--beat"} & set(shlex.split(procfile()["worker"]))
-    assert shlex.split(procfile()["beat"])[:5] == ["celery", "-A", "celery_worker.celery", "-q", "beat"]
+    assert shlex.split(procfile()["beat"])[:5] == [
+        "celery",
+        "-A",
+        "celery_worker.celery",
+        "-q",
+        "beat",
+    ]
     settings = {k: v for k, v in heroku_env.items() if k != "_env"}
     env = {**heroku_env["_env"], "FLASK_MANIFEST_POLL_SECONDS": "2"}
     with (
