@@ -265,6 +265,8 @@ DEVELOPMENT_SECRETS = {
 }
 # Secrets production requires only with what they sign: WEBHOOK_SECRET with WEBHOOK_URLS.
 CONDITIONAL_SECRETS = {"WEBHOOK_SECRET": "WEBHOOK_URLS"}
+# Secrets that may be left unset (METRICS_TOKEN: /metrics open); set, production checks them.
+OPTIONAL_SECRETS = ("METRICS_TOKEN",)
 
 
 class DevelopmentConfig(Config):
@@ -317,7 +319,10 @@ PUBLIC_SECRETS = frozenset(
     for value in (
         *EXAMPLE_SECRETS,
         *DEVELOPMENT_SECRETS.values(),
-        *(vars(TestingConfig).get(name) for name in (*SECRET_NAMES, *CONDITIONAL_SECRETS)),
+        *(
+            vars(TestingConfig).get(name)
+            for name in (*SECRET_NAMES, *CONDITIONAL_SECRETS, *OPTIONAL_SECRETS)
+        ),
     )
     if value
 )
@@ -327,6 +332,7 @@ SECRET_MIN_LENGTHS = {
     "API_TOKEN": 24,
     "ADMIN_PASSWORD": 12,
     "WEBHOOK_SECRET": 24,
+    "METRICS_TOKEN": 24,
 }
 
 
@@ -350,6 +356,7 @@ class ProductionConfig(Config):
         required += [
             name for name, needed_by in CONDITIONAL_SECRETS.items() if settings.get(needed_by)
         ]
+        required += [name for name in OPTIONAL_SECRETS if settings.get(name)]
         found = []
         for name in required:
             value = settings.get(name)
@@ -361,9 +368,6 @@ class ProductionConfig(Config):
                 found.append(f"{name} (not an example, development or test value)")
             elif len(value) < SECRET_MIN_LENGTHS.get(name, 0):
                 found.append(f"{name} (at least {SECRET_MIN_LENGTHS[name]} characters)")
-        token = settings.get("METRICS_TOKEN")
-        if token and (token.strip().lower() in PUBLIC_SECRETS or len(token) < 24):
-            found.append("METRICS_TOKEN (at least 24 characters, not an example value)")
         posts = ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "DISCORD_WEBHOOK_URL", "WEBHOOK_URLS")
         if any(settings.get(name) for name in posts) and not settings.get("SERVER_NAME"):
             found.append("SERVER_NAME (the host of the links in release messages)")

@@ -61,14 +61,21 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Let a worker that exited stop counting in live gauges (its counters stay in the sums)."""
+    """Drop an exited worker's live gauges, prometheus_client's documented practice."""
+    # It removes only the files of gauges in a live mode (livesum, liveall, ...), and this app
+    # has no gauge in that mode (its gauges are read from Redis at each scrape): today it
+    # removes nothing. Kept because it costs nothing and makes a live gauge added later right.
+    # A dead worker's counters stay in the sums either way: they are never removed.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
 def pre_exec(server: Any) -> None:
-    """A new master (USR2, an upgrade in place) makes a folder of its own: this one goes when
-    the old master exits."""
-    if _made_here(os.environ.get(VARIABLE, "")):
-        os.environ.pop(VARIABLE)
+    """Give a new master (USR2, an upgrade in place) a folder of its own, even after a HUP."""
+    # gunicorn execs the new master with cfg.env_orig, the environment captured before this
+    # file ran (arbiter.py reexec(), after this hook): os.environ is not what it passes on.
+    # Before any HUP that copy lacks the variable; a HUP builds a new Config, whose copy holds
+    # it. The new master would then share this folder, which this master removes as it exits.
+    if _made_here(server.cfg.env_orig.get(VARIABLE, "")):
+        del server.cfg.env_orig[VARIABLE]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -12,7 +14,13 @@ from celery import Celery
 from celery import Task
 from flask import Flask
 from flask import current_app
+from redis.sentinel import MasterNotFoundError
 from redis.sentinel import Sentinel
+from redis.sentinel import SentinelConnectionPool
+from redis.sentinel import SentinelConnectionPoolProxy
+from redis.sentinel import SentinelManagedConnection
+from redis.sentinel import SentinelManagedSSLConnection
+from redis.sentinel import SlaveNotFoundError
 
 from app.keys import Keys
 from app.manifest.client import BungieClient
@@ -39,6 +47,14 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socket_timeout": 30,
     "health_check_interval": 30,
 }
+# The replica's client waits less: its answers are small (an HSCAN slice of the mirror, 1,000
+# entries, is a few MB at most, and the timeout is per socket read), and a replica that hangs
+# should cost a request seconds before it runs again on the primary (app.queries.read_view).
+READ_CLIENT_OPTIONS: dict[str, Any] = {
+    **CLIENT_OPTIONS,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
 
 
 def redis_clients(config: Mapping[str, Any]) -> tuple[redis.Redis, redis.Redis]:
@@ -47,7 +63,8 @@ def redis_clients(config: Mapping[str, Any]) -> tuple[redis.Redis, redis.Redis]:
     the primary's own.
 
     With Sentinel, both follow a failover: the primary is whichever server the sentinels name
-    now, and reads go to one of its replicas (to the primary while it has none).
+    now, and reads go to one of its replicas, the same one while it answers (to the primary
+    while none does). The replica's client gives up sooner (READ_CLIENT_OPTIONS).
     """
     tls = redis_ssl_options(config["REDIS_URL"], config["REDIS_SSL_CERT_REQS"])
     if config.get("REDIS_SENTINEL_URLS"):
@@ -64,13 +81,100 @@ def redis_clients(config: Mapping[str, Any]) -> tuple[redis.Redis, redis.Redis]:
             **CLIENT_OPTIONS,
         )
         master = config["REDIS_SENTINEL_MASTER"]
-        return sentinels.master_for(master), sentinels.slave_for(master)
+        reads = sentinels.slave_for(
+            master, connection_pool_class=StickyReplicaPool, **READ_CLIENT_OPTIONS
+        )
+        return sentinels.master_for(master), reads
     primary = redis.Redis.from_url(config["REDIS_URL"], **CLIENT_OPTIONS, **tls)
     replica_url = config.get("REDIS_REPLICA_URL")
     if not replica_url:
         return primary, primary
     replica_tls = redis_ssl_options(replica_url, config["REDIS_SSL_CERT_REQS"])
-    return primary, redis.Redis.from_url(replica_url, **CLIENT_OPTIONS, **replica_tls)
+    return primary, redis.Redis.from_url(replica_url, **READ_CLIENT_OPTIONS, **replica_tls)
+
+
+class StickyReplicaPool(SentinelConnectionPool):
+    """Sentinel's replica pool, but each process keeps to one replica while it answers.
+
+    redis-py's own pool sends each new connection to the next replica, so two round trips of
+    one request could read two replicas at different points of the replication stream (the
+    history from one, the change log from the other). Here a new connection goes first to the
+    replica the last one connected to; to the others, in turn, only once that one fails; to
+    the primary when no replica answers, as before.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        tls = kwargs.pop("ssl", False)
+        kwargs.setdefault("connection_class", _StickySSLConnection if tls else _StickyConnection)
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self.proxy = _StickyProxy(
+            connection_pool=self,
+            is_master=self.is_master,
+            check_connection=self.check_connection,
+            service_name=service_name,
+            sentinel_manager=sentinel_manager,
+        )
+        self.connection_kwargs["connection_pool"] = self.proxy
+
+
+class _StickyProxy(SentinelConnectionPoolProxy):
+    """What a pool's connections ask where to connect: the replica kept first."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.kept: tuple[str, int] | None = None
+        self.replicas: list[tuple[str, int]] = []
+
+    def rotate_slaves(self) -> Iterator[tuple[str, int]]:
+        """Yield where to try to connect: the replica kept, the other replicas in turn (from
+        where the last turn stopped), then the primary."""
+        self.replicas = replicas = list(self.sentinel_manager.discover_slaves(self.service_name))
+        kept = self.kept
+        if kept is not None and kept in replicas:
+            yield kept
+        if replicas:
+            if self.slave_rr_counter is None:
+                self.slave_rr_counter = random.randrange(len(replicas))
+            for _ in range(len(replicas)):
+                self.slave_rr_counter = (self.slave_rr_counter + 1) % len(replicas)
+                if replicas[self.slave_rr_counter] != kept:
+                    yield replicas[self.slave_rr_counter]
+        try:
+            primary = self.get_master_address()
+        except MasterNotFoundError:
+            pass
+        else:
+            yield primary
+        raise SlaveNotFoundError(f"No replica found for {self.service_name!r}")
+
+    def connected(self, address: tuple[str, int]) -> None:
+        """Keep to `address` if it is a replica (a connection to it just succeeded)."""
+        if address in self.replicas:
+            self.kept = address
+
+    def failed(self, address: tuple[str, int]) -> None:
+        """Stop keeping to `address` (a connection to it just failed)."""
+        if self.kept == address:
+            self.kept = None
+
+
+class _StickyConnection(SentinelManagedConnection):
+    """A connection of a StickyReplicaPool: it tells the pool how each attempt went."""
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        proxy = self.connection_pool
+        try:
+            super().connect_to(address)
+        except BaseException:
+            if isinstance(proxy, _StickyProxy):
+                proxy.failed(address)
+            raise
+        if isinstance(proxy, _StickyProxy):
+            proxy.connected(address)
+
+
+class _StickySSLConnection(_StickyConnection, SentinelManagedSSLConnection):
+    """The same over TLS."""
 
 
 def celery_init_app(app: Flask) -> Celery:

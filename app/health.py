@@ -16,6 +16,7 @@ from app.extensions import get_celery
 from app.extensions import get_read_redis
 from app.extensions import get_redis
 from app.extensions import get_store
+from app.queries import replica_standing
 
 bp = Blueprint("health", __name__)
 
@@ -30,9 +31,10 @@ def healthz() -> ResponseReturnValue:
 def readyz() -> ResponseReturnValue:
     """Redis and the broker answer, and a check succeeded lately (3x the poll interval).
 
-    With a read replica, the answer also says how it stands (`replica`). A replica that fails
-    does not make the process unready: the pages then read from the primary (app/queries.py),
-    and a replica shared by every web process would otherwise take them all out at once.
+    With a read replica, the answer also says how it stands (`replica`: how this process last
+    found it, the verdict reads follow, and `reads_on_replica`; see `queries.replica_standing`).
+    A replica that fails does not make the process unready: the pages then read from the
+    primary, and a replica shared by every web process would otherwise take them all out.
     """
     failing: list[str] = []
     store = get_store()
@@ -56,45 +58,8 @@ def readyz() -> ResponseReturnValue:
     status = 503 if failing else 200
     answer: dict[str, Any] = {"status": "ready" if not failing else "not ready", "failing": failing}
     if get_read_redis() is not get_redis():
-        answer["replica"] = replica_state(get_redis(), get_read_redis())
+        answer["replica"] = replica_standing(get_redis(), get_read_redis())
     return jsonify(answer), status
-
-
-def replica_state(primary: redis.Redis, replica: redis.Redis) -> dict[str, Any]:
-    """Return how the read replica stands, from INFO replication on it and on the primary.
-
-    `link` is the replica's link to its primary (`up`, or `down` while it serves what it last
-    heard); `behind_bytes`, how much of the primary's replication stream it has yet to apply;
-    `replicates_primary`, whether it follows REDIS_URL's server at all. No address: the
-    answer is public.
-    """
-    try:
-        mine = replica.info("replication")
-    except redis.ResponseError as exc:  # it answers, but refuses INFO (an ACL)
-        return {"answers": True, "error": type(exc).__name__}
-    except redis.RedisError as exc:
-        return {"answers": False, "error": type(exc).__name__}
-    if mine.get("role") != "slave":
-        # A primary: Sentinel reads from the primary while it has no replica.
-        return {"answers": True, "role": "primary"}
-    state: dict[str, Any] = {
-        "answers": True,
-        "role": "replica",
-        "link": mine.get("master_link_status"),
-        "last_heard_seconds": mine.get("master_last_io_seconds_ago"),
-        "replicates_primary": None,
-        "behind_bytes": None,
-    }
-    try:
-        theirs = primary.info("replication")
-    except redis.RedisError:
-        return state
-    same = mine.get("master_replid") == theirs.get("master_replid")
-    state["replicates_primary"] = same
-    if same:
-        applied = int(mine.get("slave_repl_offset", 0))
-        state["behind_bytes"] = max(0, int(theirs.get("master_repl_offset", 0)) - applied)
-    return state
 
 
 def _last_success(check: dict | None) -> float | None:

@@ -157,10 +157,11 @@ class Keys:
     def delivery_queued(self, destination: str, release_id: str) -> str:
         """string: a task posting the release to the destination is queued or waiting to retry.
 
-        Set NX by the check that queues it (so tasks do not pile up), holding when its task was
-        last active (each attempt refreshes it): a claim silent for 30 minutes (its task lost,
-        say in a failover) is queued again by the next check. Expires after 6 hours; deleted
-        once the release is delivered, filtered, refused or given up on.
+        Set by the check that queues the task, unless a claim that is not stale is there (so
+        tasks do not pile up); it holds when its task was last active (each attempt refreshes
+        it). A claim silent for 30 minutes (its task lost, say in a failover) is overwritten by
+        the next check, which queues the release again. Expires after 6 hours; deleted once the
+        release is delivered, filtered, refused or given up on.
         """
         return f"{self.prefix}:delivery:{destination}:queued:{release_id}"
 
@@ -252,7 +253,7 @@ class Keys:
 
         Kept for good: a few hundred fields (syncs by trigger and outcome, sync duration buckets
         by phase, Bungie requests, deliveries), each label from a closed set; fields only grow,
-        in one MULTI/EXEC per sync and per delivery.
+        in one MULTI/EXEC per sync and one HINCRBY per delivery try.
         """
         return f"{self.prefix}:metrics"
 

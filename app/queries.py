@@ -1,5 +1,6 @@
 """What the pages, the API and the mirror read through, and how they read items: the store on the
-read replica (the primary's while the replica cannot serve), and one parser of item queries."""
+read replica (the primary's while the replica cannot serve), the one judge of how the replica
+stands (reads and /readyz follow it), and one parser of item queries."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import time
 import weakref
 from collections.abc import Callable
 from collections.abc import Mapping
+from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 from typing import ParamSpec
 from typing import TypeVar
 
@@ -159,18 +162,18 @@ def _to_int(raw: str, name: str) -> int:
 def reader() -> ManifestStore:
     """Return the store the reading pages, the API and the mirror read through: the replica's
     (REDIS_REPLICA_URL, Sentinel's), else the primary's; the primary's too while the replica
-    cannot serve (down, cut off from the primary: see `replica_problem`), as this process last
-    found it. Never write through it."""
+    cannot serve (see `look_at_replica`), as this process last found it, and for the rest of a
+    request whose read failed on the replica. Never write through it."""
     replica = get_read_redis()
-    if replica is get_redis() or not _fit(get_redis(), replica):
+    if replica is get_redis() or g.get("replica_failed") or not _fit(get_redis(), replica):
         return get_store()
     g.read_on_replica = True
     return get_reader()
 
 
 def read_view(view: Callable[P, R]) -> Callable[P, R]:
-    """Mark a view that only reads: if the replica fails it (no connection, a timeout) and
-    cannot serve, the view runs once more, on the primary, and reads stay there a while.
+    """Mark a view that only reads: if the replica fails it (no connection, a timeout), the
+    view runs once more, on the primary, and reads stay there a while.
 
     For views that write nothing: run again, a write would be made twice.
     """
@@ -179,52 +182,135 @@ def read_view(view: Callable[P, R]) -> Callable[P, R]:
     def reading(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return view(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError):
-            if not g.pop("read_on_replica", False) or not _failed(get_redis(), get_read_redis()):
-                raise  # the primary failed (the replica answers): the app's 503
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            replica = get_read_redis()
+            if not g.pop("read_on_replica", False) or not _raised_by(exc, replica):
+                raise  # not the replica's failure (the primary's): the app's 503
+            # The failed read is the verdict: asking the replica how it stands now could cost
+            # this request a second timeout. The periodic look brings reads back later.
+            name = type(exc).__name__
+            failed = ReplicaLook(answers=False, error=name, problem=f"a read on it failed ({name})")
+            _judge(_state(replica), failed)
+            g.replica_failed = True
             return view(*args, **kwargs)
 
     return reading
 
 
-def replica_problem(primary: redis.Redis, replica: redis.Redis) -> str | None:
-    """Return why `replica` should not serve reads now, else None.
+def _raised_by(exc: BaseException, client: redis.Redis) -> bool:
+    """Say whether `exc` came out of a command sent through `client` (itself or a pipeline or
+    script of it): a frame it passed through is a method of one of them. A view may read the
+    primary too (the dashboard's sync and destinations); only the replica's failure reruns."""
+    pool = client.connection_pool
+    step = exc.__traceback__
+    while step is not None:
+        if getattr(step.tb_frame.f_locals.get("self"), "connection_pool", None) is pool:
+            return True
+        step = step.tb_next
+    return False
 
-    It should not when it does not answer, when it follows another server than `primary`, or
+
+@dataclass(frozen=True)
+class ReplicaLook:
+    """What one look at a read replica found (INFO replication on it and on the primary; a
+    read that failed on it is one too: it did not answer).
+
+    `problem` is the verdict reads follow: why it should not serve now, None if it may. The
+    rest is what /readyz shows: no address, the answer is public.
+    """
+
+    answers: bool
+    problem: str | None = None
+    # What it raised: to INFO (no answer, or a refusal: an ACL), or to a read.
+    error: str | None = None
+    # "replica", or "primary": Sentinel reads from the primary while it has no replica.
+    role: str | None = None
+    # Its link to its primary (master_link_status), and when it last heard from it.
+    link: str | None = None
+    last_heard_seconds: int | None = None
+    # Whether it shares the primary's replication id; None: the primary did not answer.
+    replicates_primary: bool | None = None
+    # How much of the primary's replication stream it has yet to apply.
+    behind_bytes: int | None = None
+
+
+def look_at_replica(primary: redis.Redis, replica: redis.Redis) -> ReplicaLook:
+    """Look at how `replica` stands now, and judge whether it may serve reads.
+
+    It may not when it does not answer, when it follows another server than `primary`, or
     when its link to `primary` is down or silent: it then serves what it last heard, and the
     primary is newer. Unless the primary does not answer either: the replica is all there is.
     """
     try:
         mine = replica.info("replication")
-    except redis.ResponseError:
-        return None  # It answers, but refuses INFO (an ACL): nothing to judge it by.
+    except redis.ResponseError as exc:
+        # It answers, but refuses INFO: nothing to judge it by, so it serves.
+        return ReplicaLook(answers=True, error=type(exc).__name__)
     except (redis.RedisError, OSError) as exc:
-        return f"it does not answer ({type(exc).__name__})"
+        name = type(exc).__name__
+        return ReplicaLook(answers=False, error=name, problem=f"it does not answer ({name})")
+    is_replica = mine.get("role") == "slave"
+    link = mine.get("master_link_status") if is_replica else None
+    heard = int(mine.get("master_last_io_seconds_ago", -1)) if is_replica else None
     try:
         theirs = primary.info("replication")
     except (redis.RedisError, OSError):
-        return None
-    # A replica takes its primary's replication id; the primary itself (Sentinel reads from it
-    # while it has no replica) has its own.
-    if mine.get("master_replid") != theirs.get("master_replid"):
+        theirs = None
+    # A replica takes its primary's replication id; the primary itself has its own.
+    same = None if theirs is None else mine.get("master_replid") == theirs.get("master_replid")
+    behind = None
+    if theirs is not None and same and is_replica:
+        applied = int(mine.get("slave_repl_offset", 0))
+        behind = max(0, int(theirs.get("master_repl_offset", 0)) - applied)
+    return ReplicaLook(
+        answers=True,
+        problem=_problem(same, link, heard),
+        role="replica" if is_replica else "primary",
+        link=link,
+        last_heard_seconds=heard,
+        replicates_primary=same,
+        behind_bytes=behind,
+    )
+
+
+def _problem(same: bool | None, link: str | None, heard: int | None) -> str | None:
+    if same is None:
+        return None  # the primary does not answer: stale beats a 503
+    if not same:
         return "it does not replicate the primary (another replication id)"
-    if mine.get("role") != "slave":
-        return None
-    link = mine.get("master_link_status")
+    if link is None:
+        return None  # the primary itself
     if link != "up":
         return f"its link to the primary is {link}"
-    silent = int(mine.get("master_last_io_seconds_ago", 0))
-    if silent > REPLICA_SILENT_SECONDS:
-        return f"it has heard nothing from the primary for {silent}s"
+    if heard is not None and heard > REPLICA_SILENT_SECONDS:
+        return f"it has heard nothing from the primary for {heard}s"
     return None
+
+
+def replica_standing(primary: redis.Redis, replica: redis.Redis) -> dict[str, Any]:
+    """Return how this process last found `replica`, for /readyz: the fields of the last
+    `ReplicaLook` (a failed read is one: it did not answer), its verdict under `problem`,
+    `seen_seconds_ago`, and `reads_on_replica`, where reads go now. It looks again only when
+    `reader` would: a hung replica costs a probe no more than it costs a page."""
+    fit = _fit(primary, replica)
+    state = _state(replica)
+    with _replicas_lock:
+        seen, seen_at = state.seen, state.seen_at
+    if seen is None:  # the first look, being taken by another request right now
+        seen, seen_at = look_at_replica(primary, replica), time.monotonic()
+    age = int(time.monotonic() - seen_at)
+    return {**asdict(seen), "seen_seconds_ago": age, "reads_on_replica": fit}
 
 
 @dataclass
 class _Replica:
-    """How this process last found a replica: fit to serve reads, and when to look again."""
+    """How this process last found a replica: fit to serve reads, what it saw and when, and
+    when to look again."""
 
     fit: bool = True
     next_check: float = 0.0
+    seen: ReplicaLook | None = None
+    seen_at: float = 0.0
     # Held by the one request that looks; the others go on with what was found last.
     checking: threading.Lock = field(default_factory=threading.Lock)
 
@@ -244,24 +330,19 @@ def _fit(primary: redis.Redis, replica: redis.Redis) -> bool:
     if time.monotonic() >= state.next_check and state.checking.acquire(blocking=False):
         try:
             if time.monotonic() >= state.next_check:
-                _judge(state, replica_problem(primary, replica))
+                _judge(state, look_at_replica(primary, replica))
         finally:
             state.checking.release()
     return state.fit
 
 
-def _failed(primary: redis.Redis, replica: redis.Redis) -> bool:
-    """Look at `replica` after a read on it failed; True if it cannot serve (reads move)."""
-    problem = replica_problem(primary, replica)
-    _judge(_state(replica), problem)
-    return problem is not None
-
-
-def _judge(state: _Replica, problem: str | None) -> None:
-    """Record what a look found; say so once when reads move to the primary or come back."""
+def _judge(state: _Replica, seen: ReplicaLook) -> None:
+    """Record what a look or a read found; say so once when reads move to the primary or come
+    back."""
     with _replicas_lock:
         now = time.monotonic()
-        if problem is None:
+        state.seen, state.seen_at = seen, now
+        if seen.problem is None:
             if not state.fit:
                 log.info("The read replica serves again: reads go back to it")
             state.fit, state.next_check = True, now + REPLICA_CHECK_SECONDS
@@ -269,7 +350,7 @@ def _judge(state: _Replica, problem: str | None) -> None:
         if state.fit:
             log.warning(
                 "The read replica cannot serve: %s. Reads go to the primary, for %ds at least",
-                problem,
+                seen.problem,
                 REPLICA_REST_SECONDS,
             )
         state.fit, state.next_check = False, now + REPLICA_REST_SECONDS

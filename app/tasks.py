@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 from typing import NoReturn
 
@@ -20,8 +21,9 @@ from app.extensions import get_keys
 from app.extensions import get_redis
 from app.extensions import get_store
 from app.manifest import sync
-from app.manifest.client import BungieClient
+from app.manifest.client import RequestKind
 from app.manifest.heartbeat import Heartbeat
+from app.manifest.outcome import FAILED
 from app.manifest.store import ManifestStore
 from app.metrics import ledger
 from app.notify import announce
@@ -70,18 +72,7 @@ def sync_manifest(
     with heartbeat:
         triggers.remember_task(task_id, trigger=trigger, requested_by=requested_by)
         try:
-            bungie = get_bungie()
-            result = sync.run(
-                store,
-                bungie,
-                run_id=task_id,
-                trigger=trigger,
-                requested_by=requested_by,
-                request_id=request_id,
-                progress=_ProgressReporter(self),
-                beating=True,
-            )
-            _count_sync(store, trigger, result, bungie)
+            result = _run_counted(self, store, trigger, requested_by, request_id)
             policy.after_check(result)
             max_retries = current_app.config["SYNC_MAX_RETRIES"]
             if result.transient and self.request.retries < max_retries:
@@ -177,22 +168,60 @@ def _retry_or_give_up(
     raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
 
 
+def _run_counted(
+    task: Any,
+    store: ManifestStore,
+    trigger: str,
+    requested_by: str | None,
+    request_id: str | None,
+) -> sync.SyncResult:
+    """Run the sync with a Bungie client of its own, and count it for /metrics however it ends.
+
+    sync.run turns what goes wrong in the flow into a failed result; what still escapes it (a
+    soft time limit landing after the flow, while the check is recorded; a BaseException) is
+    counted as a failed sync with no durations, and the requests it made to Bungie all the same.
+    """
+    bungie = get_bungie()
+    result: sync.SyncResult | None = None
+    try:
+        result = sync.run(
+            store,
+            bungie,
+            run_id=task.request.id,
+            trigger=trigger,
+            requested_by=requested_by,
+            request_id=request_id,
+            progress=_ProgressReporter(task),
+            beating=True,
+        )
+        return result
+    finally:
+        try:
+            _count_sync(store, trigger, task.request.id, result, bungie.take_requests())
+        finally:
+            bungie.close()
+
+
 def _count_sync(
-    store: ManifestStore, trigger: str, result: sync.SyncResult, bungie: BungieClient
+    store: ManifestStore,
+    trigger: str,
+    run_id: str,
+    result: sync.SyncResult | None,
+    requests: Mapping[RequestKind, int],
 ) -> None:
-    """Count a sync's outcome, durations and Bungie requests for /metrics, in one round trip;
-    Redis not answering loses the count, never the sync."""
+    """Count a sync's outcome (None: it raised, so failed), durations and Bungie requests for
+    /metrics, in one round trip; Redis not answering loses the count, never the sync."""
     try:
         ledger.record_sync(
             store.redis,
             store.keys,
             trigger=trigger,
-            outcome=result.outcome,
-            timings=result.timings,
-            requests=bungie.take_requests(),
+            outcome=result.outcome if result is not None else FAILED,
+            timings=result.timings if result is not None else {},
+            requests=requests,
         )
     except redis.RedisError:
-        log.warning("Could not count sync %s for /metrics: Redis is unavailable", result.run_id)
+        log.warning("Could not count sync %s for /metrics: Redis is unavailable", run_id)
 
 
 def _count_delivery(destination: str, message: str, outcome: str) -> None:

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Self
 
 import redis
+import requests
 from celery import Celery
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,14 @@ class ProjectProcess:
         # Pool children outlive a killed parent only in a broken shutdown: make sure.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def http_ok(url: str) -> bool:
+    """Say whether GET `url` answers 200 now (False while the server is not listening yet)."""
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def flask_env(overrides: Mapping[str, object]) -> dict[str, str]:

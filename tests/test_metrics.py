@@ -1,6 +1,7 @@
 """GET /metrics as Prometheus reads it: its own parser, the token, no secret; figures that move
-when a Celery worker in another process syncs and posts; gunicorn's workers added up; and the
-Grafana dashboard asks only for what /metrics exports."""
+when a Celery worker in another process syncs and posts, or when a sync is cut short;
+gunicorn's workers added up; and the Grafana dashboard asks only for what /metrics exports,
+counting each figure once however many web instances Prometheus scrapes."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from collections import Counter
 from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
+from celery.exceptions import SoftTimeLimitExceeded
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.metrics_core import Metric
@@ -26,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app import triggers
+from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
 from config import TestingConfig
 from devtools.demo.control import DemoAdmin
@@ -39,8 +43,10 @@ from tests.processes import CeleryWorker
 from tests.processes import ProjectProcess
 from tests.processes import celery_worker
 from tests.processes import flask_env
+from tests.processes import http_ok
 from tests.reliability.servers import free_port
 from tests.reliability.servers import wait_until
+from tests.test_keys import run_queued_delivery
 
 DASHBOARD = PROJECT_ROOT / "docs" / "grafana-dashboard.json"
 API = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
@@ -181,6 +187,113 @@ def _exprs(dashboard: dict[str, Any]) -> Iterator[str]:
     for panel in _panels(dashboard):
         for target in panel.get("targets", []):
             yield target["expr"]
+
+
+# An aggregation written `op by (labels) (argument)` (the dashboard's one form), and a series.
+AGGREGATION = re.compile(r"\b(sum|max|min|avg|count)\s*(?:(by|without)\s*\(([^()]*)\)\s*)?\(")
+SERIES = re.compile(r"\bmanifest_[a-z_]+")
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation of a PromQL expression: its operator, its `by` labels, its argument."""
+
+    op: str
+    by: frozenset[str]
+    start: int
+    end: int
+
+
+def aggregations(expr: str) -> list[Aggregation]:
+    """Find every aggregation in `expr`, innermost last among those that nest."""
+    found = []
+    for match in AGGREGATION.finditer(expr):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(expr[end], 0)
+            end += 1
+        assert match[2] != "without", f"{expr}: name the labels kept (by), not those dropped"
+        assert not re.match(r"\s*(by|without)\b", expr[end:]), f"{expr}: write `op by (...) (x)`"
+        by = frozenset(label.strip() for label in (match[3] or "").split(",") if label.strip())
+        found.append(Aggregation(match[1], by, match.end(), end - 1))
+    return found
+
+
+def test_the_dashboard_counts_each_figure_once(
+    make_app: Callable[..., Flask], admin: DemoAdmin, redis_client: redis.Redis
+) -> None:
+    """Every web instance Prometheus scrapes shows the same Redis-kept series (labels
+    `instance`, `job` apart), and its own per-process counts. So a panel must first take one
+    copy of each Redis-kept series: `max by` (or `min by`) exactly the labels the series has,
+    which drops the instances' labels and nothing else (fewer labels would take the max across
+    triggers or outcomes: an undercount); only then add those up, with `sum`. A per-process
+    counter is summed across instances. Which is which: what a scrape without Redis still
+    shows is per process."""
+    with fake_receiver(200) as hook:
+        app = make_app(WEBHOOK_URLS=hook.url_for("/hooks/dashboard"))
+        sync_here(app)
+        admin.publish()
+        sync_here(app)
+        # Posted, as a worker would: the destination's and the deliveries' series are there.
+        assert run_queued_delivery(app, redis_client, app.config["CELERY_QUEUE"]) == "sent"
+    labels: dict[str, set[str]] = {}
+    additive = set()  # counters' and histograms' series: their copies add up
+    for family in scrape(app.test_client()).values():
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+            if family.type in ("counter", "histogram"):
+                additive.add(sample.name)
+    unreachable = create_app("testing", {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    per_process = {
+        name + "_total"
+        for name, family in scrape(unreachable.test_client()).items()
+        if family.type == "counter"
+    }
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+    wrong = []
+    for expr in _exprs(dashboard):
+        found = aggregations(expr)
+        for series in SERIES.finditer(expr):
+            name = series[0]
+            around = sorted(
+                (a for a in found if a.start <= series.start() < a.end), key=lambda a: -a.start
+            )
+            if not around:
+                wrong.append(f"{expr}: {name} is not aggregated across instances")
+            elif name in per_process:
+                if around[0].op != "sum":
+                    wrong.append(f"{expr}: {name} counts per process: sum it, not {around[0].op}")
+            elif name not in labels:
+                wrong.append(f"{expr}: {name} has no sample in the scrape to read its labels")
+            elif around[0].op not in ("max", "min") or around[0].by != labels[name]:
+                kept = ", ".join(sorted(labels[name]))
+                wrong.append(f"{expr}: take one copy of {name}: max by ({kept})")
+            elif name in additive and any(a.op != "sum" for a in around[1:]):
+                wrong.append(f"{expr}: the copies of {name} add up with sum")
+    assert wrong == []
+    assert "manifest_syncs_total" not in per_process
+    assert "manifest_triggers_total" in per_process
+
+
+def test_a_sync_cut_short_still_counts_its_requests(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cut_short(*args: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    # The soft time limit lands after the flow, while the check is recorded: sync.run raises.
+    monkeypatch.setattr(sync, "_record_check", cut_short)
+    task = app.extensions["celery"].tasks[triggers.SYNC_TASK]
+    with pytest.raises(SoftTimeLimitExceeded):
+        task.apply(kwargs={"trigger": "api"}).get()
+
+    found = scrape(client)
+    assert total(found, "manifest_syncs_total", trigger="api", outcome="failed") == 1
+    assert total(found, "manifest_syncs_total") == 1
+    # The requests it made to Bungie are counted all the same.
+    assert total(found, "manifest_bungie_requests_total", kind="api", status="200") == 1
+    assert total(found, "manifest_bungie_requests_total", kind="content", status="200") >= 1
 
 
 def test_metrics_token_is_asked_for_when_set(make_app: Callable[..., Flask]) -> None:
@@ -397,7 +510,7 @@ def test_gunicorn_workers_add_up_their_counts(
     try:
         with ProjectProcess(command, flask_env(settings), "Booting worker") as web:
             wait_until(lambda: web.output().count("Booting worker") >= 2, 60, "two workers")
-            wait_until(lambda: _answers(url), 60, "gunicorn")
+            wait_until(lambda: http_ok(f"{url}/healthz"), 60, "gunicorn")
 
             def post() -> int:
                 return requests.post(
@@ -439,13 +552,6 @@ def test_gunicorn_workers_add_up_their_counts(
 
 def _holds(folder: Path, pids: set[str]) -> bool:
     return all((folder / f"counter_{pid}.db").exists() for pid in pids)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_a_scrape_without_redis_says_so() -> None:

@@ -31,6 +31,7 @@ from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
+from tests.processes import http_ok
 from tests.reliability.servers import closed_port_url
 from tests.reliability.servers import free_port
 from tests.reliability.servers import wait_until
@@ -162,7 +163,7 @@ def mirror(
     try:
         with ProjectProcess([*command, "app:create_app()"], env, ready="Booting worker") as web:
             url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _answers(url), 30, "gunicorn")
+            wait_until(lambda: http_ok(f"{url}/healthz"), 30, "gunicorn")
             paths = state["paths"]["jsonWorldComponentContentPaths"]
             yield Mirror(url, result.release_id, state["version"], origin.url, paths)
         assert "Traceback" not in web.output(), web.output()[-3000:]
@@ -171,13 +172,6 @@ def mirror(
         keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             redis_client.unlink(*keys)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 # -- over HTTP: what a program written for Bungie sees --------------------------------------------

@@ -31,6 +31,7 @@ from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
+from tests.processes import http_ok
 from tests.reliability.servers import free_port
 from tests.reliability.servers import wait_until
 
@@ -184,7 +185,7 @@ def served(
     try:
         with ProjectProcess([*command, "app:create_app()"], flask_env(settings), "Booting") as web:
             url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _answers(url), 30, "gunicorn")
+            wait_until(lambda: http_ok(f"{url}/healthz"), 30, "gunicorn")
             yield Served(url, app)
         assert "Traceback" not in web.output(), web.output()[-3000:]
     finally:
@@ -193,13 +194,6 @@ def served(
         if keys:
             redis_client.unlink(*keys)
         redis_client.delete(queue)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def fuzz_config() -> schemathesis.Config:

@@ -7,8 +7,10 @@ pages answering from the primary, said once in the log."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
+import signal
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,50 +38,38 @@ from tests.reliability.helpers import Reader
 from tests.reliability.helpers import origin_release
 from tests.reliability.helpers import stored_fingerprint
 from tests.reliability.servers import RedisServer
+from tests.reliability.servers import ReplicaServer
 from tests.reliability.servers import free_port
+from tests.reliability.servers import link_up
+from tests.reliability.servers import replica_of
+from tests.reliability.servers import replica_reads
 from tests.reliability.servers import wait_until
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
 
 TOKEN = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
-# The commands the store reads with. Reads are never replicated, so on a replica of the shared
-# test Redis only the reads of this test move these counters (what the primary sends its
-# replica is writes, MULTI/EXEC and PING).
-READS = ("get", "mget", "hget", "hmget", "hgetall", "hscan", "lrange", "zrevrange", "evalsha")
-# The primary replicates to a new replica after a 5 s wait (repl-diskless-sync-delay).
-SYNC_TIMEOUT = 60
 
 
-def replica_of(redis_url: str) -> RedisServer:
+def replica_of_test_redis(redis_url: str, *args: str) -> ReplicaServer:
     """Return a redis-server of this test's own that replicates the test Redis (not started)."""
     primary = urlsplit(redis_url)
-    args = ["--replicaof", primary.hostname or "127.0.0.1", str(primary.port or 6379)]
-    if primary.password:
-        args += ["--masterauth", primary.password]
-    return RedisServer(*args)
-
-
-def in_sync(server: redis.Redis) -> bool:
-    return server.info("replication").get("master_link_status") == "up"
-
-
-def reads(server: redis.Redis) -> int:
-    """Return how many read commands `server` has run."""
-    stats = server.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in READS)
+    return replica_of(
+        primary.port or 6379,
+        *args,
+        primary_host=primary.hostname or "127.0.0.1",
+        primary_password=primary.password,
+    )
 
 
 @pytest.fixture(scope="module")
-def replica(redis_url: str) -> Iterator[RedisServer]:
+def replica(redis_url: str) -> Iterator[ReplicaServer]:
     """A real replica of the test Redis, in sync, for the module."""
-    with replica_of(redis_url) as server:
-        probe = server.client()
-        wait_until(lambda: in_sync(probe), SYNC_TIMEOUT, "the replica in sync", interval=0.1)
+    with replica_of_test_redis(redis_url) as server:
         yield server
 
 
 @pytest.fixture
-def app_overrides(app_overrides: dict[str, Any], replica: RedisServer) -> dict[str, Any]:
+def app_overrides(app_overrides: dict[str, Any], replica: ReplicaServer) -> dict[str, Any]:
     """The test app, reading from the module's replica."""
     return {**app_overrides, "REDIS_REPLICA_URL": replica.url}
 
@@ -106,7 +96,7 @@ def caught_up(server: redis.Redis, prefix: str, release_id: str | None) -> None:
 
 
 def test_the_pages_the_api_and_the_mirror_read_from_the_replica(
-    app: Flask, client: FlaskClient, admin: DemoAdmin, replica: RedisServer, key_prefix: str
+    app: Flask, client: FlaskClient, admin: DemoAdmin, replica: ReplicaServer, key_prefix: str
 ) -> None:
     server = replica.client()
     run_sync(app)
@@ -138,17 +128,20 @@ def test_the_pages_the_api_and_the_mirror_read_from_the_replica(
 
     moved = {}
     for page in pages:
-        before = reads(server)
+        before = replica_reads(server)
         response = client.get(page)
         assert response.status_code == 200, (page, response.get_data(as_text=True)[:300])
-        moved[page] = reads(server) - before
+        moved[page] = replica_reads(server) - before
 
     assert [page for page, count in moved.items() if count < 1] == [], moved
     assert sum(moved.values()) >= len(pages)
     assert client.get("/api/v1/manifest").get_json()["release"]["id"] == second.release_id
-    replica_state = client.get("/readyz").get_json()["replica"]
-    assert replica_state["link"] == "up"
-    assert replica_state["replicates_primary"] is True
+    shown = client.get("/readyz").get_json()["replica"]
+    assert shown["role"] == "replica"
+    assert shown["link"] == "up"
+    assert shown["replicates_primary"] is True
+    assert shown["problem"] is None
+    assert shown["reads_on_replica"] is True
 
 
 @pytest.mark.usefixtures("steady_rate_windows")
@@ -156,7 +149,7 @@ def test_triggers_and_rate_limits_still_write_on_the_primary(
     app: Flask,
     signed_in: FlaskClient,
     redis_client: redis.Redis,
-    replica: RedisServer,
+    replica: ReplicaServer,
     key_prefix: str,
     celery_queue: str,
 ) -> None:
@@ -177,7 +170,7 @@ def test_triggers_and_rate_limits_still_write_on_the_primary(
 
 
 def test_a_reader_on_the_replica_never_sees_a_mixed_release_across_three_swaps(
-    app: Flask, client: FlaskClient, admin: DemoAdmin, replica: RedisServer, key_prefix: str
+    app: Flask, client: FlaskClient, admin: DemoAdmin, replica: ReplicaServer, key_prefix: str
 ) -> None:
     with app.app_context():
         settings = get_settings()
@@ -255,7 +248,7 @@ def test_the_live_pointer_on_the_replica_moves_when_a_commit_lands(
     assert client.get("/api/v1/manifest").get_json()["release"]["id"] == second.release_id
 
 
-def test_pages_answer_from_the_primary_while_the_replica_is_behind_or_down(
+def test_pages_answer_from_the_primary_while_the_replica_is_behind_hung_or_down(
     app_overrides: dict[str, Any],
     admin: DemoAdmin,
     redis_url: str,
@@ -268,10 +261,11 @@ def test_pages_answer_from_the_primary_while_the_replica_is_behind_or_down(
     monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 0.0)
     monkeypatch.setattr(queries, "REPLICA_REST_SECONDS", 0.0)
     primary = urlsplit(redis_url)
-    with replica_of(redis_url) as spare:
+    with replica_of_test_redis(redis_url) as spare:
         server = spare.client()
-        wait_until(lambda: in_sync(server), SYNC_TIMEOUT, "the spare replica in sync", 0.1)
-        app = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": spare.url})
+        # Given up on after 2 s (the app's own wait is far longer): the hung replica below.
+        url = f"{spare.url}?socket_timeout=2"
+        app = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": url})
         client = app.test_client()
         first = run_sync(app)
         assert first.release_id is not None
@@ -279,35 +273,135 @@ def test_pages_answer_from_the_primary_while_the_replica_is_behind_or_down(
 
         # Cut off from the primary, the replica keeps what it had: the pages read the primary.
         server.replicaof("127.0.0.1", free_port())
-        wait_until(lambda: not in_sync(server), 30, "the replica's link down")
+        wait_until(lambda: not link_up(server), 30, "the replica's link down")
         admin.publish()
         second = run_sync(app)
         assert server.get(Keys(key_prefix).current) == first.release_id.encode()
         assert release_shown(client) == second.release_id
         assert moved_by_warnings(caplog) == 1
+        shown = client.get("/readyz").get_json()["replica"]
+        assert shown["link"] != "up"
+        assert shown["problem"].startswith("its link to the primary is")
+        assert shown["reads_on_replica"] is False
 
         # Back in step, reads go back to it.
         server.replicaof(primary.hostname or "127.0.0.1", primary.port or 6379)
-        wait_until(lambda: in_sync(server), SYNC_TIMEOUT, "the replica in sync again", 0.1)
+        wait_until(lambda: link_up(server), 60, "the replica in sync again", 0.1)
         caught_up(server, key_prefix, second.release_id)
-        before = reads(server)
+        before = replica_reads(server)
         assert release_shown(client) == second.release_id
-        assert reads(server) > before
+        assert replica_reads(server) > before
         assert "serves again" in caplog.text
 
-        # Dead: the read that fails runs again on the primary; no page fails.
+        # Hung: the read that times out runs again on the primary at once. Nothing more goes
+        # to the replica in that request (a second wait): no new connection to it.
         monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 3600.0)
-        monkeypatch.setattr(queries, "REPLICA_REST_SECONDS", 3600.0)
         release_shown(client)  # looks at the replica once more, then trusts it for an hour
+        reads_before = replica_reads(server)
+        connected = connections_made(server)
+        assert spare.process is not None
+        os.kill(spare.process.pid, signal.SIGSTOP)
+        try:
+            assert release_shown(client) == second.release_id
+        finally:
+            os.kill(spare.process.pid, signal.SIGCONT)
+        assert moved_by_warnings(caplog) == 2
+        assert "a read on it failed (TimeoutError)" in caplog.text
+        # Resumed, the server takes what came meanwhile: the read that timed out on the
+        # connection it had, and any connection made to ask it more.
+        wait_until(lambda: replica_reads(server) > reads_before, 10, "the read, run at last")
+        assert connections_made(server) == connected
+        assert release_shown(client) == second.release_id  # rested 0 s: looked, serves again
+        assert caplog.text.count("serves again") == 2
+
+        # Dead: the read that fails runs again on the primary; no page fails.
+        monkeypatch.setattr(queries, "REPLICA_REST_SECONDS", 3600.0)
         spare.kill()
         for page in ("/", "/items", "/history", "/api/v1/items", "/Platform/Destiny2/Manifest/"):
             assert client.get(page).status_code == 200, page
         assert release_shown(client) == second.release_id
-        assert moved_by_warnings(caplog) == 2
-        assert "it does not answer (ConnectionError)" in caplog.text
+        assert moved_by_warnings(caplog) == 3
+        assert "a read on it failed (ConnectionError)" in caplog.text
         ready = client.get("/readyz")
-        assert ready.get_json()["replica"] == {"answers": False, "error": "ConnectionError"}
         assert ready.status_code == 200, ready.get_json()
+        shown = ready.get_json()["replica"]
+        assert shown.pop("seen_seconds_ago") >= 0
+        assert shown == {
+            "answers": False,
+            "problem": "a read on it failed (ConnectionError)",
+            "error": "ConnectionError",
+            "role": None,
+            "link": None,
+            "last_heard_seconds": None,
+            "replicates_primary": None,
+            "behind_bytes": None,
+            "reads_on_replica": False,
+        }
+        # A process that has not looked yet looks, and says why.
+        fresh = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": url})
+        shown = fresh.test_client().get("/readyz").get_json()["replica"]
+        assert shown["problem"] == "it does not answer (ConnectionError)"
+        assert shown["reads_on_replica"] is False
+
+
+def test_a_server_that_follows_no_primary_of_ours_is_refused_and_readyz_says_so(
+    app_overrides: dict[str, Any], admin: DemoAdmin
+) -> None:
+    # A primary of its own, not a replica of the test Redis: what a wrong REDIS_REPLICA_URL
+    # or a replica promoted away from ours looks like.
+    with RedisServer() as stranger:
+        app = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": stranger.url})
+        client = app.test_client()
+        synced = run_sync(app)
+
+        assert release_shown(client) == synced.release_id
+        shown = client.get("/readyz").get_json()["replica"]
+        with stranger.client() as probe:
+            assert replica_reads(probe) == 0
+
+    assert shown["role"] == "primary"
+    assert shown["replicates_primary"] is False
+    assert shown["problem"] == "it does not replicate the primary (another replication id)"
+    assert shown["reads_on_replica"] is False
+
+
+def test_a_failing_primary_is_not_blamed_on_the_replica(
+    app_overrides: dict[str, Any],
+    admin: DemoAdmin,
+    redis_url: str,
+    key_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.queries")
+    # A primary of this test's own, to kill; the broker stays on the test Redis.
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0") as primary,
+        replica_of(primary.port) as copy,
+    ):
+        broker = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
+        overrides = {"REDIS_URL": primary.url, "REDIS_REPLICA_URL": copy.url, **broker}
+        app = create_app("testing", {**app_overrides, **overrides})
+        client = app.test_client()
+        synced = run_sync(app)
+        caught_up(copy.client(), key_prefix, synced.release_id)
+        primary.kill()
+
+        # The dashboard reads the primary too (the sync running): that failure is its 503.
+        dashboard = client.get("/")
+        # The replica, all there is now, still serves what reads only the release.
+        shown = release_shown(client)
+        ready = client.get("/readyz").get_json()
+
+    assert dashboard.status_code == 503
+    assert shown == synced.release_id
+    assert moved_by_warnings(caplog) == 0
+    assert ready["replica"]["problem"] is None
+    assert ready["replica"]["reads_on_replica"] is True
+
+
+def connections_made(server: redis.Redis) -> int:
+    """Return how many connections `server` has accepted since it started."""
+    return int(server.info("stats")["total_connections_received"])
 
 
 def release_shown(client: FlaskClient) -> str:

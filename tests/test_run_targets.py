@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import redis
 import requests
-import yaml
 from celery.result import AsyncResult
 
 from app import create_app
@@ -28,6 +27,8 @@ from app.extensions import get_store
 from devtools import devstack
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
+from tests.compose_file import command_of
+from tests.compose_file import compose
 from tests.processes import PROJECT_ROOT
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
@@ -319,15 +320,6 @@ def test_every_python_command_of_startup_bat_exists(args: list[str], redis_url: 
 # -- docker compose -----------------------------------------------------------------------
 
 
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
-
-
-def command_of(service: dict[str, Any]) -> list[str]:
-    command = service["command"]
-    return shlex.split(command) if isinstance(command, str) else list(command)
-
-
 def test_compose_services_run_this_projects_commands() -> None:
     services = compose()["services"]
     assert {"redis", "web", "web-2", "worker", "beat", "demo-origin", "flower"} <= set(services)
@@ -337,16 +329,12 @@ def test_compose_services_run_this_projects_commands() -> None:
     assert ours["worker"][:4] == ["celery", "-A", "celery_worker.celery", "worker"]
     assert ours["beat"][:5] == ["celery", "-A", "celery_worker.celery", "-q", "beat"]
     assert ours["demo-origin"][:3] == ["python", "manage.py", "demo-origin"]
-    assert ours["web-2"] == ours["web"]
     assert set(ours) == {"web", "web-2", "worker", "beat", "demo-origin"}
 
 
-def test_compose_has_exactly_one_beat_and_healthchecks() -> None:
+def test_compose_services_have_healthchecks_and_wait_for_redis() -> None:
+    """How many of each compose runs (one beat): test_compose_profiles."""
     services = compose()["services"]
-    beats = [name for name, s in services.items() if "beat" in command_of(s)]
-    assert beats == ["beat"]
-    assert services["beat"]["deploy"]["replicas"] == 1
-    assert not any(flag in command_of(services["worker"]) for flag in ("-B", "--beat"))
     for name in ("redis", "web", "web-2", "worker", "demo-origin"):
         assert services[name]["healthcheck"]["test"], name
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
@@ -357,21 +345,6 @@ def test_compose_has_exactly_one_beat_and_healthchecks() -> None:
     assert "noeviction" in command_of(services["redis"])
     schedule = next(a for a in command_of(services["beat"]) if a.startswith("--schedule="))
     assert schedule.startswith("--schedule=/tmp/")  # writable by the image's non-root user
-
-
-def test_compose_redis_keeps_an_append_only_file_on_a_named_volume() -> None:
-    """The history and the change logs survive `docker compose down` / up and a crash."""
-    file = compose()
-    server = file["services"]["redis"]
-    command = command_of(server)
-    options = dict(zip(command[1::2], command[2::2], strict=True))
-    assert options["--appendonly"] == "yes"
-    assert options["--appendfsync"] == "everysec"
-    mount = next(v for v in server["volumes"] if v.endswith(":" + options["--dir"]))
-    volume, _, target = mount.partition(":")
-    assert target == "/data"
-    assert volume in file["volumes"]  # a named volume, not a path or an anonymous one
-    assert "redis-cli" in server["healthcheck"]["test"]
 
 
 def test_compose_commands_load_the_app(redis_url: str) -> None:

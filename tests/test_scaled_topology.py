@@ -39,9 +39,10 @@ from tests.fake_receivers import fake_receiver
 from tests.processes import CeleryWorker
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
-from tests.reliability.servers import RedisServer
 from tests.reliability.servers import beat
 from tests.reliability.servers import free_port
+from tests.reliability.servers import replica_of
+from tests.reliability.servers import replica_reads
 from tests.reliability.servers import wait_until
 
 TOKEN = {"Authorization": f"Bearer {TestingConfig.API_TOKEN}"}
@@ -49,9 +50,6 @@ SECRET = "scaled-topology-webhook-secret-0123456789"
 POLL_SECONDS = 4
 # Read by the reading pages and the API; each must be answered from the live release.
 PAGES = ("/items", "/api/v1/items", "/api/v1/manifest", "/Platform/Destiny2/Manifest/")
-# Commands a replica runs only for its clients: the primary's stream brings writes (a script's
-# effects, not the script), so reads and scripts there were asked by the web processes.
-SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 
 
 @dataclass
@@ -194,12 +192,9 @@ def scaled(
         stack.callback(admin.reset)
         receiver = stack.enter_context(fake_receiver())
         # Never persisted: a replica of the shared server, for this test only, stopped by pid.
-        replica_server = stack.enter_context(
-            RedisServer("--replicaof", host, str(port), "--appendonly", "no")
-        )
+        replica_server = stack.enter_context(replica_of(port, primary_host=host))
         replica = replica_server.client()
         stack.callback(replica.close)
-        wait_until(lambda: link_up(replica), 60, "the replica's link to the primary")
         settings = {
             "REDIS_URL": redis_url,
             "BUNGIE_BASE_URL": origin.url,
@@ -236,10 +231,6 @@ def cleanup(redis_client: redis.Redis, prefix: str, queue: str) -> None:
         redis_client.unlink(*keys)
 
 
-def link_up(replica: redis.Redis) -> bool:
-    return replica.info("replication").get("master_link_status") == "up"
-
-
 def test_each_release_is_built_by_one_sync_and_told_once(scaled: Scaled) -> None:
     releases = [release.id for release in scaled.releases]
     assert len(set(releases)) == 3
@@ -266,18 +257,6 @@ def test_each_release_is_built_by_one_sync_and_told_once(scaled: Scaled) -> None
     time.sleep(1)  # a duplicate would be on its way by now
     told = [post.json["release_id"] for post in scaled.receiver.received]
     assert sorted(told) == sorted(releases)  # the first fill is news to nobody
-
-
-def replica_reads(replica: redis.Redis) -> int:
-    """Count the commands the replica ran for its clients: reads and scripts."""
-    stats: dict[str, dict[str, int]] = replica.info("commandstats")
-    names = [name.removeprefix("cmdstat_") for name in stats]
-    flags = replica.execute_command("COMMAND", "INFO", *names)
-    return sum(
-        stats[f"cmdstat_{name}"]["calls"]
-        for name in names
-        if name in SCRIPTS or "readonly" in (flags.get(name) or {}).get("flags", [])
-    )
 
 
 def named_clients(replica: redis.Redis) -> set[str]:

@@ -1,5 +1,6 @@
 """Redis Sentinel settings: addresses read or refused (by position, never by text), the clients
-and Celery set up to follow the primary the sentinels name, production without REDIS_URL."""
+and Celery set up to follow the primary the sentinels name, production without REDIS_URL; the
+replica's client and production's METRICS_TOKEN (issue 19's other settings)."""
 
 from __future__ import annotations
 
@@ -154,6 +155,24 @@ def test_the_app_reads_from_a_replica_and_writes_to_the_primary_the_sentinels_na
     assert (reads.service_name, reads.is_master) == ("mymaster", False)
     assert primary.connection_kwargs["password"] == PASSWORD
     assert primary.connection_kwargs["db"] == 2
+    # A replica that hangs costs a read seconds, not the primary's half minute.
+    assert (
+        reads.connection_kwargs["socket_timeout"],
+        primary.connection_kwargs["socket_timeout"],
+    ) == (5, 30)
+    assert reads.connection_kwargs["socket_connect_timeout"] == 2
+
+
+def test_a_replica_url_gets_the_readers_shorter_timeouts() -> None:
+    app = create_app("testing", {"REDIS_REPLICA_URL": "redis://10.0.0.3:6379/0"})
+    reads = app.extensions["redis_reads"].connection_pool.connection_kwargs
+    primary = app.extensions["redis"].connection_pool.connection_kwargs
+    assert (reads["host"], reads["socket_timeout"], reads["socket_connect_timeout"]) == (
+        "10.0.0.3",
+        5,
+        2,
+    )
+    assert (primary["socket_timeout"], primary["socket_connect_timeout"]) == (30, 5)
 
 
 def test_production_needs_no_redis_url_with_sentinels() -> None:
@@ -164,3 +183,25 @@ def test_production_needs_no_redis_url_with_sentinels() -> None:
         ConfigurationError, match="needs these settings in the environment: REDIS_URL"
     ):
         create_app("production", {**PRODUCTION, "REDIS_URL": None})
+
+
+@pytest.mark.parametrize(
+    ("token", "refusal"),
+    [
+        ("m" * 23, "METRICS_TOKEN (at least 24 characters)"),
+        ("change-me-to-a-long-random-token", "METRICS_TOKEN (not an example, development or"),
+    ],
+)
+def test_production_refuses_a_weak_metrics_token_by_name_only(token: str, refusal: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        create_app("production", {**PRODUCTION, **sentinel_settings(), "METRICS_TOKEN": token})
+    assert refusal in str(refused.value)
+    assert token not in str(refused.value)
+
+
+def test_production_takes_a_strong_metrics_token_or_none() -> None:
+    for token in (None, "m" * 24):
+        app = create_app(
+            "production", {**PRODUCTION, **sentinel_settings(), "METRICS_TOKEN": token}
+        )
+        assert app.config["METRICS_TOKEN"] == token

@@ -18,10 +18,11 @@ server cannot track keys (Redis before 6, the embedded server of `make dev`), `g
 `UNKNOWN` and callers read the pointer with their data, as they would without this.
 
 The connection is made as the client's pool makes its own, so with Sentinel it goes to the
-server the sentinels name now: after a failover, to the new primary. A pool that spreads its
-connections over several servers (Sentinel's replicas) gets no pointer: the pointer's server
-could be ahead of the one a read lands on, which may still lack the end of the release the
-pointer names. Its reads check the pointer with their data, in the same round trip.
+server the sentinels name now: after a failover, to the new primary. A pool whose connections
+may go to different servers (Sentinel's replicas: it keeps to one while it answers, then moves
+on, and its idle connections to the first stay) gets no pointer: the pointer's server could be
+ahead of the one a read lands on, which may still lack the end of the release the pointer
+names. Its reads check the pointer with their data, in the same round trip.
 """
 
 from __future__ import annotations
@@ -173,5 +174,5 @@ def tracked_value(client: redis.Redis, key: str, track: bool) -> str | Unknown |
 
 def spread_over_servers(pool: redis.ConnectionPool) -> bool:
     """Say whether the pool's connections may go to different servers at once (Sentinel's
-    replica pools: each new connection to the next replica)."""
+    replica pools: a replica that stops answering sends new connections to another)."""
     return isinstance(pool, SentinelConnectionPool) and not pool.is_master

@@ -44,18 +44,19 @@ http_requests = Counter(
 )
 
 
-def _closed(value: str, known: tuple[str, ...]) -> str:
+def closed(value: str, known: tuple[str, ...]) -> str:
+    """Return `value` when it is one of `known`, else "other": labels stay a closed set."""
     return value if value in known else OTHER
 
 
 def count_trigger(trigger: str, outcome: str) -> None:
     """Count one request for a sync and what came of it."""
-    triggers.labels(_closed(trigger, TRIGGERS), _closed(outcome, TRIGGER_OUTCOMES)).inc()
+    triggers.labels(closed(trigger, TRIGGERS), closed(outcome, TRIGGER_OUTCOMES)).inc()
 
 
 def count_rate_limited(what: str) -> None:
     """Count one request refused by the rate limit `what`."""
-    rate_limited.labels(_closed(what, LIMITS)).inc()
+    rate_limited.labels(closed(what, LIMITS)).inc()
 
 
 def count_request(endpoint: str | None, status: int) -> None:

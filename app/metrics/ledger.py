@@ -30,6 +30,7 @@ from app.manifest.outcome import UNCHANGED
 from app.manifest.outcome import UPDATED
 from app.metrics.counters import OTHER
 from app.metrics.counters import TRIGGERS
+from app.metrics.counters import closed
 
 SYNC_OUTCOMES = (UPDATED, UNCHANGED, UNAVAILABLE, FAILED, BUSY)
 # SyncResult.timings' phases; its per-table timings ("<lang>:<table>") are not kept.
@@ -59,10 +60,6 @@ _CODE = re.compile(r"[0-9]{1,5}|none")
 SEP = "|"
 
 
-def _closed(value: str, known: tuple[str, ...]) -> str:
-    return value if value in known else OTHER
-
-
 def _bucket(seconds: float) -> str:
     return next((le for le, top in zip(LE, BUCKETS, strict=False) if seconds <= top), "+Inf")
 
@@ -77,7 +74,7 @@ def record_sync(
     requests: Mapping[RequestKind, int],
 ) -> None:
     """Count one sync: its outcome, its phases' durations and the Bungie requests it made."""
-    trigger, outcome = _closed(trigger, TRIGGERS), _closed(outcome, SYNC_OUTCOMES)
+    trigger, outcome = closed(trigger, TRIGGERS), closed(outcome, SYNC_OUTCOMES)
     with client.pipeline(transaction=True) as pipe:
         pipe.hincrby(keys.metrics, SEP.join(("syncs", trigger, outcome)), 1)
         for phase in PHASES:
@@ -88,7 +85,7 @@ def record_sync(
             pipe.hincrby(keys.metrics, SEP.join(("sync_seconds", *labels, _bucket(seconds))), 1)
             pipe.hincrbyfloat(keys.metrics, SEP.join(("sync_seconds_sum", *labels)), seconds)
         for (kind, status, code), count in requests.items():
-            request = (_closed(kind, _KINDS), _matching(status, _STATUS), _matching(code, _CODE))
+            request = (closed(kind, _KINDS), _matching(status, _STATUS), _matching(code, _CODE))
             pipe.hincrby(keys.metrics, SEP.join(("bungie", *request)), count)
         pipe.execute()
 
@@ -99,8 +96,8 @@ def record_delivery(
     """Count one try of a delivery task: `message` (release or alert) and what it ended in."""
     labels = (
         destination if _DESTINATION.fullmatch(destination) else OTHER,
-        _closed(message, MESSAGES),
-        _closed(outcome.replace(" ", "_"), DELIVERY_OUTCOMES),
+        closed(message, MESSAGES),
+        closed(outcome.replace(" ", "_"), DELIVERY_OUTCOMES),
     )
     client.hincrby(keys.metrics, SEP.join(("deliveries", *labels)), 1)
 

@@ -7,6 +7,7 @@ since, throttled until). The trouble episode the alert destinations were told ab
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -103,7 +104,9 @@ class Announcements:
         One round trip; a second when something was claimed and the primary has replicas: it
         waits until one holds the claims, and so the release (Redis replicates in order). A
         release a failover could still take back is not announced: if no replica holds it
-        within REPLICATED_WAIT_MS, the claims are dropped and the next check tries again.
+        within REPLICATED_WAIT_MS, the claims are dropped and the next check tries again. A
+        server that refuses WAIT (a proxy, some managed Redis) cannot tell: the release is
+        announced. Any other error drops what was claimed and is raised.
         """
         now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
@@ -123,13 +126,19 @@ class Announcements:
                 )
             info, *claimed = pipe.execute(raise_on_error=False)
         got = [name for name, taken in zip(destinations, claimed, strict=True) if taken == 1]
-        for reply in claimed:
-            if isinstance(reply, Exception):
-                raise reply
         replicas = 0 if isinstance(info, Exception) else int(info.get("connected_slaves", 0))
-        if got and replicas and not self._replicated(got, release_id, now):
-            for name in got:
-                self.unqueue(name, release_id)
+        try:
+            for reply in claimed:
+                if isinstance(reply, Exception):
+                    raise reply
+            replicated = not (got and replicas) or self._replicated(got, release_id, now)
+        except redis.RedisError:
+            # No task will be queued for these claims: left, they would hold the release back
+            # until they went stale (QUEUED_STALE_SECONDS).
+            self._unqueue_all(got, release_id)
+            raise
+        if not replicated:
+            self._unqueue_all(got, release_id)
             log.warning(
                 "Release %s is on no replica yet (%d connected): its posts wait for the next check",
                 release_id,
@@ -146,7 +155,8 @@ class Announcements:
         ]
 
     def _replicated(self, claimed: list[str], release_id: str, now: float) -> bool:
-        """Wait until a replica holds the claims just made (and what came before them)."""
+        """Wait until a replica holds the claims just made (and what came before them); True
+        also where the server refuses WAIT (it cannot tell)."""
         with self.redis.pipeline(transaction=False) as pipe:
             # WAIT counts what its own connection wrote last: so write here first (the claims
             # again, unchanged), and it counts everything written before.
@@ -154,8 +164,24 @@ class Announcements:
                 queued = self.keys.delivery_queued(name, release_id)
                 pipe.set(queued, now, xx=True, ex=QUEUED_SECONDS)
             pipe.wait(1, REPLICATED_WAIT_MS)
-            *_, acknowledged = pipe.execute()
+            *written, acknowledged = pipe.execute(raise_on_error=False)
+        for reply in written:
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(acknowledged, redis.ResponseError):
+            _warn_wait_refused(str(acknowledged))
+            return True
         return bool(acknowledged)
+
+    def _unqueue_all(self, destinations: list[str], release_id: str) -> None:
+        """Drop the queued claims of `destinations`, as far as Redis lets: a claim that stays
+        (Redis away) goes stale by itself."""
+        if not destinations:
+            return
+        try:
+            self.redis.delete(*[self.keys.delivery_queued(n, release_id) for n in destinations])
+        except redis.RedisError as exc:
+            log.warning("Could not drop the queued claims of release %s (%s)", release_id, exc)
 
     def unqueue(self, destination: str, release_id: str) -> None:
         """Forget that a task for the release is queued: given up on, still owed (the next
@@ -272,6 +298,17 @@ class Announcements:
 
 
 _TROUBLE_FIELDS = ("failing_since", "throttled_until", "error")
+
+
+@functools.cache  # once per process (and reason): every check would say it again
+def _warn_wait_refused(reason: str) -> None:
+    """Say that the primary refuses WAIT: releases are then announced without knowing whether
+    a replica holds them."""
+    log.warning(
+        "The Redis primary refuses WAIT (%s): releases are announced without waiting for a "
+        "replica to hold them",
+        reason,
+    )
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=10)
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         """Start the server (again, after a stop or kill: same port, same data directory)."""
         command = [
             "redis-server",
@@ -133,7 +133,7 @@ class RedisServer:
             process.kill()
             process.wait(5)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
@@ -150,6 +150,85 @@ class RedisServer:
                 path.unlink() if path.is_file() else path.rmdir()
         with contextlib.suppress(OSError):
             self.dir.rmdir()
+
+
+def link_up(server: redis.Redis) -> bool:
+    """Say whether `server`, a replica, has its link to its primary up (master_link_status)."""
+    return server.info("replication").get("master_link_status") == "up"
+
+
+class ReplicaServer(RedisServer):
+    """A RedisServer of a test's own replicating another server; started, it waits until its
+    link to the primary is up (a primary waits 5 s, repl-diskless-sync-delay, before it sends
+    a new replica its data: hence the generous `link_timeout`)."""
+
+    def __init__(
+        self,
+        primary_port: int,
+        *args: str,
+        primary_host: str = "127.0.0.1",
+        primary_password: str | None = None,
+        link_timeout: float = 60,
+    ) -> None:
+        # Never persisted: --save "" (every RedisServer), and no append-only file either.
+        replicating = ["--replicaof", primary_host, str(primary_port), "--appendonly", "no"]
+        if primary_password:
+            replicating += ["--masterauth", primary_password]
+        super().__init__(*replicating, *args)
+        self.link_timeout = link_timeout
+
+    def start(self) -> Self:
+        """Start the server and wait until its link to the primary is up."""
+        super().start()
+        with self.client() as probe:
+            try:
+                wait_until(
+                    lambda: link_up(probe), self.link_timeout, f"replica {self.port} in sync", 0.1
+                )
+            except BaseException:
+                self.kill()
+                raise
+        return self
+
+
+def replica_of(
+    primary_port: int,
+    *args: str,
+    primary_host: str = "127.0.0.1",
+    primary_password: str | None = None,
+    link_timeout: float = 60,
+) -> ReplicaServer:
+    """Return a replica of the server on `primary_port`, with more redis-server `args`: not
+    started; a context manager that starts it, waits until it is in sync, and kills it by pid.
+    """
+    return ReplicaServer(
+        primary_port,
+        *args,
+        primary_host=primary_host,
+        primary_password=primary_password,
+        link_timeout=link_timeout,
+    )
+
+
+# Commands a replica runs only for its clients besides the readonly-flagged ones: the
+# primary's stream brings writes (a script's effects, not the script itself).
+SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+
+
+def replica_reads(server: redis.Redis) -> int:
+    """Count the reads `server` ran: readonly-flagged commands (COMMAND INFO) and scripts.
+
+    On a replica, every one was asked by a client (the replication stream carries writes,
+    MULTI/EXEC and PING only); INFO and COMMAND, which this asks, are not readonly.
+    """
+    stats: dict[str, dict[str, int]] = server.info("commandstats")
+    names = [name.removeprefix("cmdstat_") for name in stats]
+    flags = server.execute_command("COMMAND", "INFO", *names)
+    return sum(
+        stats[f"cmdstat_{name}"]["calls"]
+        for name in names
+        if name in SCRIPTS or "readonly" in (flags.get(name) or {}).get("flags", [])
+    )
 
 
 class TrackedProcess(ProjectProcess):
@@ -315,11 +394,7 @@ class SentinelCluster:
             self.primary.start()
             self.replica.start()
             with self.replica.client() as replica:
-                wait_until(
-                    lambda: replica.info("replication").get("master_link_status") == "up",
-                    30,
-                    "the replica to sync",
-                )
+                wait_until(lambda: link_up(replica), 30, "the replica to sync")
             for sentinel in self.sentinels:
                 sentinel.start()
             wait_until(self._watching, 40, "the sentinels to know each other and the replica")

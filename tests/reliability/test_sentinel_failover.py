@@ -26,6 +26,8 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app import create_app
 from app.extensions import get_reader
@@ -33,15 +35,18 @@ from app.extensions import get_redis
 from app.extensions import get_settings
 from app.extensions import get_store
 from app.keys import Keys
+from app.manifest.ingest import Batch
 from app.manifest.ingest import iter_json_table
 from app.manifest.live import UNKNOWN
 from app.manifest.live import tracked_value
 from app.manifest.release import Release
 from app.manifest.settings import ManifestSettings
 from app.manifest.store import ITEM_TABLE
+from app.manifest.store import ManifestStore
 from app.manifest.store import ReleaseInfo
 from app.manifest.store import TableWriter
 from app.manifest.store.lock import PrimaryChanged
+from app.manifest.store.lock import SyncLock
 from app.notify import announce
 from config import TestingConfig
 from devtools.demo.control import DemoAdmin
@@ -311,6 +316,116 @@ def test_a_run_that_writes_on_through_a_failover_commits_nothing() -> None:
         assert store.live_id() == target.id
 
 
+def store_on(server: RedisServer) -> ManifestStore:
+    """A manifest store on `server` alone, under a key prefix of its own."""
+    overrides = {
+        "REDIS_URL": server.url,
+        "MANIFEST_KEY_PREFIX": unique("grantor"),
+        "MANIFEST_LOCK_TIMEOUT": 120,
+    }
+    with create_app("testing", overrides).app_context():
+        return get_store()
+
+
+def staged_run(store: ManifestStore, run_id: str) -> tuple[SyncLock, TableWriter, list[Batch]]:
+    """Take the lock as run `run_id`, stage the item release and return its writer and batches."""
+    target = item_release(store.settings)
+    lock = store.lock(run_id)
+    assert lock.acquire()
+    store.stage(target)
+    writer = TableWriter(store, target.id, "en", ITEM_TABLE, None, None, lock=lock)
+    return lock, writer, list(iter_json_table([json.dumps(ITEMS).encode()], 64 * 1024))
+
+
+def commit_items(store: ManifestStore, writer: TableWriter, lock: SyncLock) -> Release:
+    """Commit the item release `writer` wrote; return it."""
+    target = item_release(store.settings)
+    info = ReleaseInfo(target, {"en": {ITEM_TABLE: writer.count}}, time.time(), 1.0)
+    history = {"id": target.id, "previous": None, "at": time.time(), "log": None}
+    store.commit(info, history, lock)
+    return target
+
+
+def replication_id(client: redis.Redis) -> str:
+    return str(client.info("replication")["master_replid"])
+
+
+def test_a_replica_coming_and_going_mid_sync_does_not_fail_it() -> None:
+    """A primary that keeps running takes a new replication id when its first replica attaches,
+    and again once it has had none for repl-backlog-ttl: it lost no write, the run commits."""
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0", "--repl-backlog-ttl", "1") as server,
+        server.client() as primary,
+    ):
+        store = store_on(server)
+        lock, writer, (first, second, *rest) = staged_run(store, "run-seeing-a-replica")
+        writer.write(first)
+        granted = replication_id(primary)
+        with (
+            RedisServer("--replicaof", "127.0.0.1", str(server.port)) as replica_server,
+            replica_server.client() as replica,
+        ):
+            wait_until(
+                lambda: replica.info("replication")["master_link_status"] == "up",
+                30,
+                "the replica to attach",
+            )
+            writer.write(second)
+        attached = replication_id(primary)
+        wait_until(lambda: replication_id(primary) != attached, 30, "the backlog to be freed")
+        for batch in rest:
+            writer.write(batch)
+        assert len({granted, attached, replication_id(primary)}) == 3  # what the run lived through
+
+        target = commit_items(store, writer, lock)
+        assert store.live_id() == target.id
+        assert primary.hlen(store.keys.table(target.id, "en", ITEM_TABLE)) == len(ITEMS)
+
+
+def test_a_primary_that_was_a_replica_meanwhile_commits_nothing() -> None:
+    """The same server process, a primary again, but it followed another server meanwhile: what
+    it holds came from that one, which may lack what the run wrote (not here: it had it all)."""
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0") as first_server,
+        RedisServer(
+            "--replicaof", "127.0.0.1", str(first_server.port), "--repl-diskless-sync-delay", "0"
+        ) as second_server,
+        first_server.client() as first,
+        second_server.client() as second,
+    ):
+        wait_until(
+            lambda: second.info("replication")["master_link_status"] == "up",
+            30,
+            "the replica to sync",
+        )
+        store = store_on(first_server)
+        lock, writer, (batch, *rest) = staged_run(store, "run-on-a-demoted-primary")
+        writer.write(batch)
+        wait_until(
+            lambda: (
+                second.info("replication")["slave_repl_offset"]
+                >= first.info("replication")["master_repl_offset"]
+            ),
+            30,
+            "the replica to hold the lock and the batch",
+        )
+        # A failover and back, by hand: the other server leads for a while, this one follows it.
+        second.replicaof("no", "one")
+        first.replicaof("127.0.0.1", second_server.port)
+        wait_until(
+            lambda: first.info("replication")["master_link_status"] == "up",
+            30,
+            "the old primary to follow the new one",
+        )
+        first.replicaof("no", "one")
+        for more in rest:
+            writer.write(more)
+
+        with pytest.raises(PrimaryChanged):
+            commit_items(store, writer, lock)
+        assert store.live_id() is None
+
+
 def test_a_release_is_announced_only_once_a_replica_holds_it(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -370,3 +485,130 @@ def answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.TimeoutError:
         return False
+
+
+def test_a_primary_that_refuses_wait_still_announces_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy or managed Redis may name its replicas yet refuse WAIT: whether one holds the
+    release cannot be told, so it is announced (as without replicas), with one warning."""
+    announce._warn_wait_refused.cache_clear()
+    with (
+        RedisServer(
+            "--repl-diskless-sync-delay", "0", "--rename-command", "WAIT", ""
+        ) as primary_server,
+        RedisServer("--replicaof", "127.0.0.1", str(primary_server.port)) as replica_server,
+        primary_server.client() as primary,
+        replica_server.client() as replica,
+    ):
+        wait_until(
+            lambda: replica.info("replication")["master_link_status"] == "up",
+            30,
+            "the replica to sync",
+        )
+        bookkeeping = announce.Announcements(primary, Keys(unique("nowait")))
+        assert bookkeeping.claim(["slack", "discord"], "r1", time.time()) == ["slack", "discord"]
+        assert bookkeeping.claim(["slack"], "r2", time.time()) == ["slack"]
+        for release_id in ("r1", "r2"):
+            assert primary.exists(bookkeeping.keys.delivery_queued("slack", release_id))
+        refusals = [r for r in caplog.records if "refuses WAIT" in r.getMessage()]
+        assert len(refusals) == 1, caplog.text
+        assert refusals[0].levelname == "WARNING"
+
+
+def test_a_wait_that_fails_leaves_no_claim_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAIT outlasts the client's patience (a replica stalled, a primary going away): the
+    claims are dropped, so the next check queues the release, not one half an hour later."""
+    # Long, so that only the client's patience ends the first WAIT, and the second one waits
+    # out a loaded machine (a WAIT answers as soon as the replica has acknowledged).
+    monkeypatch.setattr(announce, "REPLICATED_WAIT_MS", 20_000)
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0") as primary_server,
+        RedisServer(
+            "--replicaof", "127.0.0.1", str(primary_server.port), "--enable-debug-command", "yes"
+        ) as replica_server,
+        primary_server.client() as primary,
+        replica_server.client() as replica,
+        redis.Redis.from_url(
+            primary_server.url, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        ) as impatient,
+    ):
+        wait_until(
+            lambda: replica.info("replication")["master_link_status"] == "up",
+            30,
+            "the replica to sync",
+        )
+        bookkeeping = announce.Announcements(impatient, Keys(unique("waitfails")))
+        queued = bookkeeping.keys.delivery_queued("slack", "r1")
+        stall = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", 3))
+        stall.start()
+        with replica_server.client() as probe:
+            probe.connection_pool.connection_kwargs["socket_timeout"] = 0.2
+            wait_until(lambda: not answers(probe), 10, "the replica to stall")
+        with pytest.raises(redis.TimeoutError):
+            bookkeeping.claim(["slack"], "r1", time.time())
+        assert not primary.exists(queued)
+        assert bookkeeping.states(["slack"])["slack"].pending == 1  # still owed
+        stall.join(30)
+
+        # The next check (its client patient) queues the release at once.
+        patient = announce.Announcements(primary, bookkeeping.keys)
+        assert patient.claim(["slack"], "r1", time.time()) == ["slack"]
+        assert primary.exists(queued)
+
+
+READS_NAME = "reads-under-test"
+
+
+def test_reads_keep_to_one_replica_while_it_answers() -> None:
+    """With two replicas, every connection a process reads through goes to the same one (two
+    round trips of one request never read two replicas at different points of the stream);
+    once it stops answering, they all go to the other."""
+    with (
+        SentinelCluster(MASTER) as cluster,
+        RedisServer("--replicaof", "127.0.0.1", str(cluster.primary.port)) as other,
+    ):
+        replicas = {cluster.replica.port: cluster.replica, other.port: other}
+        wait_until(lambda: sentinels_see(cluster, set(replicas)), 60, "the second replica")
+        overrides = {"REDIS_SENTINEL_URLS": cluster.sentinel_urls, "REDIS_SENTINEL_MASTER": MASTER}
+        pool = create_app("testing", overrides).extensions["redis_reads"].connection_pool
+        # Named, to tell the app's read connections apart from the sentinels' in CLIENT LIST.
+        pool.connection_kwargs["client_name"] = READS_NAME
+
+        kept = read_connections(pool, replicas)
+        assert sorted(kept.values()) == [0, 6], kept
+        (first,) = [port for port, count in kept.items() if count]
+        replicas.pop(first).kill()
+        assert read_connections(pool, replicas) == {next(iter(replicas)): 6}
+
+
+def sentinels_see(cluster: SentinelCluster, ports: set[int]) -> bool:
+    """Say whether every sentinel names exactly `ports` as the primary's live replicas."""
+    for sentinel in cluster.sentinels:
+        with sentinel.client() as client:
+            seen = {
+                int(replica["port"])
+                for replica in client.sentinel_slaves(MASTER)
+                if not (replica["is_sdown"] or replica["is_odown"])
+            }
+        if seen != ports:
+            return False
+    return True
+
+
+def read_connections(
+    pool: redis.ConnectionPool, replicas: dict[int, RedisServer]
+) -> dict[int, int]:
+    """Hold six connections of the read pool at once (as six threads of a web process would)
+    and return how many of them each replica sees, by its CLIENT LIST."""
+    held = [pool.get_connection() for _ in range(6)]
+    try:
+        counts = {}
+        for port, server in replicas.items():
+            with server.client() as client:
+                named = [c for c in client.client_list() if c.get("name") == READS_NAME]
+            counts[port] = len(named)
+        return counts
+    finally:
+        for connection in held:
+            pool.release(connection)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.exceptions import LockError
@@ -22,10 +25,45 @@ class LockLost(ManifestError):
 
 
 class PrimaryChanged(LockLost):
-    """The Redis primary is not the server that granted this run the lock (a failover, a
-    restart): writes the old one took but had not passed on (to its replica, to its disk) may
-    be gone, so the run's staged data may lack some. Nothing is committed; the next run builds
-    the release again."""
+    """The Redis primary may have lost writes this run made: it is not the server process that
+    granted the lock (a failover, a restart), or it has been a replica since (its data then
+    came from another server). Replication is asynchronous, so the run's staged data may lack
+    some. Nothing is committed; the next run builds the release again."""
+
+
+@dataclass(frozen=True)
+class Grantor:
+    """The server that granted a lock, as INFO names it: its process (`run_id`, new at every
+    start) and its history of writes (`master_replid`) at the time."""
+
+    run_id: str
+    replid: str
+
+    @classmethod
+    def read(cls, client: redis.Redis) -> Grantor | None:
+        """Ask `client`'s server who it is; None where it does not say (no INFO)."""
+        info = server_info(client)
+        if info is None or not info.get("run_id") or not info.get("master_replid"):
+            return None
+        return cls(str(info["run_id"]), str(info["master_replid"]))
+
+    def still_holds_writes(self, info: Mapping[str, Any]) -> bool:
+        """Say whether the server that answered `info` still holds what was written on this
+        grantor: it is the same process, a primary still, and its history goes on from the
+        one the lock was granted in.
+
+        A running primary takes a new history id without losing a write when it creates its
+        replication backlog (its first replica attaches) or frees it (no replica for
+        repl-backlog-ttl); it clears its previous id then. One that was a replica since and is
+        a primary again names as its previous id the history it followed last: the granted one
+        only if it took no other server's data meanwhile (a REPLICAOF undone before it synced).
+        """
+        if str(info.get("run_id")) != self.run_id or info.get("role") != "master":
+            return False
+        if str(info.get("master_replid")) == self.replid:
+            return True
+        previous_cleared = info.get("second_repl_offset") == -1
+        return previous_cleared or str(info.get("master_replid2")) == self.replid
 
 
 class SyncLock:
@@ -42,7 +80,7 @@ class SyncLock:
         self.timeout = timeout
         self._lock = client.lock(key, timeout=timeout, blocking=False, thread_local=False)
         self._extended_at = 0.0
-        self.server: str | None = None
+        self.server: Grantor | None = None
 
     def acquire(self) -> bool:
         """Take the lock if nobody holds it; return whether this run holds it now."""
@@ -51,18 +89,20 @@ class SyncLock:
         if taken:
             # Read after the lock is taken and before anything is written under it: every
             # write of the run goes to this server, or to one that came after it.
-            self.server = server_identity(self._redis)
+            self.server = Grantor.read(self._redis)
         return taken
 
     def check_server(self, client: redis.Redis) -> None:
         """Raise PrimaryChanged unless `client` (a pipeline holding its connection) talks to
-        the server process that granted the lock, with the same history of writes.
-
-        Another server (a replica a failover promoted), the same one restarted (from a file
-        that may miss the last second), or one that was a replica meanwhile: what the run wrote
-        before may be missing there. Servers that do not say (no INFO) are not checked.
+        a server that still holds every write made since the lock was granted
+        (`Grantor.still_holds_writes`): not another server (a replica a failover promoted),
+        not the same one restarted (from a file that may miss the last second), not one that
+        was a replica meanwhile. Servers that do not say (no INFO) are not checked.
         """
-        if self.server is not None and server_identity(client) != self.server:
+        if self.server is None:
+            return
+        info = server_info(client)
+        if info is None or not self.server.still_holds_writes(info):
             raise PrimaryChanged(
                 "The Redis primary changed while this run worked (a failover or a restart)"
             )
@@ -98,14 +138,15 @@ class SyncLock:
             )
 
 
-def server_identity(client: redis.Redis) -> str | None:
-    """Return who `client`'s server is, as far as a run's writes go: the server process (INFO's
-    run_id, new at every start) and its history of writes (master_replid, new when a replica
-    becomes the primary). None where the server does not say (the embedded server of
-    `make dev`)."""
+def server_info(client: redis.Redis) -> Mapping[str, Any] | None:
+    """Return INFO's server and replication sections in one round trip; None where the server
+    does not answer INFO (the embedded server of `make dev`)."""
     try:
-        run_id = client.info("server").get("run_id")
-        history = client.info("replication").get("master_replid")
+        return client.info("server", "replication")
+    except redis.ResponseError:
+        pass
+    try:
+        # Before Redis 7, INFO takes one section: the default ones hold both.
+        return client.info()
     except redis.ResponseError:
         return None
-    return f"{run_id}/{history}" if run_id and history else None
