@@ -42,6 +42,11 @@ if not os.environ.get(VARIABLE):
     os.environ[VARIABLE] = _folder
     atexit.register(_remove, _folder, os.getpid())
 
+# Imported here, once, after PROMETHEUS_MULTIPROC_DIR is set: child_exit runs in gunicorn's
+# SIGCHLD handler, and an import there can be interrupted by the next worker's exit, which
+# would import the half-imported package again (seen when two workers stop at once).
+from prometheus_client import multiprocess  # noqa: E402
+
 from app.logs import gunicorn_logconfig  # noqa: E402 - after PROMETHEUS_MULTIPROC_DIR is set
 from config import effective_settings  # noqa: E402
 from config import get_config  # noqa: E402
@@ -66,8 +71,6 @@ def child_exit(server: Any, worker: Any) -> None:
     # has no gauge in that mode (its gauges are read from Redis at each scrape): today it
     # removes nothing. Kept because it costs nothing and makes a live gauge added later right.
     # A dead worker's counters stay in the sums either way: they are never removed.
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)
 
 

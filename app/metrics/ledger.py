@@ -136,38 +136,32 @@ class Ledger:
 
     def families(self) -> Iterator[Metric]:
         """Yield the figures as Prometheus metric families."""
-        syncs = CounterMetricFamily(
+        yield _counters(
             "manifest_syncs",
             "Syncs the Celery workers ran, by what asked for them (beat's poll, the pages, the "
             "API, a player page) and how they ended: updated, unchanged, unavailable (Bungie "
             "down or throttling), failed, busy (another sync held the lock).",
-            labels=["trigger", "outcome"],
+            ["trigger", "outcome"],
+            self.syncs,
         )
-        for labels, count in sorted(self.syncs.items()):
-            syncs.add_metric(list(labels), count)
-        yield syncs
         yield self._durations()
-        bungie = CounterMetricFamily(
+        yield _counters(
             "manifest_bungie_requests",
             "HTTP requests the syncs made to Bungie, by kind (api: the manifest endpoint; "
             "content: table files), HTTP status (none: no answer) and Bungie's ErrorCode "
             "(1: success, 5: maintenance, throttling and API-key codes by number; none: no "
             "envelope; other: any other code).",
-            labels=["kind", "status", "error_code"],
+            ["kind", "status", "error_code"],
+            self.bungie,
         )
-        for labels, count in sorted(self.bungie.items()):
-            bungie.add_metric(list(labels), count)
-        yield bungie
-        deliveries = CounterMetricFamily(
+        yield _counters(
             "manifest_deliveries",
             "Tries to post to a destination (slack, discord, webhook:<id>), by message (a "
             "release or an alert) and outcome: sent, filtered (nothing it asked for), "
             "already_sent, throttled or failed (will retry), gave_up, rejected, ...",
-            labels=["destination", "message", "outcome"],
+            ["destination", "message", "outcome"],
+            self.deliveries,
         )
-        for labels, count in sorted(self.deliveries.items()):
-            deliveries.add_metric(list(labels), count)
-        yield deliveries
 
     def _durations(self) -> HistogramMetricFamily:
         durations = HistogramMetricFamily(
@@ -185,3 +179,13 @@ class Ledger:
                 cumulative.append((le, float(running)))
             durations.add_metric(list(labels), cumulative, self.sums.get(labels, 0.0))
         return durations
+
+
+def _counters(
+    name: str, documentation: str, labels: list[str], counts: Mapping[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    """Return one counter family holding `counts` (labels -> count), in a steady order."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, count in sorted(counts.items()):
+        family.add_metric(list(values), count)
+    return family
