@@ -108,7 +108,7 @@ def test_each_redis_and_sentinel_keeps_its_state_on_a_named_volume_of_its_own() 
     append-only file); so do the role Sentinel gave each server and the sentinels' view of
     which one is the primary (their files, rewritten as they learn it)."""
     file = compose()
-    redis_options = command_of(file["services"]["redis"])[1:]
+    redis_options = file["services"]["redis"]["command"]
     options = dict(zip(redis_options[::2], redis_options[1::2], strict=True))
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "everysec"
@@ -183,6 +183,9 @@ class ComposeServer:
             (bin_dir / "docker-entrypoint.sh").write_text('#!/bin/sh\nexec "$@"\n')
             (bin_dir / "docker-entrypoint.sh").chmod(0o755)
         env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        for name, value in services()[self.service].get("environment", {}).items():
+            # A service's name, as its container would announce it: one that resolves here.
+            env[name] = "localhost" if value in self.hosts else value
         with (self.where / f"{self.service}.log").open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), cwd=self.volume, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -273,18 +276,23 @@ def master_port(sentinel: ComposeServer) -> int | None:
 def test_after_a_failover_the_promoted_replica_stays_the_primary_over_down_and_up(
     tmp_path: Path,
 ) -> None:
-    """The sentinels promote the replica when the primary dies; then `docker compose down` and
-    `up`: the promoted replica is still the primary, and keeps what was written after the
-    failover, and the old primary, back, becomes its replica."""
+    """The sentinels promote the replica when the primary dies, and make the old primary, back,
+    its replica; then `docker compose down` and `up`: the promoted replica is still the primary
+    and keeps what was written after the failover, even with redis not started, and redis comes
+    back a replica at once (not a second primary until the sentinels catch it)."""
     assert env_example()["REDIS_SENTINEL_MASTER"] == "manifest"
     with run_here(tmp_path, "redis", "redis-replica", *SENTINELS) as here:
         primary, replica = here["redis"], here["redis-replica"]
         sentinels = [here[name] for name in SENTINELS]
-        primary.start()
-        replica.start()
-        wait_until(lambda: replica.replication()["master_link_status"] == "up", 30, "link")
+        # Each waits for redis to start only, not to answer (redis may be the one server
+        # gone after a failover): they start before it.
+        for name in ("redis-replica", *SENTINELS):
+            assert services()[name]["depends_on"]["redis"]["condition"] == "service_started"
         for sentinel in sentinels:
             sentinel.start()
+        replica.start()
+        primary.start()
+        wait_until(lambda: replica.replication()["master_link_status"] == "up", 30, "link")
 
         def all_see_everyone() -> bool:
             return all(
@@ -295,6 +303,13 @@ def test_after_a_failover_the_promoted_replica_stays_the_primary_over_down_and_u
             )
 
         wait_until(all_see_everyone, 60, "three sentinels seeing each other and the replica")
+        for sentinel in sentinels:  # by the names they announce, as their files keep them
+            others = sentinel.client.execute_command("SENTINEL", "SENTINELS", "manifest")
+            assert {other[b"ip"] for other in others} == {b"localhost"}
+        assert (
+            "known-sentinel manifest localhost"
+            in (tmp_path / "sentinel-1" / "sentinel.conf").read_text()
+        )
         primary.client.set("compose:written", "before the failover")
         wait_until(lambda: replica.client.get("compose:written"), 10, "the write on the replica")
         primary.kill()
@@ -308,14 +323,6 @@ def test_after_a_failover_the_promoted_replica_stays_the_primary_over_down_and_u
         assert replica.client.get("compose:written") == b"before the failover"
         assert replica.client.set("compose:after", "written after the failover")
 
-        for server in here.values():  # docker compose down; then up, on the same volumes
-            server.kill()
-        for server in here.values():
-            server.start()
-        wait_until(lambda: named(replica.port), 30, "the sentinels to name the new primary")
-        assert replica.replication()["role"] == "master"
-        assert replica.client.get("compose:after") == b"written after the failover"
-
         def follows_the_new_primary() -> bool:
             info = primary.replication()
             return (
@@ -324,8 +331,26 @@ def test_after_a_failover_the_promoted_replica_stays_the_primary_over_down_and_u
                 and info["master_link_status"] == "up"
             )
 
+        primary.start()  # back, it comes as the primary it was, till the sentinels convert it
         wait_until(follows_the_new_primary, 60, "the old primary to become a replica")
-        assert primary.client.get("compose:after") == b"written after the failover"
+
+        for server in here.values():  # docker compose down; then up, on the same volumes
+            server.kill()
+        # Up, with redis not started: the new primary and the sentinels need it not.
+        for server in (replica, *sentinels):
+            server.start()
+        wait_until(lambda: named(replica.port), 30, "the sentinels to name the new primary")
+        assert replica.replication()["role"] == "master"
+        assert replica.healthy()
+        assert replica.client.get("compose:after") == b"written after the failover"
+        assert replica.client.set("compose:after-up", "written before redis is back")
+        primary.start()
+        # At once, from its own file: the sentinels would convert it 8 s after it answers.
+        info = primary.replication()
+        assert info["role"] == "slave"
+        assert info["master_port"] == replica.port
+        wait_until(follows_the_new_primary, 60, "the old primary to copy the new one")
+        assert primary.client.get("compose:after-up") == b"written before redis is back"
 
 
 # -- Prometheus ---------------------------------------------------------------------------------

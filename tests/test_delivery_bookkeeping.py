@@ -201,6 +201,26 @@ def test_a_release_slack_got_before_the_upgrade_is_not_posted_again(
     assert bookkeeping.deliver("slack", "r1", {}, lambda _: None) == announce.ALREADY
 
 
+def test_a_destination_whose_claim_fails_does_not_hold_the_others_back(
+    bookkeeping: announce.Announcements, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discord's owed releases are stored as something else (a hand edit gone wrong): every
+    claim for it fails, yet Slack still gets each release, and the log names Discord."""
+    keys = bookkeeping.keys
+    bookkeeping.redis.set(keys.delivery_pending("discord"), "not a sorted set")
+    assert bookkeeping.claim(["discord", "slack"], "r1", time.time()) == ["slack"]
+    assert bookkeeping.claim(["discord", "slack"], "r2", time.time()) == ["slack"]
+    assert bookkeeping.redis.exists(keys.delivery_queued("slack", "r1"))
+    # Its script stopped after making the claim: dropped, no task is queued for it.
+    assert not bookkeeping.redis.exists(keys.delivery_queued("discord", "r1"))
+    failures = [r for r in caplog.records if "claim release r2 for discord" in r.getMessage()]
+    assert [r.levelname for r in failures] == ["ERROR"], caplog.text
+    assert "WRONGTYPE" in failures[0].getMessage()
+    # Nothing else to claim for: the error is raised, as any other Redis error.
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        bookkeeping.claim(["discord"], "r3", time.time())
+
+
 def test_the_state_says_throttled_failing_and_pending(bookkeeping: announce.Announcements) -> None:
     def throttled(_: Any) -> None:
         raise DeliveryThrottled(60.0, "HTTP 429")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.exceptions import NoPermissionError
 
 from app.keys import Keys
 from app.notify.destinations import RECOVERED
@@ -101,12 +103,14 @@ class Announcements:
         claimed: not sent, not filtered, no live task queued. A claimed release is owed to the
         destination until it is sent.
 
-        One round trip; a second when something was claimed and the primary has replicas: it
-        waits until one holds the claims, and so the release (Redis replicates in order). A
-        release a failover could still take back is not announced: if no replica holds it
-        within REPLICATED_WAIT_MS, the claims are dropped and the next check tries again. A
-        server that refuses WAIT (a proxy, some managed Redis) cannot tell: the release is
-        announced. Any other error drops what was claimed and is raised.
+        One round trip; a second when something was claimed and the primary has replicas in
+        sync (`_online_replicas`): it waits until they hold the claims, and so the release
+        (Redis replicates in order). A release a failover could still take back is not
+        announced: if no replica holds it within REPLICATED_WAIT_MS, the claims are dropped and
+        the next check tries again. A server that refuses WAIT (a proxy, some managed Redis)
+        cannot tell: the release is announced. A destination whose own claim fails (its keys
+        hold something else) is logged and left out; any other error drops what was claimed
+        and is raised.
         """
         now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
@@ -126,12 +130,24 @@ class Announcements:
                 )
             info, *claimed = pipe.execute(raise_on_error=False)
         got = [name for name, taken in zip(destinations, claimed, strict=True) if taken == 1]
-        replicas = 0 if isinstance(info, Exception) else int(info.get("connected_slaves", 0))
+        failed = {
+            name: reply
+            for name, reply in zip(destinations, claimed, strict=True)
+            if isinstance(reply, Exception)
+        }
+        replicas = _online_replicas(info)
+        everywhere = len(failed) == len(destinations) or any(map(_server_wide, failed.values()))
+        if failed and not everywhere:
+            # Only these destinations' keys are broken (they hold another type): the others
+            # still get the release. A failed script may have made its claim before it stopped
+            # (the SET comes before the ZADD): dropped, so the release stays owed to them.
+            self._unqueue_all(list(failed), release_id)
+            for name, exc in failed.items():
+                log.error("Could not claim release %s for %s (Redis: %s)", release_id, name, exc)
         try:
-            for reply in claimed:
-                if isinstance(reply, Exception):
-                    raise reply
-            replicated = not (got and replicas) or self._replicated(got, release_id, now)
+            if failed and everywhere:
+                raise next(iter(failed.values()))
+            replicated = not (got and replicas) or self._replicated(got, release_id, now, replicas)
         except redis.RedisError:
             # No task will be queued for these claims: left, they would hold the release back
             # until they went stale (QUEUED_STALE_SECONDS).
@@ -140,7 +156,7 @@ class Announcements:
         if not replicated:
             self._unqueue_all(got, release_id)
             log.warning(
-                "Release %s is on no replica yet (%d connected): its posts wait for the next check",
+                "Release %s is on no replica yet (%d in sync): its posts wait for the next check",
                 release_id,
                 replicas,
             )
@@ -154,16 +170,19 @@ class Announcements:
             *self._sent_keys(destination, release_id),
         ]
 
-    def _replicated(self, claimed: list[str], release_id: str, now: float) -> bool:
-        """Wait until a replica holds the claims just made (and what came before them); True
-        also where the server refuses WAIT (it cannot tell)."""
+    def _replicated(self, claimed: list[str], release_id: str, now: float, replicas: int) -> bool:
+        """Wait until the `replicas` in sync hold the claims just made (and what came before
+        them); True once one does (Sentinel promotes the replica furthest on), and where the
+        server refuses WAIT (it cannot tell)."""
         with self.redis.pipeline(transaction=False) as pipe:
             # WAIT counts what its own connection wrote last: so write here first (the claims
             # again, unchanged), and it counts everything written before.
             for name in claimed:
                 queued = self.keys.delivery_queued(name, release_id)
                 pipe.set(queued, now, xx=True, ex=QUEUED_SECONDS)
-            pipe.wait(1, REPLICATED_WAIT_MS)
+            # Every replica in sync, so that the message's link finds the release wherever it
+            # is read; WAIT returns as soon as they all have it.
+            pipe.wait(max(replicas, 1), REPLICATED_WAIT_MS)
             *written, acknowledged = pipe.execute(raise_on_error=False)
         for reply in written:
             if isinstance(reply, Exception):
@@ -298,6 +317,30 @@ class Announcements:
 
 
 _TROUBLE_FIELDS = ("failing_since", "throttled_until", "error")
+
+
+def _online_replicas(info: Mapping[str, Any] | Exception) -> int:
+    """Count the replicas INFO replication names in sync (`slaveN` with state=online): one
+    still in a full resync (wait_bgsave, send_bulk) cannot acknowledge a write until it is
+    done, and WAITing for it would hold every release back while it lasts. A server that
+    names replicas without listing them is taken at its word (`connected_slaves`)."""
+    if isinstance(info, Exception):
+        return 0
+    listed = [value for key, value in info.items() if _REPLICA_ENTRY.fullmatch(key)]
+    if not listed:
+        return int(info.get("connected_slaves", 0))
+    return sum(1 for value in listed if isinstance(value, dict) and value.get("state") == "online")
+
+
+_REPLICA_ENTRY = re.compile(r"slave\d+")
+
+
+def _server_wide(error: Exception) -> bool:
+    """Say whether a claim's error says nothing about its destination: the server refused it
+    (read-only after a failover, out of memory, an ACL), or no reply came."""
+    if not isinstance(error, redis.ResponseError):
+        return True
+    return isinstance(error, (redis.ReadOnlyError, redis.OutOfMemoryError, NoPermissionError))
 
 
 @functools.cache  # once per process (and reason): every check would say it again

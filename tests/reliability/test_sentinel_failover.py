@@ -65,6 +65,8 @@ from tests.reliability.helpers import run_task
 from tests.reliability.helpers import send_beat_sync
 from tests.reliability.servers import RedisServer
 from tests.reliability.servers import SentinelCluster
+from tests.reliability.servers import link_up
+from tests.reliability.servers import replica_of
 from tests.reliability.servers import wait_until
 from tests.reliability.servers import worker
 
@@ -426,6 +428,26 @@ def test_a_primary_that_was_a_replica_meanwhile_commits_nothing() -> None:
         assert store.live_id() is None
 
 
+class LostBeforeInfo(redis.Redis):
+    """A client whose connection is lost right after the lock is taken, before the INFO that
+    names its grantor (as when the primary fails then)."""
+
+    def info(self, section: str | None = None, *args: str, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Connection closed by server.")
+
+
+def test_a_lock_whose_grantor_cannot_be_read_is_let_go() -> None:
+    """Taking the lock raises when the connection is lost before the grantor is read: the
+    lock is let go (the caller will not), so the next run takes it at once."""
+    with RedisServer() as server, server.client() as client:
+        key = unique("lock")
+        with LostBeforeInfo.from_url(server.url) as failing, pytest.raises(redis.ConnectionError):
+            SyncLock(failing, key, "run-that-lost-its-connection", 60).acquire()
+        assert not client.exists(key)
+        assert SyncLock(client, key, "next-run", 60).acquire()
+        assert client.get(key) == b"next-run"
+
+
 def test_a_release_is_announced_only_once_a_replica_holds_it(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -444,14 +466,7 @@ def test_a_release_is_announced_only_once_a_replica_holds_it(
         primary_server.client() as primary,
         replica_server.client() as replica,
     ):
-        wait_until(
-            lambda: (
-                primary.info("replication")["connected_slaves"] == 1
-                and replica.info("replication")["master_link_status"] == "up"
-            ),
-            30,
-            "the replica to sync",
-        )
+        wait_until(lambda: in_sync(primary, replica), 30, "the replica to sync")
         bookkeeping = announce.Announcements(primary, Keys(unique("wait")))
         queued = bookkeeping.keys.delivery_queued("slack", "r1")
 
@@ -464,7 +479,7 @@ def test_a_release_is_announced_only_once_a_replica_holds_it(
         assert bookkeeping.claim(["slack"], "r1", time.time()) == []
         assert not primary.exists(queued)
         assert bookkeeping.states(["slack"])["slack"].pending == 1  # still owed
-        assert "Release r1 is on no replica yet (1 connected)" in caplog.text
+        assert "Release r1 is on no replica yet (1 in sync)" in caplog.text
         stall.join(30)
         wait_until(
             lambda: (
@@ -487,6 +502,64 @@ def answers(client: redis.Redis) -> bool:
         return False
 
 
+def test_a_replica_still_in_full_resync_does_not_hold_releases_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica whose full resync has not finished (or keeps restarting) cannot acknowledge
+    anything: only replicas in sync are waited for, and with none a release is announced as
+    on a server without replicas (the next check would find it the same)."""
+    # Generous: a loaded machine must not fail the WAIT on the replica in sync.
+    monkeypatch.setattr(announce, "REPLICATED_WAIT_MS", 5000)
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0") as primary_server,
+        replica_of(primary_server.port) as in_sync,
+        primary_server.client() as primary,
+        in_sync.client() as in_sync_client,
+    ):
+        # After a diskless sync the primary streams nothing until the replica's first ACK
+        # (up to a second after its link is up).
+        primary.set("warm-up", 1)
+        wait_until(lambda: primary.wait(1, 1000) == 1, 30, "the replica to acknowledge")
+        # From now on a new replica waits a minute for its full resync (wait_bgsave).
+        primary.config_set("repl-diskless-sync-delay", 60)
+        with RedisServer("--replicaof", "127.0.0.1", str(primary_server.port)):
+            wait_until(
+                lambda: resyncing(primary) == 1, 30, "the second replica to wait for its resync"
+            )
+            bookkeeping = announce.Announcements(primary, Keys(unique("resync")))
+            # One replica in sync beside it: the release is announced once that one holds it.
+            assert bookkeeping.claim(["slack"], "r1", time.time()) == ["slack"]
+            assert in_sync_client.exists(bookkeeping.keys.delivery_queued("slack", "r1"))
+            in_sync.kill()
+            wait_until(
+                lambda: primary.info("replication")["connected_slaves"] == 1,
+                30,
+                "the primary to see the replica in sync gone",
+            )
+            # Only the resyncing one left: nothing can hold the release sooner; announced.
+            assert resyncing(primary) == 1
+            assert bookkeeping.claim(["slack"], "r2", time.time()) == ["slack"]
+            assert primary.exists(bookkeeping.keys.delivery_queued("slack", "r2"))
+
+
+def replica_states(primary: redis.Redis) -> list[str]:
+    """Return the state `primary` names each of its replicas in: online (in sync), or in a
+    full resync (wait_bgsave, send_bulk)."""
+    info = primary.info("replication")
+    return [info[f"slave{n}"]["state"] for n in range(info["connected_slaves"])]
+
+
+def resyncing(primary: redis.Redis) -> int:
+    """Count the replicas `primary` names that are not in sync yet (a full resync)."""
+    return sum(1 for state in replica_states(primary) if state != "online")
+
+
+def in_sync(primary: redis.Redis, replica: redis.Redis) -> bool:
+    """Say whether both ends see the replica in sync: its link up, and the primary naming it
+    online (it does so only once it has seen the end of the transfer, a moment later)."""
+    return link_up(replica) and replica_states(primary) == ["online"]
+
+
 def test_a_primary_that_refuses_wait_still_announces_and_says_so_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -501,11 +574,7 @@ def test_a_primary_that_refuses_wait_still_announces_and_says_so_once(
         primary_server.client() as primary,
         replica_server.client() as replica,
     ):
-        wait_until(
-            lambda: replica.info("replication")["master_link_status"] == "up",
-            30,
-            "the replica to sync",
-        )
+        wait_until(lambda: in_sync(primary, replica), 30, "the replica to sync")
         bookkeeping = announce.Announcements(primary, Keys(unique("nowait")))
         assert bookkeeping.claim(["slack", "discord"], "r1", time.time()) == ["slack", "discord"]
         assert bookkeeping.claim(["slack"], "r2", time.time()) == ["slack"]
@@ -533,11 +602,7 @@ def test_a_wait_that_fails_leaves_no_claim_behind(monkeypatch: pytest.MonkeyPatc
             primary_server.url, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
         ) as impatient,
     ):
-        wait_until(
-            lambda: replica.info("replication")["master_link_status"] == "up",
-            30,
-            "the replica to sync",
-        )
+        wait_until(lambda: in_sync(primary, replica), 30, "the replica to sync")
         bookkeeping = announce.Announcements(impatient, Keys(unique("waitfails")))
         queued = bookkeeping.keys.delivery_queued("slack", "r1")
         stall = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", 3))

@@ -89,7 +89,13 @@ class SyncLock:
         if taken:
             # Read after the lock is taken and before anything is written under it: every
             # write of the run goes to this server, or to one that came after it.
-            self.server = Grantor.read(self._redis)
+            try:
+                self.server = Grantor.read(self._redis)
+            except BaseException:
+                # The caller learns nothing was taken, so it would never release the lock:
+                # held on, it would keep every other run out until it expired.
+                self.release()
+                raise
         return taken
 
     def check_server(self, client: redis.Redis) -> None:
