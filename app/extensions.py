@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
+from typing import NoReturn
 
 import redis
 from celery import Celery
@@ -90,17 +91,114 @@ def redis_clients(config: Mapping[str, Any]) -> tuple[redis.Redis, redis.Redis]:
     if not replica_url:
         return primary, primary
     replica_tls = redis_ssl_options(replica_url, config["REDIS_SSL_CERT_REQS"])
-    return primary, redis.Redis.from_url(replica_url, **READ_CLIENT_OPTIONS, **replica_tls)
+    # Its own connection class: its failures say they are the replica's (ReplicaUnavailable).
+    marking = _replica_connection_class(replica_url)
+    reads = redis.Redis.from_url(
+        replica_url, connection_class=marking, **READ_CLIENT_OPTIONS, **replica_tls
+    )
+    return primary, reads
+
+
+class ReplicaUnavailable(redis.RedisError):
+    """The read client's server failed a connect, a send or a read (not the primary's client).
+
+    Raised as ReplicaConnectionError or ReplicaTimeoutError, subclasses of the redis-py error
+    they replace, so whatever catches or retries a ConnectionError or a TimeoutError still
+    does. `error` names the error redis-py raised (ConnectionError, TimeoutError, ...).
+    """
+
+    error: str = "ConnectionError"
+
+
+class ReplicaConnectionError(ReplicaUnavailable, redis.ConnectionError):
+    """A redis.ConnectionError of the read client."""
+
+
+class ReplicaTimeoutError(ReplicaUnavailable, redis.TimeoutError):
+    """A redis.TimeoutError of the read client."""
+
+
+def _raise_marked(exc: redis.ConnectionError | redis.TimeoutError) -> NoReturn:
+    """Raise `exc` again as the read client's (ReplicaUnavailable), with the same message."""
+    kind = ReplicaTimeoutError if isinstance(exc, redis.TimeoutError) else ReplicaConnectionError
+    marked = kind(*exc.args)
+    marked.error = type(exc).__name__
+    # An OSError redis-py gave as the cause stays the cause: a retry policy may read its errno.
+    cause = exc.__cause__
+    raise marked from (cause if isinstance(cause, OSError) else exc)
+
+
+class _MarksFailures(redis.connection.AbstractConnection):
+    """A connection of the read client: what fails in it is raised as ReplicaUnavailable, at
+    the place it fails, so `queries.read_view` tells the replica's failure from the
+    primary's (a view may read both) by the exception alone."""
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except ReplicaUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _raise_marked(exc)
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().connect_check_health(*args, **kwargs)
+        except ReplicaUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _raise_marked(exc)
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().send_packed_command(*args, **kwargs)
+        except ReplicaUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _raise_marked(exc)
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ReplicaUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _raise_marked(exc)
+
+
+class _ReplicaConnection(_MarksFailures, redis.Connection):
+    """REDIS_REPLICA_URL's connection (redis://)."""
+
+
+class _ReplicaSSLConnection(_MarksFailures, redis.SSLConnection):
+    """REDIS_REPLICA_URL's connection over TLS (rediss://)."""
+
+
+class _ReplicaUnixConnection(_MarksFailures, redis.UnixDomainSocketConnection):
+    """REDIS_REPLICA_URL's connection on a Unix socket (unix://)."""
+
+
+def _replica_connection_class(url: str) -> type[_MarksFailures]:
+    """Return the read client's connection class for `url`'s scheme, as redis-py picks its own
+    (an explicit connection_class wins over the URL's)."""
+    scheme = url.partition(":")[0].lower()
+    if scheme == "rediss":
+        return _ReplicaSSLConnection
+    if scheme == "unix":
+        return _ReplicaUnixConnection
+    return _ReplicaConnection
 
 
 class StickyReplicaPool(SentinelConnectionPool):
-    """Sentinel's replica pool, but each process keeps to one replica while it answers.
+    """Sentinel's replica pool, but each process keeps to one server while it answers.
 
     redis-py's own pool sends each new connection to the next replica, so two round trips of
     one request could read two replicas at different points of the replication stream (the
     history from one, the change log from the other). Here a new connection goes first to the
     replica the last one connected to; to the others, in turn, only once that one fails; to
-    the primary when no replica answers, as before.
+    the primary when no replica answers, as before. When the server kept changes, the idle
+    connections to the one before are closed, and one given back while on another server
+    than the one kept is dropped: the pool's connections end up on one server.
     """
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
@@ -116,19 +214,27 @@ class StickyReplicaPool(SentinelConnectionPool):
         )
         self.connection_kwargs["connection_pool"] = self.proxy
 
+    def owns_connection(self, connection: Any) -> bool:
+        """Take back only a connection of this process on the server kept (redis-py's
+        release() drops and closes any other)."""
+        kept = getattr(self.proxy, "kept", None)
+        here = (connection.host, connection.port) == kept
+        return here and bool(super().owns_connection(connection))
+
 
 class _StickyProxy(SentinelConnectionPoolProxy):
-    """What a pool's connections ask where to connect: the replica kept first."""
+    """What a pool's connections ask where to connect: the server kept first."""
 
     def reset(self) -> None:
         super().reset()
+        # The server the last connection made connected to: a replica, or the primary while
+        # none answered. None after a connect to it failed, until one succeeds.
         self.kept: tuple[str, int] | None = None
-        self.replicas: list[tuple[str, int]] = []
 
     def rotate_slaves(self) -> Iterator[tuple[str, int]]:
         """Yield where to try to connect: the replica kept, the other replicas in turn (from
         where the last turn stopped), then the primary."""
-        self.replicas = replicas = list(self.sentinel_manager.discover_slaves(self.service_name))
+        replicas = list(self.sentinel_manager.discover_slaves(self.service_name))
         kept = self.kept
         if kept is not None and kept in replicas:
             yield kept
@@ -148,18 +254,29 @@ class _StickyProxy(SentinelConnectionPoolProxy):
         raise SlaveNotFoundError(f"No replica found for {self.service_name!r}")
 
     def connected(self, address: tuple[str, int]) -> None:
-        """Keep to `address` if it is a replica (a connection to it just succeeded)."""
-        if address in self.replicas:
-            self.kept = address
+        """Keep to `address` (a connection to it just succeeded)."""
+        self._keep(address)
 
     def failed(self, address: tuple[str, int]) -> None:
         """Stop keeping to `address` (a connection to it just failed)."""
         if self.kept == address:
-            self.kept = None
+            self._keep(None)
+
+    def _keep(self, address: tuple[str, int] | None) -> None:
+        if self.kept == address:
+            return
+        self.kept = address
+        # Idle connections to the server before would go on reading it: closed, they connect
+        # again where the next one would (as redis-py does for a new primary). Those in use
+        # are dropped when given back (StickyReplicaPool.owns_connection).
+        pool = self.connection_pool_ref()
+        if pool is not None:
+            pool.disconnect(inuse_connections=False)
 
 
-class _StickyConnection(SentinelManagedConnection):
-    """A connection of a StickyReplicaPool: it tells the pool how each attempt went."""
+class _StickyConnection(_MarksFailures, SentinelManagedConnection):
+    """A connection of a StickyReplicaPool: it tells the pool how each attempt went, and
+    moves on to the next server when one does not answer in time, as when it refuses."""
 
     def connect_to(self, address: tuple[str, int]) -> None:
         proxy = self.connection_pool
@@ -171,6 +288,21 @@ class _StickyConnection(SentinelManagedConnection):
             raise
         if isinstance(proxy, _StickyProxy):
             proxy.connected(address)
+
+    def _connect_retry(self) -> None:
+        proxy = self.connection_pool
+        if self._sock or proxy.is_master:
+            super()._connect_retry()
+            return
+        # redis-py's own loop moves on after a ConnectionError only: a server that does not
+        # answer in time (a TimeoutError: unreachable, hung) would end the attempt.
+        for address in proxy.rotate_slaves():
+            try:
+                self.connect_to(address)
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue
+            return
+        raise SlaveNotFoundError(f"No replica found for {proxy.service_name!r}")
 
 
 class _StickySSLConnection(_StickyConnection, SentinelManagedSSLConnection):

@@ -33,6 +33,8 @@ def readyz() -> ResponseReturnValue:
 
     With a read replica, the answer also says how it stands (`replica`: how this process last
     found it, the verdict reads follow, and `reads_on_replica`; see `queries.replica_standing`).
+    It reports the last look the pages took, never takes one: a hung replica costs a probe
+    nothing.
     A replica that fails does not make the process unready: the pages then read from the
     primary, and a replica shared by every web process would otherwise take them all out.
     """
@@ -58,7 +60,7 @@ def readyz() -> ResponseReturnValue:
     status = 503 if failing else 200
     answer: dict[str, Any] = {"status": "ready" if not failing else "not ready", "failing": failing}
     if get_read_redis() is not get_redis():
-        answer["replica"] = replica_standing(get_redis(), get_read_redis())
+        answer["replica"] = replica_standing(get_read_redis())
     return jsonify(answer), status
 
 

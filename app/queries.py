@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 from typing import ParamSpec
 from typing import TypeVar
@@ -23,6 +24,7 @@ import redis
 from flask import g
 from werkzeug.exceptions import BadRequest
 
+from app.extensions import ReplicaUnavailable
 from app.extensions import get_read_redis
 from app.extensions import get_reader
 from app.extensions import get_redis
@@ -182,32 +184,42 @@ def read_view(view: Callable[P, R]) -> Callable[P, R]:
     def reading(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return view(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            replica = get_read_redis()
-            if not g.pop("read_on_replica", False) or not _raised_by(exc, replica):
-                raise  # not the replica's failure (the primary's): the app's 503
-            # The failed read is the verdict: asking the replica how it stands now could cost
-            # this request a second timeout. The periodic look brings reads back later.
-            name = type(exc).__name__
-            failed = ReplicaLook(answers=False, error=name, problem=f"a read on it failed ({name})")
-            _judge(_state(replica), failed)
-            g.replica_failed = True
+        except Exception as exc:
+            failure = replica_failure(exc)
+            if failure is None or not g.pop("read_on_replica", False):
+                raise  # not the replica's failure (the primary's: the app's 503), or a 404
+            replica_failed(failure)
             return view(*args, **kwargs)
 
     return reading
 
 
-def _raised_by(exc: BaseException, client: redis.Redis) -> bool:
-    """Say whether `exc` came out of a command sent through `client` (itself or a pipeline or
-    script of it): a frame it passed through is a method of one of them. A view may read the
-    primary too (the dashboard's sync and destinations); only the replica's failure reruns."""
-    pool = client.connection_pool
-    step = exc.__traceback__
-    while step is not None:
-        if getattr(step.tb_frame.f_locals.get("self"), "connection_pool", None) is pool:
-            return True
-        step = step.tb_next
-    return False
+def replica_failure(exc: BaseException) -> ReplicaUnavailable | None:
+    """Return the replica's failure `exc` is, or was raised from or while handling (its
+    __cause__ and __context__); None if it is none. The read client's connections raise
+    ReplicaUnavailable where they fail: a view may read the primary too (the dashboard's
+    sync and destinations), and only the replica's failure reruns it."""
+    seen: set[int] = set()
+    step: BaseException | None = exc
+    while step is not None and id(step) not in seen:
+        if isinstance(step, ReplicaUnavailable):
+            return step
+        seen.add(id(step))
+        step = step.__cause__ or step.__context__
+    return None
+
+
+def replica_failed(failure: ReplicaUnavailable) -> None:
+    """Record that a read on the replica failed: reads go to the primary for a while, and for
+    the rest of this request.
+
+    The failed read is the verdict: asking the replica how it stands now could cost the
+    request a second timeout. The periodic look brings reads back later.
+    """
+    name = failure.error
+    failed = ReplicaLook(answers=False, error=name, problem=f"a read on it failed ({name})")
+    _judge(_state(get_read_redis()), failed)
+    g.replica_failed = True
 
 
 @dataclass(frozen=True)
@@ -247,7 +259,8 @@ def look_at_replica(primary: redis.Redis, replica: redis.Redis) -> ReplicaLook:
         # It answers, but refuses INFO: nothing to judge it by, so it serves.
         return ReplicaLook(answers=True, error=type(exc).__name__)
     except (redis.RedisError, OSError) as exc:
-        name = type(exc).__name__
+        # The name redis-py gave it: the read client's connections raise their own kind.
+        name = exc.error if isinstance(exc, ReplicaUnavailable) else type(exc).__name__
         return ReplicaLook(answers=False, error=name, problem=f"it does not answer ({name})")
     is_replica = mine.get("role") == "slave"
     link = mine.get("master_link_status") if is_replica else None
@@ -287,17 +300,19 @@ def _problem(same: bool | None, link: str | None, heard: int | None) -> str | No
     return None
 
 
-def replica_standing(primary: redis.Redis, replica: redis.Redis) -> dict[str, Any]:
+def replica_standing(replica: redis.Redis) -> dict[str, Any]:
     """Return how this process last found `replica`, for /readyz: the fields of the last
     `ReplicaLook` (a failed read is one: it did not answer), its verdict under `problem`,
-    `seen_seconds_ago`, and `reads_on_replica`, where reads go now. It looks again only when
-    `reader` would: a hung replica costs a probe no more than it costs a page."""
-    fit = _fit(primary, replica)
+    `seen_seconds_ago`, and `reads_on_replica`, where reads go now. It never looks itself
+    (`reader` does, when its look is stale): a probe's timeout is short, and a hung replica
+    must not cost it one. Before the first look, every field is None but `reads_on_replica`
+    (the first read looks first)."""
     state = _state(replica)
     with _replicas_lock:
-        seen, seen_at = state.seen, state.seen_at
-    if seen is None:  # the first look, being taken by another request right now
-        seen, seen_at = look_at_replica(primary, replica), time.monotonic()
+        seen, seen_at, fit = state.seen, state.seen_at, state.fit
+    if seen is None:
+        fields = dict.fromkeys(f.name for f in dataclass_fields(ReplicaLook))
+        return {**fields, "seen_seconds_ago": None, "reads_on_replica": fit}
     age = int(time.monotonic() - seen_at)
     return {**asdict(seen), "seen_seconds_ago": age, "reads_on_replica": fit}
 
@@ -309,6 +324,8 @@ class _Replica:
 
     fit: bool = True
     next_check: float = 0.0
+    # How many verdicts were recorded: a look that began before the last one is not newer.
+    verdicts: int = 0
     seen: ReplicaLook | None = None
     seen_at: float = 0.0
     # Held by the one request that looks; the others go on with what was found last.
@@ -330,17 +347,22 @@ def _fit(primary: redis.Redis, replica: redis.Redis) -> bool:
     if time.monotonic() >= state.next_check and state.checking.acquire(blocking=False):
         try:
             if time.monotonic() >= state.next_check:
-                _judge(state, look_at_replica(primary, replica))
+                began = state.verdicts
+                _judge(state, look_at_replica(primary, replica), began)
         finally:
             state.checking.release()
     return state.fit
 
 
-def _judge(state: _Replica, seen: ReplicaLook) -> None:
+def _judge(state: _Replica, seen: ReplicaLook, began: int | None = None) -> None:
     """Record what a look or a read found; say so once when reads move to the primary or come
-    back."""
+    back. A look that `began` before another verdict was recorded (a read that failed while
+    it waited for its answers) is older news: dropped."""
     with _replicas_lock:
+        if began is not None and began != state.verdicts:
+            return
         now = time.monotonic()
+        state.verdicts += 1
         state.seen, state.seen_at = seen, now
         if seen.problem is None:
             if not state.fit:

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app import queries
+from app.extensions import ReplicaConnectionError
 from app.extensions import get_bungie
 from app.extensions import get_reader
 from app.extensions import get_settings
@@ -293,6 +294,16 @@ def test_pages_answer_from_the_primary_while_the_replica_is_behind_hung_or_down(
         assert replica_reads(server) > before
         assert "serves again" in caplog.text
 
+        # /readyz shows the last look and never takes one itself: hung, the replica costs a
+        # probe nothing (a look would have timed out and said so).
+        assert spare.process is not None
+        os.kill(spare.process.pid, signal.SIGSTOP)
+        try:
+            shown = client.get("/readyz").get_json()["replica"]
+        finally:
+            os.kill(spare.process.pid, signal.SIGCONT)
+        assert (shown["answers"], shown["problem"], shown["reads_on_replica"]) == (True, None, True)
+
         # Hung: the read that times out runs again on the primary at once. Nothing more goes
         # to the replica in that request (a second wait): no new connection to it.
         monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 3600.0)
@@ -337,9 +348,13 @@ def test_pages_answer_from_the_primary_while_the_replica_is_behind_hung_or_down(
             "behind_bytes": None,
             "reads_on_replica": False,
         }
-        # A process that has not looked yet looks, and says why.
-        fresh = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": url})
-        shown = fresh.test_client().get("/readyz").get_json()["replica"]
+        # A process that has not looked yet says so (/readyz never looks); its first read
+        # looks, and then /readyz says why.
+        fresh = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": url}).test_client()
+        shown = fresh.get("/readyz").get_json()["replica"]
+        assert (shown["seen_seconds_ago"], shown["answers"], shown["problem"]) == (None,) * 3
+        assert release_shown(fresh) == second.release_id
+        shown = fresh.get("/readyz").get_json()["replica"]
         assert shown["problem"] == "it does not answer (ConnectionError)"
         assert shown["reads_on_replica"] is False
 
@@ -418,3 +433,61 @@ def moved_by_warnings(caplog: pytest.LogCaptureFixture) -> int:
         for record in caplog.records
         if record.name == "app.queries" and record.levelno == logging.WARNING
     )
+
+
+def test_a_replica_that_fails_mid_stream_sends_the_next_reads_to_the_primary(
+    app_overrides: dict[str, Any],
+    admin: DemoAdmin,
+    redis_url: str,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.queries")
+    # Trusted for an hour once looked at: only the failed read can move the reads.
+    monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 3600.0)
+    with replica_of_test_redis(redis_url) as spare:
+        app = create_app("testing", {**app_overrides, "REDIS_REPLICA_URL": spare.url})
+        client = app.test_client()
+        synced = run_sync(app)
+        caught_up(spare.client(), key_prefix, synced.release_id)
+        files = client.get("/Platform/Destiny2/Manifest/").get_json()["Response"]
+        # The aggregate reads each table as it gets to it: reads while it streams.
+        aggregate = files["jsonWorldContentPaths"]["en"]
+        assert len(files["jsonWorldComponentContentPaths"]["en"]) > 1
+        streamed = client.get(aggregate, buffered=False)
+        assert streamed.status_code == 200
+        chunks = streamed.iter_encoded()
+        assert next(chunks).startswith(b"{")
+        spare.kill()
+        with pytest.raises(redis.ConnectionError):
+            for _chunk in chunks:
+                pass
+        streamed.close()
+        shown = client.get("/readyz").get_json()["replica"]
+        assert release_shown(client) == synced.release_id
+
+    assert shown["problem"] == "a read on it failed (ConnectionError)"
+    assert shown["reads_on_replica"] is False
+    assert moved_by_warnings(caplog) == 1
+
+
+def test_a_look_that_began_before_a_read_failed_does_not_undo_its_verdict(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "REPLICA_CHECK_SECONDS", 0.0)
+    real_look = queries.look_at_replica
+
+    def look_while_a_read_fails(primary: redis.Redis, replica: redis.Redis) -> queries.ReplicaLook:
+        seen = real_look(primary, replica)  # a real look: the replica answers, it may serve
+        # Another request's read on the replica failed while this look waited for answers.
+        queries.replica_failed(ReplicaConnectionError("Connection reset by peer"))
+        return seen
+
+    monkeypatch.setattr(queries, "look_at_replica", look_while_a_read_fails)
+    run_sync(app)
+    assert client.get("/api/v1/manifest").status_code == 200
+
+    shown = client.get("/readyz").get_json()["replica"]
+    assert shown["problem"] == "a read on it failed (ConnectionError)"
+    assert shown["reads_on_replica"] is False

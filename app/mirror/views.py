@@ -4,6 +4,7 @@ aggregate (streamed), and single definitions, in Bungie's shapes."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -30,6 +31,8 @@ from app.mirror.bungie import platform_ok
 from app.queries import parse_hash
 from app.queries import read_view
 from app.queries import reader
+from app.queries import replica_failed
+from app.queries import replica_failure
 
 MANIFEST_ROUTE = "/Platform/Destiny2/Manifest/"
 CONTENT_ROOT = "/common/destiny2_content/json"
@@ -132,7 +135,7 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
         chunks = store.table_file(release_id, lang, table)
     if chunks is None:  # dropped since the look above
         return content_not_found()
-    answer = Response(stream_with_context(chunks), content_type="application/json")
+    answer = Response(stream_with_context(_judged(chunks)), content_type="application/json")
     # Weak: the same definitions, but their order in the file is Redis's (HSCAN), which a
     # replica or a reloaded server may give otherwise.
     answer.set_etag(etag, weak=True)
@@ -140,6 +143,19 @@ def content_file(lang: str, name: str) -> ResponseReturnValue:
     answer.headers["Content-Language"] = lang
     answer.headers[RELEASE_HEADER] = release_id
     return answer
+
+
+def _judged(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield `chunks`. A replica that fails mid-stream cuts the body short (sent already, it
+    cannot run again on the primary), but is judged as a failed read is in `read_view`: the
+    reads that follow go to the primary."""
+    try:
+        yield from chunks
+    except Exception as exc:
+        failure = replica_failure(exc)
+        if failure is not None:
+            replica_failed(failure)
+        raise
 
 
 def _live_and_configured(store: ManifestStore, release_id: str, lang: str, table: str) -> bool:
