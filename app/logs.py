@@ -29,7 +29,6 @@ from flask.logging import default_handler
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 HANDLER_NAME = "manifest-syncer"
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"
 # The header of a task's message that carries the request id from its publisher to the task.
 TASK_HEADER = "x_request_id"
 MAX_REQUEST_ID = 128
@@ -55,6 +54,12 @@ _NOWHERE = Correlation()
 _current: ContextVar[Correlation] = ContextVar("manifest_syncer_correlation", default=_NOWHERE)
 # A task's context is put back as it was when the task ends (tasks run eagerly can nest).
 _task_tokens: dict[str, Token[Correlation]] = {}
+
+
+def current_request_id() -> str:
+    """Return the id the logs carry for this request or task (a new one outside both): what a
+    sync records as the request that asked for it."""
+    return _current.get().request_id or uuid.uuid4().hex
 
 
 def sane_request_id(value: str | None) -> str:
@@ -215,10 +220,7 @@ def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
 
 def _start_request() -> None:
     """Give the request its id: the X-Request-ID it came with when sane, else a new one."""
-    request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
-    # Whoever reads the header from here on (triggers record it with the sync) reads this id.
-    request.environ[_REQUEST_ID_ENVIRON] = request_id
-    _current.set(Correlation(request_id=request_id))
+    _current.set(Correlation(request_id=sane_request_id(request.headers.get(REQUEST_ID_HEADER))))
 
 
 def _echo_request_id(response: Response) -> Response:

@@ -20,7 +20,6 @@ import msgspec
 import redis
 from flask import abort
 from flask import current_app
-from flask import request
 from kombu.exceptions import OperationalError
 
 from app.auth import RateLimited
@@ -31,6 +30,7 @@ from app.extensions import get_celery
 from app.extensions import get_keys
 from app.extensions import get_redis
 from app.extensions import get_store
+from app.logs import current_request_id
 from app.metrics import counters
 
 SYNC_TASK = "manifest.sync"
@@ -297,22 +297,19 @@ def forget(task_id: str) -> None:
 
 # -- from a web request: the pages and the API ----------------------------------------------
 
-MAX_REQUEST_ID = 128
-
 
 def start_sync(trigger: str, requested_by: str) -> TriggeredSync:
     """Queue a sync, or join the one queued or running; 503 if the broker refuses it.
 
-    The sync records `requested_by` and the client's address, and the request's X-Request-ID
-    (else a new id). Rate limited per client (429); the count is kept in the round trip that
-    finds the sync to join.
+    The sync records `requested_by` and the client's address, and the request's id (its
+    X-Request-ID when sane, else a new one: the id its log lines carry). Rate limited per
+    client (429); the count is kept in the round trip that finds the sync to join.
     """
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     try:
         return request_sync(
             trigger,
             requested_by=f"{requested_by} from {client_address()}",
-            request_id=request_id[:MAX_REQUEST_ID],
+            request_id=current_request_id(),
             rate=rate_window("trigger", current_app.config["TRIGGER_RATE_LIMIT"]),
         )
     except BrokerUnavailable as exc:
