@@ -6,6 +6,7 @@ import random
 import threading
 from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 from typing import NoReturn
@@ -128,42 +129,37 @@ def _raise_marked(exc: redis.ConnectionError | redis.TimeoutError) -> NoReturn:
     raise marked from (cause if isinstance(cause, OSError) else exc)
 
 
+@contextmanager
+def _marking_failures() -> Iterator[None]:
+    """Raise a ConnectionError or a TimeoutError of the block as ReplicaUnavailable."""
+    try:
+        yield
+    except ReplicaUnavailable:
+        raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        _raise_marked(exc)
+
+
 class _MarksFailures(redis.connection.AbstractConnection):
     """A connection of the read client: what fails in it is raised as ReplicaUnavailable, at
     the place it fails, so `queries.read_view` tells the replica's failure from the
     primary's (a view may read both) by the exception alone."""
 
     def connect(self) -> None:
-        try:
+        with _marking_failures():
             super().connect()
-        except ReplicaUnavailable:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            _raise_marked(exc)
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
-        try:
+        with _marking_failures():
             super().connect_check_health(*args, **kwargs)
-        except ReplicaUnavailable:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            _raise_marked(exc)
 
     def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
-        try:
+        with _marking_failures():
             super().send_packed_command(*args, **kwargs)
-        except ReplicaUnavailable:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            _raise_marked(exc)
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _marking_failures():
             return super().read_response(*args, **kwargs)
-        except ReplicaUnavailable:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            _raise_marked(exc)
 
 
 class _ReplicaConnection(_MarksFailures, redis.Connection):

@@ -38,9 +38,7 @@ def live_release_id() -> str | None:
     Never the id this process last saw unless Redis vouches for it: a 304 must not rest on a
     guess.
     """
-    store = reader()
-    release_id, vouched = store.reader_live_id()
-    return release_id if vouched else store.live_id()
+    return reader().fresh_live_id()
 
 
 def release_tag(release_id: str | None, *more: str) -> str:

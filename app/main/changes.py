@@ -26,6 +26,7 @@ from app.extensions import get_settings
 from app.main import bp
 from app.main.presenters import keep_lang
 from app.main.presenters import links
+from app.manifest.changes import name_of
 from app.manifest.store import ITEM_TABLE
 from app.manifest.store import shown_log
 from app.queries import parse_hash
@@ -74,13 +75,14 @@ def release(release_id: str) -> ResponseReturnValue:
     ?undone=1 shows what the rollback that undid the release changed (the inverse of its log).
     """
     query = parse_change_query(request.args)
-    shown = release_changes(reader(), release_id, undone=query.undone)
+    store = reader()
+    shown = release_changes(store, release_id, undone=query.undone)
     here = url_for("main.release", release_id=release_id)
     return render_template(
         "release.html",
         summary=shown.summary,
         entry=shown.entry or {},
-        is_live=_live_id() == release_id,
+        is_live=store.fresh_live_id() == release_id,
         # Not `here`: base.html sets that name for its sign-in link.
         release_url=here,
         changes=changes_section(shown, query, here),
@@ -95,13 +97,6 @@ def undone_url(entry: Mapping[str, Any]) -> str | None:
     if not entry.get("rollback") or log is None or not log[1]:
         return None
     return url_for("main.release", release_id=log[0], undone=1)
-
-
-def _live_id() -> str | None:
-    """Return the live release id: as Redis vouches for it without a round trip, else read."""
-    store = reader()
-    live, vouched = store.reader_live_id()
-    return live if vouched else store.live_id()
 
 
 def changes_section(shown: ReleaseChanges, query: ChangeQuery, here: str) -> Markup:
@@ -157,32 +152,34 @@ def definition(table: str, definition_hash: str) -> ResponseReturnValue:
     if table == ITEM_TABLE:
         values: dict[str, Any] = {"item_hash": number, **kept}
         return redirect(url_for("main.item", **values))
+    missing = f"There is no {table} {number} in the live release or the history."
+    _, shown = definition_page(table, number, lang, missing)
+    return render_template(
+        "definition.html", table=table, definition_hash=number, kept=kept, **shown
+    )
+
+
+def definition_page(
+    table: str, number: int, lang: str, missing: str
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Read a definition of the live release and its history for its page (an item's or any
+    table's): the definition (None when gone) and what both templates show of it (`name`,
+    `stored` as pretty JSON, `history`, `history_url`). 404 with `missing` when neither is."""
     store = reader()
     stored = store.definitions(table, [number], lang)[number]
     history = store.definition_history(table, number)
     if stored is None and not history:
-        abort(404, description=f"There is no {table} {number} in the live release or the history.")
-    name = _name(stored) or next((h["name"] for h in history if h["name"]), "")
-    shown = None
-    if stored is not None:
-        shown = json.dumps(stored, indent=2, sort_keys=True, ensure_ascii=False)
+        abort(404, description=missing)
     history_url = url_for("api.definition_history", table=table, definition_hash=number)
-    return render_template(
-        "definition.html",
-        table=table,
-        definition_hash=number,
-        name=name,
-        stored=shown,
-        history=history_rows(history, history_url),
-        history_url=history_url,
-        kept=kept,
-    )
-
-
-def _name(definition: Mapping[str, Any] | None) -> str:
-    display = definition.get("displayProperties") if definition else None
-    name = display.get("name") if isinstance(display, dict) else None
-    return name if isinstance(name, str) else ""
+    shown = {
+        "name": name_of(stored) or next((h["name"] for h in history if h["name"]), ""),
+        "stored": None
+        if stored is None
+        else json.dumps(stored, indent=2, sort_keys=True, ensure_ascii=False),
+        "history": history_rows(history, history_url),
+        "history_url": history_url,
+    }
+    return stored, shown
 
 
 # -- rows -----------------------------------------------------------------------------------

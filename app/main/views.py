@@ -3,7 +3,6 @@ out."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import abort
@@ -24,7 +23,7 @@ from app.auth import safe_next
 from app.auth import sign_in
 from app.auth import sign_out
 from app.main import bp
-from app.main.changes import history_rows
+from app.main.changes import definition_page
 from app.main.presenters import keep_lang
 from app.main.presenters import rendered_characters
 from app.manifest.store import ITEM_TABLE
@@ -116,24 +115,10 @@ def item(item_hash: str) -> ResponseReturnValue:
     history (?lang=: as `items`); an item gone from the live release shows its history."""
     number = parse_hash(item_hash)
     lang = parse_lang(request.args)
-    store = reader()
-    definition = store.definitions(ITEM_TABLE, [number], lang)[number]
-    history = store.definition_history(ITEM_TABLE, number)
-    if definition is None and not history:
-        abort(404, description=f"There is no item {number} in the live release.")
-    history_url = url_for("api.definition_history", table=ITEM_TABLE, definition_hash=number)
-    stored = None
-    if definition is not None:
-        stored = json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False)
+    missing = f"There is no item {number} in the live release."
+    definition, shown = definition_page(ITEM_TABLE, number, lang, missing)
     return render_template(
-        "item.html",
-        item=definition,
-        item_hash=number,
-        stored=stored,
-        kept=keep_lang(lang),
-        history=history_rows(history, history_url),
-        history_url=history_url,
-        name=next((h["name"] for h in history if h["name"]), ""),
+        "item.html", item=definition, item_hash=number, kept=keep_lang(lang), **shown
     )
 
 

@@ -178,9 +178,7 @@ def other_content(path: str) -> ResponseReturnValue:
 
 def live_release(store: ManifestStore) -> KeptRelease | None:
     """Return the live release (read from the pointer itself unless Redis vouches for it)."""
-    release_id, vouched = store.reader_live_id()
-    if not vouched:
-        release_id = store.live_id()
+    release_id = store.fresh_live_id()
     kept = store.kept_release(release_id) if release_id else None
     if kept is None and release_id is not None:
         # Dropped between the two reads: commits landed meanwhile, the pointer has moved on.

@@ -130,6 +130,12 @@ class LiveReads(ReleaseRecords):
             return cast("str | None", found), True
         return _live_hints.get(self.keys.prefix) or self.live_id(), False
 
+    def fresh_live_id(self) -> str | None:
+        """Return the live release id as Redis vouches for it (no round trip), else read from
+        the pointer now: never a hint this process kept (what an ETag or "is live" rests on)."""
+        found = self._tracked_live_id()
+        return self.live_id() if found is UNKNOWN else cast("str | None", found)
+
     def _tracked_live_id(self) -> str | Unknown | None:
         """The live release id Redis vouches for, else UNKNOWN (see `live.py`)."""
         return tracked_value(self.redis, self.keys.current, self.settings.track_live)
