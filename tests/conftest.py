@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -83,9 +84,19 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A key prefix of this test's own on the shared Redis; its keys are deleted afterwards."""
     prefix = f"test:{uuid.uuid4().hex[:12]}"
     yield prefix
+    drop_keys(redis_client, prefix)
+
+
+def drop_keys(redis_client: redis.Redis, prefix: str) -> None:
+    """Delete every key under `prefix` on the shared Redis (a test's own, when it ends)."""
     keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         redis_client.unlink(*keys)
+
+
+def drop_queue(redis_client: redis.Redis, queue: str) -> None:
+    """Delete a test's Celery queue and kombu's bindings for it, so no stray task outlives it."""
+    redis_client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
 @pytest.fixture
@@ -112,7 +123,7 @@ def celery_queue(redis_client: redis.Redis) -> Iterator[str]:
     """A Celery queue of this test session's own, so no stray task reaches another session."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    redis_client.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
+    drop_queue(redis_client, name)
 
 
 @pytest.fixture
@@ -140,6 +151,23 @@ def app(
 def queued_task_ids(redis_client: redis.Redis, queue: str) -> list[str]:
     """Return the ids of the tasks waiting in `queue`, as the broker holds them."""
     return [json.loads(m)["headers"]["id"] for m in redis_client.lrange(queue, 0, -1)]
+
+
+def take_queued_tasks(redis_client: redis.Redis, queue: str) -> list[tuple[str, list[Any]]]:
+    """Take every task waiting in `queue` (name and arguments, oldest first), as a worker or a
+    lost message would: the queue is empty afterwards."""
+    found = []
+    for raw in reversed(redis_client.lrange(queue, 0, -1)):  # LPUSHed: the oldest is last
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        found.append((message["headers"]["task"], args))
+    redis_client.delete(queue)
+    return found
+
+
+def run_task(app: Flask, task: str, *args: Any, **kwargs: Any) -> Any:
+    """Run one of `app`'s Celery tasks in this process, as a worker would, and return its result."""
+    return app.extensions["celery"].tasks[task].apply(args=args, kwargs=kwargs).get()
 
 
 @pytest.fixture

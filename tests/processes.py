@@ -14,11 +14,17 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from typing import Self
 
 import redis
 import requests
 from celery import Celery
+from celery.result import AsyncResult
+from flask import Flask
+
+from app import triggers
+from app.extensions import get_celery
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +168,15 @@ class CeleryWorker(ProjectProcess):
 def celery_worker(overrides: Mapping[str, object], concurrency: int = 2) -> CeleryWorker:
     """A real Celery worker (prefork pool) for the app configured by `overrides`."""
     return CeleryWorker(overrides, concurrency=concurrency)
+
+
+def sync_on_worker(app: Flask, timeout: float = 60) -> dict[str, Any]:
+    """Trigger a sync as the pages do and wait for a worker process to finish it; its result."""
+    with app.test_request_context():
+        ticket = triggers.request_sync("test")
+        result = AsyncResult(ticket.task_id, app=get_celery())
+        deadline = time.monotonic() + timeout
+        while result.state not in ("SUCCESS", "FAILURE"):
+            assert time.monotonic() < deadline, f"sync {ticket.task_id} did not finish"
+            time.sleep(0.05)
+        return result.info

@@ -19,22 +19,22 @@ from typing import Any
 
 import pytest
 import redis
-from celery.result import AsyncResult
 from flask import Flask
 
 from app import create_app
-from app import triggers
-from app.extensions import get_celery
 from app.keys import Keys
 from app.notify import policy
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
+from tests.conftest import drop_keys
+from tests.conftest import drop_queue
 from tests.fake_receivers import FakeReceiver
 from tests.fake_receivers import fake_receiver
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack
 from tests.processes import CeleryWorker
 from tests.processes import celery_worker
+from tests.processes import sync_on_worker
 
 SECRET = "a-webhook-secret-for-these-tests-only"
 MAX_RETRIES = 2
@@ -96,15 +96,8 @@ def workers(settings: dict[str, Any], redis_client: redis.Redis) -> Iterator[lis
     """Two workers on the same queue, two processes each."""
     with celery_worker(settings) as first, celery_worker(settings) as second:
         yield [first, second]
-    queue = settings["CELERY_QUEUE"]
-    redis_client.delete(queue, f"_kombu.binding.{queue}")
-    _wipe(redis_client, settings["MANIFEST_KEY_PREFIX"])
-
-
-def _wipe(redis_client: redis.Redis, prefix: str) -> None:
-    keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        redis_client.unlink(*keys)
+    drop_queue(redis_client, settings["CELERY_QUEUE"])
+    drop_keys(redis_client, settings["MANIFEST_KEY_PREFIX"])
 
 
 @pytest.fixture
@@ -115,21 +108,9 @@ def app(
     admin: DemoAdmin,
     redis_client: redis.Redis,
 ) -> Flask:
-    _wipe(redis_client, settings["MANIFEST_KEY_PREFIX"])
+    drop_keys(redis_client, settings["MANIFEST_KEY_PREFIX"])
     receivers.reset()
     return create_app("testing", settings)
-
-
-def run_sync(app: Flask, timeout: float = 60) -> dict[str, Any]:
-    """Trigger a sync as the pages do and wait for a worker to finish it."""
-    with app.test_request_context():
-        ticket = triggers.request_sync("test")
-        result = AsyncResult(ticket.task_id, app=get_celery())
-        deadline = time.monotonic() + timeout
-        while result.state not in ("SUCCESS", "FAILURE"):
-            assert time.monotonic() < deadline, f"sync {ticket.task_id} did not finish"
-            time.sleep(0.05)
-        return result.info
 
 
 def all_idle(app: Flask, workers: list[CeleryWorker]) -> None:
@@ -164,14 +145,14 @@ def destination_row(app: Flask, name: str) -> str:
 def test_one_release_is_posted_once_to_each_destination_by_two_workers(
     app: Flask, admin: DemoAdmin, receivers: Receivers, workers: list[CeleryWorker]
 ) -> None:
-    assert run_sync(app)["outcome"] == "updated"
+    assert sync_on_worker(app)["outcome"] == "updated"
     all_idle(app, workers)
     assert receivers.accepted() == {"slack": 0, "discord": 0, "hook_a": 0, "hook_b": 0}
 
     published = admin.publish()
-    release_id = run_sync(app)["release_id"]
+    release_id = sync_on_worker(app)["release_id"]
     for _ in range(3):  # later checks find every post sent or queued: none again
-        assert run_sync(app)["outcome"] == "unchanged"
+        assert sync_on_worker(app)["outcome"] == "unchanged"
     all_idle(app, workers)
 
     assert receivers.accepted() == {"slack": 1, "discord": 1, "hook_a": 1, "hook_b": 1}
@@ -199,12 +180,12 @@ def test_a_receiver_down_for_long_gets_the_release_once_when_it_recovers(
     redis_client: redis.Redis,
 ) -> None:
     keys = Keys(settings["MANIFEST_KEY_PREFIX"])
-    run_sync(app)
+    sync_on_worker(app)
     receivers.discord.down()  # connections refused: longer than every retry
     receivers.hook_a.answer_always(503)  # answers, but fails: as long
     receivers.hook_b.answer_next(500, times=MAX_RETRIES)  # back within its retries
     admin.publish()
-    release_id = run_sync(app)["release_id"]
+    release_id = sync_on_worker(app)["release_id"]
 
     # Slack has it at once: the others' trouble holds nothing up.
     receivers.slack.wait_for(1)
@@ -228,15 +209,15 @@ def test_a_receiver_down_for_long_gets_the_release_once_when_it_recovers(
     assert "<td>ok</td>" in destination_row(app, "slack")
 
     # Checks while they stay down queue the release again, and it is given up on again.
-    run_sync(app)
+    sync_on_worker(app)
     all_idle(app, workers)
     assert receivers.accepted() == {"slack": 1, "discord": 0, "hook_a": 0, "hook_b": 1}
 
     receivers.discord.up()
     receivers.hook_a.recover()
-    assert run_sync(app)["outcome"] == "unchanged"  # the next poll: it catches up
+    assert sync_on_worker(app)["outcome"] == "unchanged"  # the next poll: it catches up
     all_idle(app, workers)
-    run_sync(app)
+    sync_on_worker(app)
     all_idle(app, workers)
     assert receivers.accepted() == {"slack": 1, "discord": 1, "hook_a": 1, "hook_b": 1}
     discord_row = destination_row(app, "discord")
@@ -248,11 +229,11 @@ def test_a_receiver_down_for_long_gets_the_release_once_when_it_recovers(
 def test_a_throttled_destination_waits_and_posts_once_while_the_others_do_not_wait(
     app: Flask, admin: DemoAdmin, receivers: Receivers, workers: list[CeleryWorker]
 ) -> None:
-    run_sync(app)
+    sync_on_worker(app)
     receivers.discord.answer_next(429, retry_after=1.5)
     receivers.hook_a.answer_next(429, retry_after=1)
     admin.publish()
-    run_sync(app)
+    sync_on_worker(app)
     all_idle(app, workers)
 
     assert receivers.accepted() == {"slack": 1, "discord": 1, "hook_a": 1, "hook_b": 1}

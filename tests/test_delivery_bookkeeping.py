@@ -3,7 +3,6 @@ waited out, filters and alerts as configured (no worker: the tests run the queue
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -13,7 +12,6 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from flask import Flask
 
 from app import create_app
 from app import triggers
@@ -30,6 +28,8 @@ from app.notify.wording import ChangeNotes
 from config import ConfigurationError
 from config import ProductionConfig
 from devtools.demo.control import DemoAdmin
+from tests.conftest import run_task
+from tests.conftest import take_queued_tasks
 from tests.fake_receivers import FakeReceiver
 from tests.fake_receivers import fake_receiver
 from tests.fake_slack import FakeSlack
@@ -263,21 +263,6 @@ def receivers() -> Iterator[tuple[FakeSlack, FakeReceiver, FakeReceiver]]:
         yield slack, discord, hook
 
 
-def queued_tasks(redis_client: redis.Redis, queue: str) -> list[tuple[str, list[Any]]]:
-    """Take every task waiting in `queue`: its name and arguments."""
-    found = []
-    for raw in reversed(redis_client.lrange(queue, 0, -1)):  # oldest first
-        message = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        found.append((message["headers"]["task"], args))
-    redis_client.delete(queue)
-    return found
-
-
-def run(app: Flask, task: str, *args: Any, **kwargs: Any) -> Any:
-    return app.extensions["celery"].tasks[task].apply(args=args, kwargs=kwargs).get()
-
-
 def test_a_filtered_destination_hears_nothing_of_tables_it_did_not_ask_for(
     app_overrides: dict[str, Any],
     admin: DemoAdmin,
@@ -299,12 +284,12 @@ def test_a_filtered_destination_hears_nothing_of_tables_it_did_not_ask_for(
     )
     queue = app_overrides["CELERY_QUEUE"]
     keys = Keys(app_overrides["MANIFEST_KEY_PREFIX"])
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "updated"
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "updated"
     published = admin.publish()
-    update = run(app, triggers.SYNC_TASK, trigger="beat")
+    update = run_task(app, triggers.SYNC_TASK, trigger="beat")
     release_id = update["release_id"]
 
-    tasks = queued_tasks(redis_client, queue)
+    tasks = take_queued_tasks(redis_client, queue)
     queued = sorted(args[0] for task, args in tasks if task == policy.DELIVER_RELEASE_TASK)
     assert len(queued) == 2
     assert queued[0] == "slack"
@@ -312,7 +297,7 @@ def test_a_filtered_destination_hears_nothing_of_tables_it_did_not_ask_for(
     record = msgspec.json.decode(redis_client.get(keys.delivered("discord", release_id)) or b"")
     assert record["outcome"] == announce.FILTERED
     for task, args in tasks:
-        assert run(app, task, *args) == announce.SENT
+        assert run_task(app, task, *args) == announce.SENT
 
     assert discord.attempts == []
     (body,) = [post.json for post in hook.received]
@@ -323,8 +308,8 @@ def test_a_filtered_destination_hears_nothing_of_tables_it_did_not_ask_for(
     assert {c["kind"] for c in body["changes"]} == {"added"}
     assert len(slack.received) == 1  # Slack hears of everything
     # Nothing is owed to the filtered one: the next check queues nothing for anyone.
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
-    assert queued_tasks(redis_client, queue) == []
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
+    assert take_queued_tasks(redis_client, queue) == []
     page = app.test_client().get("/").get_data(as_text=True)
     discord_row = page.split("<code>discord</code>", 1)[1].split("</tr>", 1)[0]
     assert "none yet" in discord_row
@@ -349,12 +334,12 @@ def test_alerts_go_to_the_destinations_alerts_to_names(
         },
     )
     admin.fault("bad_api_key")
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "failed"
-    tasks = queued_tasks(redis_client, app_overrides["CELERY_QUEUE"])
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "failed"
+    tasks = take_queued_tasks(redis_client, app_overrides["CELERY_QUEUE"])
     assert sorted(args[0][:7] for _, args in tasks) == ["discord", "webhook"]
     for task, args in tasks:
         assert task == policy.DELIVER_ALERT_TASK
-        assert run(app, task, *args) == announce.SENT
+        assert run_task(app, task, *args) == announce.SENT
     assert slack.attempts == []
     assert "BungieConfigError" in json.dumps(discord.received[0].json)
     assert hook.received[0].json["event"] == "trouble"

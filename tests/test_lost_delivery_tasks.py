@@ -4,15 +4,12 @@ alone (no tasks run here but those the tests take from the queue, as a worker wo
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 
 from app import create_app
 from app import triggers
@@ -21,26 +18,13 @@ from app.notify import announce
 from app.notify import policy
 from app.notify.destinations import DeliveryThrottled
 from devtools.demo.control import DemoAdmin
+from tests.conftest import run_task
+from tests.conftest import take_queued_tasks
 from tests.fake_receivers import FakeReceiver
 from tests.fake_receivers import fake_receiver
 
 # What a claim holds after this long without a sign of life from its task.
 LONG_AGO = announce.QUEUED_STALE_SECONDS + 60
-
-
-def take_queued(redis_client: redis.Redis, queue: str) -> list[tuple[str, list[Any]]]:
-    """Take every task waiting in `queue` (its name and arguments), as a worker or a loss would."""
-    found = []
-    for raw in reversed(redis_client.lrange(queue, 0, -1)):
-        message = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        found.append((message["headers"]["task"], args))
-    redis_client.delete(queue)
-    return found
-
-
-def run(app: Flask, task: str, *args: Any, **kwargs: Any) -> Any:
-    return app.extensions["celery"].tasks[task].apply(args=args, kwargs=kwargs).get()
 
 
 def silent_for(redis_client: redis.Redis, key: str, seconds: float) -> None:
@@ -63,28 +47,28 @@ def test_a_post_whose_task_was_lost_is_queued_again_and_posted_once(
     app = create_app("testing", {**app_overrides, "WEBHOOK_URLS": hook.url_for("/hook")})
     queue = app_overrides["CELERY_QUEUE"]
     keys = Keys(app_overrides["MANIFEST_KEY_PREFIX"])
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "updated"
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "updated"
     admin.publish()
-    release_id = run(app, triggers.SYNC_TASK, trigger="beat")["release_id"]
-    (lost,) = take_queued(redis_client, queue)  # the broker loses it: nobody runs it
+    release_id = run_task(app, triggers.SYNC_TASK, trigger="beat")["release_id"]
+    (lost,) = take_queued_tasks(redis_client, queue)  # the broker loses it: nobody runs it
     destination = lost[1][0]
     queued = keys.delivery_queued(destination, release_id)
 
     # While the task may still be on its way, checks leave the release to it.
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
-    assert take_queued(redis_client, queue) == []
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
+    assert take_queued_tasks(redis_client, queue) == []
     # Half an hour without a sign of life: the next check queues the release again.
     silent_for(redis_client, queued, LONG_AGO)
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
-    (again,) = take_queued(redis_client, queue)
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
+    (again,) = take_queued_tasks(redis_client, queue)
     assert again == lost
-    assert run(app, again[0], *again[1]) == announce.SENT
+    assert run_task(app, again[0], *again[1]) == announce.SENT
 
     assert [post.json["release_id"] for post in hook.received] == [release_id]
-    assert run(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
-    assert take_queued(redis_client, queue) == []
+    assert run_task(app, triggers.SYNC_TASK, trigger="beat")["outcome"] == "unchanged"
+    assert take_queued_tasks(redis_client, queue) == []
     # The lost task turning up after all posts nothing more.
-    assert run(app, lost[0], *lost[1]) == announce.ALREADY
+    assert run_task(app, lost[0], *lost[1]) == announce.ALREADY
     assert len(hook.received) == 1
     with app.app_context():
         (state,) = policy.destination_states()

@@ -36,6 +36,8 @@ from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import CSRF
 from tests.conftest import DEMO_ITEMS
+from tests.conftest import drop_keys
+from tests.conftest import drop_queue
 from tests.fake_receivers import FakeReceiver
 from tests.fake_receivers import fake_receiver
 from tests.processes import PROJECT_ROOT
@@ -405,10 +407,8 @@ def worker(worker_settings: dict[str, Any], redis_client: redis.Redis) -> Iterat
     with celery_worker(worker_settings) as process:
         yield process
     prefix, queue = worker_settings["MANIFEST_KEY_PREFIX"], worker_settings["CELERY_QUEUE"]
-    redis_client.delete(queue, f"_kombu.binding.{queue}")
-    keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        redis_client.unlink(*keys)
+    drop_queue(redis_client, queue)
+    drop_keys(redis_client, prefix)
 
 
 def trigger_and_wait(client: FlaskClient, timeout: float = 90) -> dict[str, Any]:
@@ -544,10 +544,8 @@ def test_gunicorn_workers_add_up_their_counts(
         assert "Traceback" not in web.output(), web.output()[-3000:]
         assert not folder.exists(), "the master removes its folder when it stops"
     finally:
-        keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            redis_client.unlink(*keys)
-        redis_client.delete(queue, f"_kombu.binding.{queue}")
+        drop_keys(redis_client, prefix)
+        drop_queue(redis_client, queue)
 
 
 def _holds(folder: Path, pids: set[str]) -> bool:

@@ -29,6 +29,7 @@ from app.manifest.store import ITEM_TABLE
 from app.triggers import request_sync
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
+from tests.conftest import drop_keys
 from tests.processes import ProjectProcess
 from tests.processes import flask_env
 from tests.processes import http_ok
@@ -190,9 +191,7 @@ def served(
         assert "Traceback" not in web.output(), web.output()[-3000:]
     finally:
         admin.close()
-        keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            redis_client.unlink(*keys)
+        drop_keys(redis_client, prefix)
         redis_client.delete(queue)
 
 

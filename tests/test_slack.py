@@ -10,13 +10,10 @@ from urllib.parse import quote
 
 import pytest
 import redis
-from celery.result import AsyncResult
 from flask import Flask
 
 from app import create_app
-from app import triggers
 from app.extensions import get_bungie
-from app.extensions import get_celery
 from app.extensions import get_store
 from app.manifest import sync
 from app.manifest.store import ITEM_TABLE
@@ -25,12 +22,15 @@ from app.notify.policy import after_check
 from app.tasks import deliver_release
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
+from tests.conftest import drop_keys
+from tests.conftest import drop_queue
 from tests.conftest import queued_task_ids
 from tests.fake_slack import WEBHOOK_PATH
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack
 from tests.processes import CeleryWorker
 from tests.processes import celery_worker
+from tests.processes import sync_on_worker
 
 # -- building -----------------------------------------------------------------------------
 
@@ -146,15 +146,8 @@ def slack_worker(
 ) -> Iterator[CeleryWorker]:
     with celery_worker(slack_settings) as process:
         yield process
-    queue = slack_settings["CELERY_QUEUE"]
-    redis_client.delete(queue, f"_kombu.binding.{queue}")
-    _wipe(redis_client, slack_settings["MANIFEST_KEY_PREFIX"])
-
-
-def _wipe(redis_client: redis.Redis, prefix: str) -> None:
-    keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        redis_client.unlink(*keys)
+    drop_queue(redis_client, slack_settings["CELERY_QUEUE"])
+    drop_keys(redis_client, slack_settings["MANIFEST_KEY_PREFIX"])
 
 
 @pytest.fixture
@@ -165,21 +158,9 @@ def app(
     admin: DemoAdmin,
     redis_client: redis.Redis,
 ) -> Flask:
-    _wipe(redis_client, slack_settings["MANIFEST_KEY_PREFIX"])
+    drop_keys(redis_client, slack_settings["MANIFEST_KEY_PREFIX"])
     slack_server.reset()
     return create_app("testing", slack_settings)
-
-
-def run_sync(app: Flask, timeout: float = 60) -> dict[str, Any]:
-    """Trigger a sync as the pages do and wait for the worker to finish it."""
-    with app.test_request_context():
-        ticket = triggers.request_sync("test")
-        result = AsyncResult(ticket.task_id, app=get_celery())
-        deadline = time.monotonic() + timeout
-        while result.state not in ("SUCCESS", "FAILURE"):
-            assert time.monotonic() < deadline, f"sync {ticket.task_id} did not finish"
-            time.sleep(0.05)
-        return result.info
 
 
 def all_sent(app: Flask, worker: CeleryWorker, slack_server: FakeSlack) -> list[dict[str, Any]]:
@@ -192,13 +173,13 @@ def all_sent(app: Flask, worker: CeleryWorker, slack_server: FakeSlack) -> list[
 def test_a_new_release_is_announced_once_with_its_diff(
     app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
 ) -> None:
-    first = run_sync(app)
+    first = sync_on_worker(app)
     assert first["outcome"] == "updated"
     assert all_sent(app, slack_worker, slack_server) == []  # filling an empty cache is no news
     published = admin.publish()
 
-    second = run_sync(app)
-    assert run_sync(app)["outcome"] == "unchanged"
+    second = sync_on_worker(app)
+    assert sync_on_worker(app)["outcome"] == "unchanged"
 
     messages = all_sent(app, slack_worker, slack_server)
     assert len(messages) == 1
@@ -218,10 +199,10 @@ def test_a_new_release_is_announced_once_with_its_diff(
 def test_a_429_is_waited_out_and_sent_once(
     app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
 ) -> None:
-    run_sync(app)
+    sync_on_worker(app)
     admin.publish()
     slack_server.answer_next(429, Retry_After="1")
-    run_sync(app)
+    sync_on_worker(app)
     assert len(all_sent(app, slack_worker, slack_server)) == 1
     assert [a["path"] for a in slack_server.attempts] == [WEBHOOK_PATH] * 2
 
@@ -229,11 +210,11 @@ def test_a_429_is_waited_out_and_sent_once(
 def test_slack_down_retries_then_gives_up_and_the_sync_stays(
     app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
 ) -> None:
-    run_sync(app)
+    sync_on_worker(app)
     admin.publish()
     slack_server.answer_next(500, times=10)
 
-    result = run_sync(app)
+    result = sync_on_worker(app)
 
     assert result["outcome"] == "updated"
     with app.app_context():
@@ -244,16 +225,16 @@ def test_slack_down_retries_then_gives_up_and_the_sync_stays(
     assert "Slack stayed unavailable after 2 retries, giving up" in slack_worker.output()
     # The next check queues it again, and this time Slack takes it: none lost.
     slack_server.reset()
-    assert run_sync(app)["outcome"] == "unchanged"
+    assert sync_on_worker(app)["outcome"] == "unchanged"
     assert len(all_sent(app, slack_worker, slack_server)) == 1
 
 
 def test_the_same_release_is_announced_once(
     app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
 ) -> None:
-    run_sync(app)
+    sync_on_worker(app)
     admin.publish()
-    release_id = run_sync(app)["release_id"]
+    release_id = sync_on_worker(app)["release_id"]
     assert len(all_sent(app, slack_worker, slack_server)) == 1
     with app.app_context():
         # Their results kept (the task ignores them otherwise), to know when each is done.
@@ -268,16 +249,16 @@ def test_the_same_release_is_announced_once(
 def test_a_manifest_flipping_between_two_releases_is_announced_once_each(
     app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
 ) -> None:
-    run_sync(app)  # A, the first fill: no message
+    sync_on_worker(app)  # A, the first fill: no message
     admin.publish()
-    run_sync(app)  # B: announced
+    sync_on_worker(app)  # B: announced
     admin.rollback()
-    assert run_sync(app)["rollback"]  # back to A: announced once, as a rollback
+    assert sync_on_worker(app)["rollback"]  # back to A: announced once, as a rollback
     admin.reset()
     admin.publish()  # the very same B again
-    assert run_sync(app)["rollback"]  # forward to B: a pointer flip, B was announced
+    assert sync_on_worker(app)["rollback"]  # forward to B: a pointer flip, B was announced
     admin.rollback()
-    assert run_sync(app)["rollback"]  # and back to A, announced already
+    assert sync_on_worker(app)["rollback"]  # and back to A, announced already
 
     messages = all_sent(app, slack_worker, slack_server)
     assert len(messages) == 2
@@ -292,18 +273,18 @@ def test_a_long_maintenance_makes_one_trouble_and_one_recovered_message(
     slack_worker: CeleryWorker,
     slack_settings: dict[str, Any],
 ) -> None:
-    run_sync(app)
+    sync_on_worker(app)
     admin.fault("maintenance")
-    assert run_sync(app)["outcome"] == "unavailable"  # just started: not yet worth a message
+    assert sync_on_worker(app)["outcome"] == "unavailable"  # just started: not yet worth a message
     assert all_sent(app, slack_worker, slack_server) == []
     # The behaviour under test: a transient failure is worth a message once it has lasted
     # SLACK_ALERT_AFTER_SECONDS, and only time makes it last.
     time.sleep(slack_settings["SLACK_ALERT_AFTER_SECONDS"] + 0.1)
     for _ in range(3):
-        run_sync(app)
+        sync_on_worker(app)
     admin.clear_faults()
-    run_sync(app)
-    run_sync(app)
+    sync_on_worker(app)
+    sync_on_worker(app)
 
     messages = all_sent(app, slack_worker, slack_server)
     assert len(messages) == 2
@@ -316,7 +297,7 @@ def test_a_bad_api_key_is_reported_at_once(
     app: Flask, admin: DemoAdmin, slack_server: FakeSlack, slack_worker: CeleryWorker
 ) -> None:
     admin.fault("bad_api_key")
-    assert run_sync(app)["error"] == "BungieConfigError"
+    assert sync_on_worker(app)["error"] == "BungieConfigError"
     messages = all_sent(app, slack_worker, slack_server)
     assert len(messages) == 1
     assert "BungieConfigError" in messages[0]["payload"]["text"]

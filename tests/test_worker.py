@@ -24,6 +24,8 @@ from config import TestingConfig
 from devtools.demo.control import DemoAdmin
 from devtools.demo.control import DemoOriginProcess
 from tests.conftest import DEMO_ITEMS
+from tests.conftest import drop_keys
+from tests.conftest import drop_queue
 from tests.processes import CeleryWorker
 from tests.processes import celery_worker
 
@@ -47,10 +49,8 @@ def worker(worker_settings: dict[str, Any], redis_client: redis.Redis) -> Iterat
     with celery_worker(worker_settings) as process:
         yield process
     prefix, queue = worker_settings["MANIFEST_KEY_PREFIX"], worker_settings["CELERY_QUEUE"]
-    redis_client.delete(queue, f"_kombu.binding.{queue}")
-    keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        redis_client.unlink(*keys)
+    drop_queue(redis_client, queue)
+    drop_keys(redis_client, prefix)
 
 
 @pytest.fixture
@@ -61,9 +61,7 @@ def app(
     redis_client: redis.Redis,
 ) -> Flask:
     """The app as the worker sees it, with this module's cache emptied before each test."""
-    keys = list(redis_client.scan_iter(match=f"{worker_settings['MANIFEST_KEY_PREFIX']}:*"))
-    if keys:
-        redis_client.unlink(*keys)
+    drop_keys(redis_client, worker_settings["MANIFEST_KEY_PREFIX"])
     return create_app("testing", worker_settings)
 
 
@@ -208,6 +206,4 @@ def test_the_same_sync_runs_with_rabbitmq_as_the_broker(
     finally:
         with app.app_context():
             get_celery().control.purge()
-        keys = list(redis_client.scan_iter(match=f"{settings['MANIFEST_KEY_PREFIX']}:*"))
-        if keys:
-            redis_client.unlink(*keys)
+        drop_keys(redis_client, settings["MANIFEST_KEY_PREFIX"])

@@ -471,11 +471,7 @@ def test_a_release_is_announced_only_once_a_replica_holds_it(
         queued = bookkeeping.keys.delivery_queued("slack", "r1")
 
         # The replica stalls (as one far behind would): no release is announced meanwhile.
-        stall = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", 5))
-        stall.start()
-        with replica_server.client() as probe:
-            probe.connection_pool.connection_kwargs["socket_timeout"] = 0.2
-            wait_until(lambda: not answers(probe), 10, "the replica to stall")
+        stall = stalled(replica_server, replica, 5)
         assert bookkeeping.claim(["slack"], "r1", time.time()) == []
         assert not primary.exists(queued)
         assert bookkeeping.states(["slack"])["slack"].pending == 1  # still owed
@@ -500,6 +496,17 @@ def answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.TimeoutError:
         return False
+
+
+def stalled(server: RedisServer, client: redis.Redis, seconds: int) -> threading.Thread:
+    """Make `server` stop answering for `seconds` (DEBUG SLEEP sent on `client`, from a thread
+    of its own); return once it no longer answers. Join the thread to wait the stall out."""
+    stall = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", seconds))
+    stall.start()
+    with server.client() as probe:
+        probe.connection_pool.connection_kwargs["socket_timeout"] = 0.2
+        wait_until(lambda: not answers(probe), 10, "the replica to stall")
+    return stall
 
 
 def test_a_replica_still_in_full_resync_does_not_hold_releases_back(
@@ -605,11 +612,7 @@ def test_a_wait_that_fails_leaves_no_claim_behind(monkeypatch: pytest.MonkeyPatc
         wait_until(lambda: in_sync(primary, replica), 30, "the replica to sync")
         bookkeeping = announce.Announcements(impatient, Keys(unique("waitfails")))
         queued = bookkeeping.keys.delivery_queued("slack", "r1")
-        stall = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", 3))
-        stall.start()
-        with replica_server.client() as probe:
-            probe.connection_pool.connection_kwargs["socket_timeout"] = 0.2
-            wait_until(lambda: not answers(probe), 10, "the replica to stall")
+        stall = stalled(replica_server, replica, 3)
         with pytest.raises(redis.TimeoutError):
             bookkeeping.claim(["slack"], "r1", time.time())
         assert not primary.exists(queued)
