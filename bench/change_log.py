@@ -58,18 +58,18 @@ import requests
 from ingest import ThreadProfiles
 from ingest import peak_rss_kib
 from loadgen import LoadGroup
-from loadgen import run_phases
+from loadgen import run_turns
 from profiles import RequestProfile
 from profiles import print_profiles
 from profiles import profile_call
 from profiles import to_record
 from stack import LANGUAGE
 from stack import PROJECT_ROOT
-from stack import SEED
 from stack import add_load_arguments
 from stack import app_env
 from stack import bungie_client
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
 from stack import memory_usage
@@ -473,14 +473,7 @@ def measure_page(
             "healthz": [LoadGroup("healthz", "GET", ["/healthz"], args.connections)],
             "release": [LoadGroup("release", "GET", [path], args.connections)],
         }
-        found = run_phases(
-            url,
-            groups,
-            rounds=args.rounds,
-            seconds=args.seconds / args.rounds,
-            warmup=args.warmup,
-            max_requests=MAX_REQUESTS,
-        )
+        found = run_turns(url, groups, args, MAX_REQUESTS)
     healthz = found["healthz"]["healthz"].summary()
     page = found["release"]["release"].summary()
     page["ratio"] = page["rps"] / healthz["rps"]
@@ -580,7 +573,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"== workload 7: the change log's cost, {args.items:,} items, {args.repeat} round(s); "
         f"the release page, {args.connections} connections, {args.seconds:g} s per endpoint =="
     )
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     syncs = page = None
     try:
         with DemoOriginProcess(*origin_args) as origin:

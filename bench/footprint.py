@@ -31,17 +31,17 @@ import redis
 import requests
 from stack import ITEM_TABLE
 from stack import LANGUAGE
-from stack import SEED
 from stack import bungie_client
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
 from stack import footprint
 from stack import item_path
 from stack import memory_usage
 from stack import run_id
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import print_verdicts
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench:{run_id()}:footprint"
     print()
     print(f"== workload 2: Redis memory of the cache, {args.items:,} items ==")
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     try:
         with DemoOriginProcess(*origin_args) as origin:
             figures = measure(args, origin.url, prefix)
@@ -232,9 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(parse_args(argv), run)
 
 
 if __name__ == "__main__":

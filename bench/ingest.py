@@ -68,6 +68,7 @@ import zstandard
 from redis.typing import EncodableT
 from stack import DEFAULT_REDIS_URL
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import describe_machine
 from stack import footprint
 from stack import memory_usage
@@ -584,7 +585,7 @@ def bench_size(
     from devtools.demo.control import DemoOriginProcess
 
     started = time.perf_counter()
-    origin_args = ("--items", str(items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(items)
     with DemoOriginProcess(*origin_args) as origin:
         state = origin.admin.state()
         path = state["paths"]["jsonWorldComponentContentPaths"][LANGUAGE][TABLE]

@@ -316,6 +316,20 @@ def run_phases(
     }
 
 
+def run_turns(
+    base_url: str, phases: dict[str, list[LoadGroup]], args: argparse.Namespace, max_requests: int
+) -> dict[str, dict[str, GroupFigures]]:
+    """Run `phases` as a workload's load arguments say: --rounds turns of --seconds in all."""
+    return run_phases(
+        base_url,
+        phases,
+        rounds=args.rounds,
+        seconds=args.seconds / args.rounds,
+        warmup=args.warmup,
+        max_requests=max_requests,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate HTTP load; the spec is JSON.")
     parser.add_argument(

@@ -29,18 +29,17 @@ from typing import Any
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from stack import LANGUAGE
-from stack import SEED
 from stack import app_env
 from stack import bungie_client
 from stack import delete_celery_keys
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
-from stack import run_id
+from stack import run_keys
 from stack import web_server
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import percentile
@@ -125,14 +124,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
-    rid = run_id()
-    prefix, queue = f"bench:{rid}:metrics", f"bench-{rid}-metrics"
+    prefix, queue = run_keys("metrics")
     print()
     print(
         f"== workload 9: /metrics scrape, {args.releases} releases of history "
         f"({args.items:,} items), {args.scrapes} scrapes =="
     )
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     try:
         with DemoOriginProcess(*origin_args) as origin:
             started = time.monotonic()
@@ -194,9 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(parse_args(argv), run)
 
 
 if __name__ == "__main__":

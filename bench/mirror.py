@@ -44,7 +44,7 @@ import msgspec
 import redis
 import requests
 from loadgen import LoadGroup
-from loadgen import run_phases
+from loadgen import run_turns
 from profiles import RequestProfile
 from profiles import print_profiles
 from profiles import profile_call
@@ -56,12 +56,13 @@ from stack import add_load_arguments
 from stack import app_env
 from stack import bungie_client
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
-from stack import run_id
+from stack import run_keys
 from stack import web_server
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import print_verdicts
@@ -301,14 +302,7 @@ def measure_conditionals(
     """Load /healthz and each conditional GET, taking turns; return their figures and ratios."""
     phases = {"healthz": [LoadGroup("healthz", "GET", ["/healthz"], args.connections)]}
     phases |= {route.name: [route.load(args.connections)] for route in routes}
-    found = run_phases(
-        url,
-        phases,
-        rounds=args.rounds,
-        seconds=args.seconds / args.rounds,
-        warmup=args.warmup,
-        max_requests=MAX_REQUESTS,
-    )
+    found = run_turns(url, phases, args, MAX_REQUESTS)
     healthz = {"label": "GET /healthz", **found["healthz"]["healthz"].summary()}
     # Only the expected answers count: a 200 to a conditional GET is not a 304's cost.
     healthz["ok_rps"] = healthz["statuses"].get("200", 0) / healthz["seconds"]
@@ -340,15 +334,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
-    rid = run_id()
-    prefix, queue = f"bench:{rid}:mirror", f"bench-{rid}-mirror"
+    prefix, queue = run_keys("mirror")
     print()
     print(
         f"== workload 8: the mirror and conditional GETs, {args.items:,} items, "
         f"{args.downloads} downloads, {args.connections} connections, {args.seconds:g} s per "
         "endpoint =="
     )
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     profiles: list[RequestProfile] = []
     conditionals: dict[str, Any] = {}
     routes: list[Conditional] = []
@@ -489,9 +482,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(parse_args(argv), run)
 
 
 if __name__ == "__main__":

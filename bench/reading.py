@@ -44,7 +44,7 @@ import msgspec
 import redis
 import requests
 from loadgen import LoadGroup
-from loadgen import run_phases
+from loadgen import run_turns
 from profiles import RequestProfile
 from profiles import print_profiles
 from profiles import profile_call
@@ -56,12 +56,13 @@ from stack import add_load_arguments
 from stack import app_env
 from stack import bungie_client
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
-from stack import run_id
+from stack import run_keys
 from stack import web_server
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import percentile
@@ -209,14 +210,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
-    rid = run_id()
-    prefix, queue = f"bench:{rid}:reading", f"bench-{rid}-reading"
+    prefix, queue = run_keys("reading")
     print()
     print(
         f"== workload 5: reading pages, {args.items:,} items, {args.connections} connections, "
         f"{args.seconds:g} s per endpoint =="
     )
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     try:
         with DemoOriginProcess(*origin_args) as origin:
             settings = engine_settings(origin.url, prefix, api_key="test-api-key")
@@ -361,14 +361,7 @@ def measure_pages(
 ) -> dict[str, Any]:
     """Load /healthz and each endpoint, taking turns, the same way; return figures and ratios."""
     phases = {name: [load.load(name, args.connections)] for name, load in loads.items()}
-    found = run_phases(
-        url,
-        phases,
-        rounds=args.rounds,
-        seconds=args.seconds / args.rounds,
-        warmup=args.warmup,
-        max_requests=MAX_REQUESTS,
-    )
+    found = run_turns(url, phases, args, MAX_REQUESTS)
     runs = {
         name: {"name": name, "label": LABELS[name], **found[name][name].summary()} for name in loads
     }
@@ -521,9 +514,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,23 @@ def run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def run_keys(workload: str) -> tuple[str, str]:
+    """Return a fresh run's key prefix and Celery queue, both named after `workload`."""
+    rid = run_id()
+    return f"bench:{rid}:{workload}", f"bench-{rid}-{workload}"
+
+
+def demo_origin_args(items: int) -> tuple[str, ...]:
+    """Return the demo origin's arguments: `items` items, the bench's seed and language."""
+    return ("--items", str(items), "--seed", str(SEED), "--languages", LANGUAGE)
+
+
+def workload_main(args: argparse.Namespace, run: Callable[[argparse.Namespace], Any]) -> int:
+    """Run a workload script's `run` on its parsed arguments and write its figures if asked."""
+    write_report(args.json, run(args))
+    return 0
+
+
 def free_port() -> int:
     """Return a loopback TCP port nobody listens on right now."""
     with socket.socket() as probe:

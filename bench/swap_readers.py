@@ -43,11 +43,12 @@ from stack import PROJECT_ROOT
 from stack import SEED
 from stack import bungie_client
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
 from stack import run_id
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import percentile
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench:{run_id()}:swap"
     print()
     print(f"== workload 6: readers during a swap, {args.items:,} items, {args.swaps} swaps ==")
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     swaps = []
     try:
         with DemoOriginProcess(*origin_args) as origin:
@@ -348,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reader:
         read_loop(args)
         return 0
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(args, run)
 
 
 if __name__ == "__main__":

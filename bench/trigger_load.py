@@ -31,25 +31,24 @@ from urllib.parse import urljoin
 import redis
 import requests
 from loadgen import LoadGroup
-from loadgen import run_phases
+from loadgen import run_turns
 from profiles import RequestProfile
 from profiles import print_profiles
 from profiles import profile_call
 from profiles import to_record
 from stack import ADMIN
 from stack import API_TOKEN
-from stack import LANGUAGE
-from stack import SEED
 from stack import add_load_arguments
 from stack import app_env
 from stack import celery_worker
 from stack import delete_celery_keys
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import item_path
-from stack import run_id
+from stack import run_keys
 from stack import web_server
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import print_verdicts
@@ -115,14 +114,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from devtools.demo.control import DemoOriginProcess
 
     client = redis.Redis.from_url(args.redis_url)
-    rid = run_id()
-    prefix, queue = f"bench:{rid}:trigger", f"bench-{rid}-trigger"
+    prefix, queue = run_keys("trigger")
     print()
     print(
         f"== workload 4: triggers under load, {args.items:,} items, {args.connections} "
         f"connections, {args.seconds:g} s per phase =="
     )
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     task_ids: set[str] = set()
     try:
         with DemoOriginProcess(*origin_args) as origin:
@@ -196,14 +194,7 @@ def measure(
             ),
         ],
     }
-    found = run_phases(
-        url,
-        phases,
-        rounds=args.rounds,
-        seconds=turn,
-        warmup=args.warmup,
-        max_requests=MAX_REQUESTS,
-    )
+    found = run_turns(url, phases, args, MAX_REQUESTS)
     health = found["healthz"]["healthz"]
     triggers = found["triggers"]
     trigger_rps = triggers["api"].rps + triggers["page"].rps
@@ -345,9 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -36,15 +36,14 @@ from urllib.parse import urlsplit
 import redis
 import requests
 from redis.connection import Connection
-from stack import LANGUAGE
-from stack import SEED
 from stack import bungie_client
 from stack import delete_keys
+from stack import demo_origin_args
 from stack import engine_settings
 from stack import engine_store
 from stack import run_id
+from stack import workload_main
 from stack import workload_parser
-from stack import write_report
 from targets import Target
 from targets import Verdict
 from targets import percentile
@@ -357,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench:{run_id()}:unchanged"
     print()
     print(f"== workload 3: unchanged check, {args.items:,} items, {args.repeat} rounds ==")
-    origin_args = ("--items", str(args.items), "--seed", str(SEED), "--languages", LANGUAGE)
+    origin_args = demo_origin_args(args.items)
     try:
         with DemoOriginProcess(*origin_args) as origin:
             figures = run_rounds(args, origin.url, prefix)
@@ -392,9 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    write_report(args.json, run(args))
-    return 0
+    return workload_main(parse_args(argv), run)
 
 
 if __name__ == "__main__":
